@@ -1,0 +1,23 @@
+"""The ASGI entry point: static files, Django's HTTP views, and the chat websocket behind origin and auth checks."""
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatweb.settings")
+
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+django_http = get_asgi_application()  # sets Django up before the imports below touch models
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+
+from chatweb.staticfiles import StaticFilesApp  # noqa: E402
+from conversations.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": StaticFilesApp(django_http),
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+    }
+)

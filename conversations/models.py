@@ -1,0 +1,329 @@
+"""The data model: users, providers and their models, conversations, messages (one row each), the usage ledger."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from decimal import Decimal
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractUser, Group
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+
+from conversations.crypto import EncryptedTextField
+
+USD = {"max_digits": 20, "decimal_places": 10}  # money: exact, at least 10 decimal places
+PRICE = {"max_digits": 14, "decimal_places": 6}  # USD per 1M tokens
+
+
+class User(AbstractUser):
+    monthly_budget = models.DecimalField(
+        max_digits=12, decimal_places=4, null=True, blank=True, help_text="USD per calendar month; empty: no cap."
+    )
+    timezone = models.CharField(max_length=64, default="UTC", help_text="IANA name, for the usage dashboard.")
+
+
+def validate_base_url(value: str) -> None:
+    # URLValidator refuses single-label hosts such as `ollama:11434`, common in self-hosted setups.
+    if not value.startswith(("http://", "https://")) or len(value) < 10 or any(c.isspace() for c in value):
+        raise ValidationError("Enter an http:// or https:// URL, e.g. https://api.deepinfra.com/v1/openai")
+
+
+class Provider(models.Model):
+    name = models.SlugField(max_length=64, unique=True, help_text="Unique slug; part of model public names.")
+    base_url = models.CharField(max_length=500, validators=[validate_base_url])
+    api_key = EncryptedTextField(blank=True, default="", help_text="Encrypted at rest; never shown again.")
+    extra_headers = models.JSONField(default=dict, blank=True, help_text="Extra request headers.")
+    send_stream_options = models.BooleanField(
+        default=True, help_text="Ask for usage in streams (stream_options.include_usage); off for upstreams that reject it."
+    )
+    dropped_params = models.JSONField(default=list, blank=True, help_text="Sampling parameters this upstream rejects.")
+    connect_timeout = models.FloatField(default=10.0)
+    first_token_timeout = models.FloatField(default=120.0)
+    read_timeout = models.FloatField(default=60.0, help_text="Seconds allowed between two chunks.")
+    max_retries = models.PositiveSmallIntegerField(default=2)
+    enabled = models.BooleanField(default=True)
+    is_development = models.BooleanField(default=False, help_text="The built-in development upstream.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def api_key_last4(self) -> str:
+        return self.api_key.last4 if self.api_key else ""
+
+
+class ModelQuerySet(models.QuerySet):
+    def usable(self) -> ModelQuerySet:
+        return self.filter(enabled=True, provider__enabled=True).select_related("provider")
+
+    def for_user(self, user: User) -> ModelQuerySet:
+        """Enabled models this user may use: unrestricted ones, or those open to one of the user's groups."""
+        qs = self.usable()
+        return qs.filter(models.Q(allowed_groups=None) | models.Q(allowed_groups__user=user)).distinct()
+
+
+class Model(models.Model):
+    class Api(models.TextChoices):
+        CHAT = "chat", "chat completions"
+        COMPLETIONS = "completions", "completions (prompt only)"
+
+    provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="models")
+    upstream_id = models.CharField(max_length=255, help_text="The upstream's model id.")
+    alias = models.CharField(max_length=255, blank=True, help_text='Public name; default "<provider>/<id>".')
+    public_name = models.CharField(max_length=320, unique=True, editable=False)
+    input_price = models.DecimalField(**PRICE, null=True, blank=True, help_text="USD per 1M prompt tokens.")
+    output_price = models.DecimalField(**PRICE, null=True, blank=True, help_text="USD per 1M completion tokens.")
+    context_length = models.PositiveIntegerField(null=True, blank=True)
+    max_output_tokens = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Default reply cap, used for budget reservations when a request sets none."
+    )
+    api = models.CharField(max_length=16, choices=Api.choices, default=Api.CHAT)
+    enabled = models.BooleanField(default=True)
+    allowed_groups = models.ManyToManyField(
+        Group, blank=True, related_name="+", help_text="Empty: every user. Otherwise only members of these groups."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ModelQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["public_name"]
+        constraints = [models.UniqueConstraint(fields=["provider", "upstream_id"], name="model_unique_per_provider")]
+
+    def __str__(self) -> str:
+        return self.public_name
+
+    def save(self, *args, **kwargs) -> None:
+        self.public_name = self.alias or f"{self.provider.name}/{self.upstream_id}"
+        super().save(*args, **kwargs)
+
+    @property
+    def priced(self) -> bool:
+        return self.input_price is not None and self.output_price is not None
+
+
+class ConversationQuerySet(models.QuerySet):
+    def for_user(self, user: User) -> ConversationQuerySet:
+        """The one door to a user's conversations."""
+        if not getattr(user, "is_authenticated", False):
+            return self.none()
+        return self.filter(owner=user)
+
+
+class Conversation(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
+    title = models.CharField(max_length=200, blank=True, default="")
+    model = models.ForeignKey(Model, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    system_prompt = models.TextField(blank=True, default="")
+    params = models.JSONField(default=dict, blank=True)
+    active_leaf = models.ForeignKey(
+        "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The last message of the branch shown (replies and edits branch the conversation).",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ConversationQuerySet.as_manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["owner", "-updated_at"], name="conversation_owner_recent")]
+
+    def __str__(self) -> str:
+        return self.title or f"Conversation {self.pk}"
+
+
+class MessageQuerySet(models.QuerySet):
+    def for_user(self, user: User) -> MessageQuerySet:
+        if not getattr(user, "is_authenticated", False):
+            return self.none()
+        return self.filter(conversation__owner=user)
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        SYSTEM = "system"
+        USER = "user"
+        ASSISTANT = "assistant"
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        STREAMING = "streaming"
+        COMPLETE = "complete"
+        STOPPED = "stopped"
+        ERROR = "error"
+        INTERRUPTED = "interrupted"
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.TextField(blank=True, default="")
+    reasoning = models.TextField(blank=True, default="")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
+    finish_reason = models.CharField(max_length=32, blank=True, default="")
+    error_code = models.CharField(max_length=64, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    model = models.ForeignKey(Model, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    model_name = models.CharField(max_length=320, blank=True, default="", help_text="Public name as it was.")
+    seq = models.PositiveIntegerField(default=0, help_text="Delta events sent so far (resume point).")
+    heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last sign of life while streaming.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = MessageQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [
+            models.Index(fields=["conversation", "created_at"], name="message_conversation_time"),
+            models.Index(fields=["status", "heartbeat_at"], name="message_status_heartbeat"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role} #{self.pk}"
+
+
+class ApiKeyQuerySet(models.QuerySet):
+    def for_user(self, user: User) -> ApiKeyQuerySet:
+        if not getattr(user, "is_authenticated", False):
+            return self.none()
+        return self.filter(user=user)
+
+    def active(self) -> ApiKeyQuerySet:
+        return self.filter(revoked_at__isnull=True)
+
+
+class ApiKey(models.Model):
+    """A personal key for the OpenAI-compatible API: stored as a SHA-256 hash, shown once."""
+
+    PREFIX = "cw-"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100, blank=True, default="")
+    prefix = models.CharField(max_length=16, unique=True, help_text="Shown to identify the key.")
+    hashed = models.CharField(max_length=64, unique=True)
+    rpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Requests per minute; empty: none.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"{self.prefix}…"
+
+    @staticmethod
+    def hash(raw: str) -> str:
+        # Keys are 256-bit random strings: a plain SHA-256 is the right hash (no stretching needed).
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    @classmethod
+    def generate(cls) -> tuple[str, str, str]:
+        """A new random key as (raw key, prefix, hash)."""
+        raw = cls.PREFIX + secrets.token_urlsafe(32)
+        return raw, raw[:12], cls.hash(raw)
+
+
+class UsageRecordQuerySet(models.QuerySet):
+    def for_user(self, user: User) -> UsageRecordQuerySet:
+        if not getattr(user, "is_authenticated", False):
+            return self.none()
+        return self.filter(user=user)
+
+
+class UsageRecord(models.Model):
+    """The ledger: one row per reply or API call, with names and prices as they were."""
+
+    class Source(models.TextChoices):
+        CHAT = "chat"
+        API = "api"
+
+    class CostSource(models.TextChoices):
+        REPORTED = "reported", "reported by the provider"
+        PRICE = "price", "tokens × the model's prices"
+        ESTIMATED = "estimated", "no price known"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_records")
+    source = models.CharField(max_length=8, choices=Source.choices)
+    conversation = models.ForeignKey(Conversation, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage")
+    api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    provider_name = models.CharField(max_length=64)
+    model_name = models.CharField(max_length=320)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    total_tokens = models.PositiveIntegerField(default=0)
+    estimated_cost = models.DecimalField(**USD, default=Decimal(0))
+    cost_source = models.CharField(max_length=16, choices=CostSource.choices)
+    usage_estimated = models.BooleanField(default=False)
+    finish_reason = models.CharField(max_length=32, blank=True, default="")
+    ttft_ms = models.PositiveIntegerField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = UsageRecordQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["user", "created_at"], name="usage_user_time"),
+            models.Index(fields=["created_at"], name="usage_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_name} {self.total_tokens} tokens"
+
+
+class BudgetReservation(models.Model):
+    """A request's worst-case cost, held against the user's budget until the request settles."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    amount = models.DecimalField(**USD)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "created_at"], name="reservation_user_time")]
+
+
+class Preset(models.Model):
+    """A user's saved system prompt and parameters."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="presets")
+    name = models.CharField(max_length=100)
+    model = models.ForeignKey(Model, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    system_prompt = models.TextField(blank=True, default="")
+    params = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="preset_unique_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class AuditLog(models.Model):
+    """Who changed which provider, key, price, model or budget, and when (fields named, values of keys never)."""
+
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    action = models.CharField(max_length=32)
+    object_type = models.CharField(max_length=64)
+    object_id = models.CharField(max_length=64, blank=True, default="")
+    object_repr = models.CharField(max_length=320, blank=True, default="")
+    fields = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.object_type} {self.object_repr}"
