@@ -87,6 +87,8 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,
     }
+    # A file, not memory, for the test database: live Daphne processes in the tests must share it.
+    _db["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
 elif _db["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.postgresql_psycopg2"):
     _db["ENGINE"] = "django.db.backends.postgresql"
     # Async code must not keep per-thread connections open: CONN_MAX_AGE 0 plus psycopg's pool.
@@ -109,6 +111,7 @@ if REDIS_URL:
                 "capacity": env.int("CHATWEB_CHANNEL_CAPACITY", default=1500),
                 "expiry": 30,
                 "group_expiry": 86400,
+                "prefix": env.str("CHATWEB_CHANNEL_PREFIX", default="chatweb"),
             },
         }
     }

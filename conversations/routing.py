@@ -2,4 +2,6 @@
 
 from django.urls import path
 
-websocket_urlpatterns: list = []
+from conversations.consumers import ChatConsumer
+
+websocket_urlpatterns = [path("ws/chat/", ChatConsumer.as_asgi())]

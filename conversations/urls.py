@@ -1,3 +1,10 @@
 """URLs of the chat pages."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from conversations import views
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("c/<int:conversation_id>/", views.conversation, name="conversation"),
+]

@@ -1,0 +1,252 @@
+"""Chat services (sync, one transaction each): admit a send or a regenerate, checkpoint a reply, finish it, reap."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from conversations.budgets import BudgetExceeded, budget_reserve, worst_case_cost
+from conversations.commands import ChatRegenerate, ChatSend
+from conversations.ledger import Priced, usage_record
+from conversations.models import Conversation, Message, Model, User
+from conversations.prompting import chat_messages, upstream_request
+from conversations.selectors import conversation_branch, model_for_user, upstream_target
+from conversations.upstream.client import UpstreamTarget
+from conversations.upstream.events import Usage
+from conversations.upstream.params import ParamError, drop_unsupported, validate_params
+from conversations.upstream.tokens import count_prompt_tokens
+
+TITLE_LENGTH = 60
+
+
+class ChatError(Exception):
+    """A request refused before anything is sent upstream (code as in CONTRACTS §5 / §7)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class ReplyPlan:
+    """Everything a generation needs, resolved from the database once, at admission."""
+
+    user_id: int
+    conversation_id: int
+    message_id: int
+    user_message_id: int | None
+    user_content: str
+    request_id: str | None
+    target: UpstreamTarget
+    path: str
+    body: dict[str, Any]
+    prompt_messages: list[dict[str, str]]
+    priced: Priced
+    reservation_id: int | None = None
+    parent_id: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ReplyOutcome:
+    content: str
+    reasoning: str
+    status: str
+    finish_reason: str
+    seq: int
+    usage: Usage | None = None
+    error_code: str = ""
+    error_message: str = ""
+    ttft_ms: int | None = None
+    duration_ms: int | None = None
+
+
+def _clean_params(model: Model, params: dict[str, Any]) -> dict[str, Any]:
+    try:
+        cleaned = validate_params(params)
+    except ParamError as exc:
+        raise ChatError("bad_request", str(exc)) from None
+    return drop_unsupported(cleaned, model.provider.dropped_params or [])
+
+
+def _admit(
+    *, user: User, conversation: Conversation, model: Model, parent: Message | None, params: dict, request_id: str | None,
+    user_message: Message | None,
+) -> ReplyPlan:
+    """Create the assistant message, reserve the budget and resolve the upstream request."""
+    branch = conversation_branch(conversation, parent.pk if parent else None)
+    messages = chat_messages(conversation.system_prompt, branch)
+    path, body = upstream_request(model, messages, params)
+    prompt_tokens = count_prompt_tokens(messages)
+    reserve = worst_case_cost(
+        prompt_tokens=prompt_tokens,
+        max_tokens=params.get("max_tokens") or model.max_output_tokens,
+        input_price=model.input_price,
+        output_price=model.output_price,
+    )
+    try:
+        reservation_id = budget_reserve(user_id=user.pk, amount=reserve)
+    except BudgetExceeded as exc:
+        raise ChatError("budget_exceeded", str(exc)) from None
+    now = timezone.now()
+    reply = Message.objects.create(
+        conversation=conversation, parent=parent, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING,
+        model=model, model_name=model.public_name, heartbeat_at=now,
+    )
+    conversation.active_leaf = reply
+    conversation.save(update_fields=["active_leaf", "updated_at"])
+    return ReplyPlan(
+        user_id=user.pk,
+        conversation_id=conversation.pk,
+        message_id=reply.pk,
+        user_message_id=user_message.pk if user_message else None,
+        user_content=user_message.content if user_message else "",
+        request_id=request_id,
+        target=upstream_target(model.provider),
+        path=path,
+        body=body,
+        prompt_messages=messages,
+        priced=Priced(model.provider.name, model.public_name, model.input_price, model.output_price),
+        reservation_id=reservation_id,
+        parent_id=parent.pk if parent else None,
+    )
+
+
+def reply_start_send(*, user: User, command: ChatSend) -> ReplyPlan:
+    """Store the user's message (before any upstream call) and admit its reply."""
+    model = model_for_user(user, command.model)
+    if model is None:
+        raise ChatError("not_found", f"no model named {command.model!r} is available to you")
+    params = _clean_params(model, command.params)
+    with transaction.atomic():
+        if command.conversation_id is None:
+            conversation = Conversation.objects.create(
+                owner=user, model=model, system_prompt=command.system or "", params=command.params,
+                title=command.content.strip().splitlines()[0][:TITLE_LENGTH],
+            )
+            parent = None
+        else:
+            conversation = Conversation.objects.for_user(user).select_for_update().filter(pk=command.conversation_id).first()
+            if conversation is None:
+                raise ChatError("not_found", "no such conversation")
+            if command.parent_id is not None:
+                parent = Message.objects.filter(conversation=conversation, pk=command.parent_id).first()
+                if parent is None:
+                    raise ChatError("not_found", "no such message in this conversation")
+            else:
+                parent = conversation.active_leaf
+            conversation.model = model
+            conversation.params = command.params
+            if command.system is not None:
+                conversation.system_prompt = command.system
+            conversation.save(update_fields=["model", "params", "system_prompt", "updated_at"])
+        user_message = Message.objects.create(
+            conversation=conversation, parent=parent, role=Message.Role.USER, content=command.content,
+        )
+        return _admit(
+            user=user, conversation=conversation, model=model, parent=user_message, params=params,
+            request_id=command.request_id, user_message=user_message,
+        )
+
+
+def reply_start_regenerate(*, user: User, command: ChatRegenerate) -> ReplyPlan:
+    """A new reply beside an existing one: same history, the old reply kept as a sibling."""
+    with transaction.atomic():
+        old = (
+            Message.objects.for_user(user).select_related("conversation", "model__provider")
+            .filter(pk=command.message_id, role=Message.Role.ASSISTANT).first()
+        )
+        if old is None:
+            raise ChatError("not_found", "no such reply")
+        conversation = old.conversation
+        model = (model_for_user(user, conversation.model.public_name) if conversation.model else None) or (
+            model_for_user(user, old.model_name)
+        )
+        if model is None:
+            raise ChatError("not_found", "the model of this conversation is no longer available")
+        params = _clean_params(model, conversation.params or {})
+        parent = old.parent
+        return _admit(
+            user=user, conversation=conversation, model=model, parent=parent, params=params,
+            request_id=command.request_id, user_message=None,
+        )
+
+
+def reply_checkpoint(*, message_id: int, content: str, reasoning: str, seq: int) -> None:
+    """Store the partial reply and a heartbeat (at most about once a second per reply)."""
+    Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).update(
+        content=content, reasoning=reasoning, seq=seq, heartbeat_at=timezone.now()
+    )
+
+
+def reply_heartbeat(*, message_ids: list[int]) -> None:
+    Message.objects.filter(pk__in=message_ids, status=Message.Status.STREAMING).update(heartbeat_at=timezone.now())
+
+
+@transaction.atomic
+def reply_finish(*, plan: ReplyPlan, outcome: ReplyOutcome) -> dict[str, Any]:
+    """Write the final message and its ledger row in one transaction; returns the usage for `chat.done`."""
+    Message.objects.filter(pk=plan.message_id).update(
+        content=outcome.content, reasoning=outcome.reasoning, status=outcome.status,
+        finish_reason=outcome.finish_reason, error_code=outcome.error_code, error_message=outcome.error_message,
+        seq=outcome.seq, heartbeat_at=None, updated_at=timezone.now(),
+    )
+    record = usage_record(
+        user_id=plan.user_id, source="chat", priced=plan.priced, usage=outcome.usage,
+        prompt_messages=plan.prompt_messages, completion_text=outcome.reasoning + outcome.content,
+        finish_reason=outcome.finish_reason, ttft_ms=outcome.ttft_ms, duration_ms=outcome.duration_ms,
+        conversation_id=plan.conversation_id, message_id=plan.message_id, reservation_id=plan.reservation_id,
+    )
+    Conversation.objects.filter(pk=plan.conversation_id).update(updated_at=timezone.now())
+    return usage_payload(record)
+
+
+def usage_payload(record: Any) -> dict[str, Any]:
+    """The `usage` object of `chat.done` (and of the chat page's per-reply line)."""
+    return {
+        "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens,
+        "total_tokens": record.total_tokens,
+        "estimated_cost": format(record.estimated_cost.normalize(), "f") if record.estimated_cost else "0",
+        "estimated": record.usage_estimated,
+        "cost_source": record.cost_source,
+        "ttft_ms": record.ttft_ms,
+        "duration_ms": record.duration_ms,
+    }
+
+
+def replies_reap(*, stale_after: timedelta = timedelta(seconds=30)) -> int:
+    """Mark replies left `streaming` by a process that died as `interrupted`, text kept, usage estimated."""
+    cutoff = timezone.now() - stale_after
+    reaped = 0
+    for message in Message.objects.filter(
+        status__in=[Message.Status.STREAMING, Message.Status.PENDING], heartbeat_at__lt=cutoff
+    ).select_related("conversation", "model__provider"):
+        with transaction.atomic():
+            updated = Message.objects.filter(pk=message.pk, status=message.status, heartbeat_at__lt=cutoff).update(
+                status=Message.Status.INTERRUPTED, finish_reason="error", error_code="interrupted",
+                error_message="The server handling this reply stopped before it finished; the text so far is kept.",
+                heartbeat_at=None,
+            )
+            if not updated:
+                continue
+            conversation = message.conversation
+            branch = conversation_branch(conversation, message.parent_id) if message.parent_id else []
+            model = message.model
+            usage_record(
+                user_id=conversation.owner_id, source="chat",
+                priced=Priced(
+                    model.provider.name if model else "", message.model_name,
+                    model.input_price if model else None, model.output_price if model else None,
+                ),
+                usage=None, prompt_messages=chat_messages(conversation.system_prompt, branch),
+                completion_text=message.reasoning + message.content, finish_reason="error",
+                ttft_ms=None, duration_ms=None, conversation_id=conversation.pk, message_id=message.pk,
+            )
+            reaped += 1
+    return reaped

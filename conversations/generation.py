@@ -1,0 +1,272 @@
+"""Runs a reply as its own task: streams from the upstream, coalesces and numbers deltas, checkpoints, finishes.
+
+A generation outlives the socket that started it (a closed tab does not stop a reply). It publishes to the
+conversation's group, so every tab on every process sees it, and listens on its own reply group for
+`stop` and for snapshot requests from sockets that resume, answering with the exact text so far.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+
+from conversations.chat import ReplyOutcome, ReplyPlan, replies_reap, reply_checkpoint, reply_finish
+from conversations.models import Message
+from conversations.upstream import client
+from conversations.upstream.errors import ErrorCode, user_message
+from conversations.upstream.events import (
+    ContentDelta,
+    Finish,
+    ReasoningDelta,
+    RefusalDelta,
+    StreamError,
+    Usage,
+)
+
+log = logging.getLogger(__name__)
+
+COALESCE_SECONDS = 0.04  # deltas are batched at most this long, so a fast model cannot flood the layer
+COALESCE_CHARS = 4096  # ... or until this much text is waiting
+CHECKPOINT_SECONDS = 1.0  # the partial reply reaches the database at most this often
+HEARTBEAT_SECONDS = 5.0  # a reply waiting on a slow upstream still shows it is alive
+REAP_EVERY_SECONDS = 15.0
+REAP_STALE_SECONDS = 30.0
+
+_running: dict[int, ReplyRun] = {}  # message id -> generation owned by this process
+_background: set[asyncio.Task] = set()
+
+
+def conversation_group(conversation_id: int) -> str:
+    return f"conv.{conversation_id}"
+
+
+def reply_group(message_id: int) -> str:
+    return f"reply.{message_id}"
+
+
+def frame_event(payload: dict[str, Any], *, message_id: int, seq: int = 0) -> dict[str, Any]:
+    """A channel-layer event carrying one protocol frame, encoded once for every socket that forwards it."""
+    return {"type": "chat.frame", "message_id": message_id, "seq": seq, "kind": payload["type"],
+            "frame": json.dumps(payload, ensure_ascii=False)}
+
+
+class ReplyRun:
+    """One reply being generated in this process."""
+
+    def __init__(self, plan: ReplyPlan) -> None:
+        self.plan = plan
+        self.layer = get_channel_layer()
+        self.group = conversation_group(plan.conversation_id)
+        self.content: list[str] = []  # published text
+        self.reasoning: list[str] = []
+        self.pending_content: list[str] = []  # received, not yet published
+        self.pending_reasoning: list[str] = []
+        self.pending_size = 0
+        self.seq = 0
+        self.wakeup = asyncio.Event()
+        self.stream_task: asyncio.Task | None = None
+        self.stopped = False
+        self.checkpointed_seq = 0
+        self.checkpoint_task: asyncio.Task | None = None
+
+    # --- the task -------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        control = await self.layer.new_channel()
+        await self.layer.group_add(reply_group(self.plan.message_id), control)
+        listener = asyncio.create_task(self._listen(control))
+        publisher = asyncio.create_task(self._publish_loop())
+        started = time.monotonic()
+        outcome = ReplyOutcome(content="", reasoning="", status=Message.Status.COMPLETE, finish_reason="", seq=0)
+        try:
+            await self._send(
+                {"type": "chat.started", "request_id": self.plan.request_id, "conversation_id": self.plan.conversation_id,
+                 "user_message_id": self.plan.user_message_id, "message_id": self.plan.message_id,
+                 "parent_id": self.plan.parent_id, "user_content": self.plan.user_content,
+                 "model": self.plan.priced.model_name}
+            )
+            self.stream_task = asyncio.create_task(self._stream(outcome, started))
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.stream_task
+            if self.stopped:
+                outcome.status, outcome.finish_reason = Message.Status.STOPPED, "stopped"
+        except Exception:  # never lose the reply because of a bug in publishing
+            log.exception("reply %s failed", self.plan.message_id)
+            outcome.status, outcome.finish_reason = Message.Status.ERROR, "error"
+            outcome.error_code, outcome.error_message = "internal_error", "chatweb failed while relaying this reply."
+        finally:
+            publisher.cancel()
+            await self._flush()
+            outcome.duration_ms = int((time.monotonic() - started) * 1000)
+            await self._finish(outcome)
+            listener.cancel()
+            await self.layer.group_discard(reply_group(self.plan.message_id), control)
+            _running.pop(self.plan.message_id, None)
+
+    async def _stream(self, outcome: ReplyOutcome, started: float) -> None:
+        async for event in client.stream(self.plan.target, self.plan.path, self.plan.body):
+            if isinstance(event, ContentDelta | RefusalDelta):
+                if event.index == 0 and event.text:
+                    self._first_token(outcome, started)
+                    self._queue(self.pending_content, event.text)
+            elif isinstance(event, ReasoningDelta):
+                if event.index == 0 and event.text:
+                    self._first_token(outcome, started)
+                    self._queue(self.pending_reasoning, event.text)
+            elif isinstance(event, Usage):
+                outcome.usage = event
+            elif isinstance(event, Finish):
+                if event.index == 0:
+                    outcome.finish_reason = event.reason
+            elif isinstance(event, StreamError):
+                outcome.status, outcome.finish_reason = Message.Status.ERROR, "error"
+                outcome.error_code = event.code
+                outcome.error_message = _error_text(event)
+        if not outcome.finish_reason:
+            outcome.finish_reason = "stop"
+
+    def _first_token(self, outcome: ReplyOutcome, started: float) -> None:
+        if outcome.ttft_ms is None:
+            outcome.ttft_ms = int((time.monotonic() - started) * 1000)
+
+    def _queue(self, pending: list[str], text: str) -> None:
+        pending.append(text)
+        self.pending_size += len(text)
+        self.wakeup.set()
+
+    # --- publishing and checkpoints -------------------------------------------------------------------
+    async def _publish_loop(self) -> None:
+        """Publish what is pending right away, then at most every COALESCE_SECONDS; checkpoint and heartbeat."""
+        last_checkpoint = time.monotonic()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wakeup.wait(), timeout=HEARTBEAT_SECONDS)
+            self.wakeup.clear()
+            await self._flush()
+            now = time.monotonic()
+            if now - last_checkpoint >= CHECKPOINT_SECONDS:
+                last_checkpoint = now
+                self._checkpoint()
+            if self.pending_size < COALESCE_CHARS:
+                await asyncio.sleep(COALESCE_SECONDS)
+
+    async def _flush(self) -> None:
+        if not self.pending_content and not self.pending_reasoning:
+            return
+        content, reasoning = "".join(self.pending_content), "".join(self.pending_reasoning)
+        self.pending_content.clear()
+        self.pending_reasoning.clear()
+        self.pending_size = 0
+        # Published text and seq change together, with no await between: a snapshot is always exact.
+        self.content.append(content)
+        self.reasoning.append(reasoning)
+        self.seq += 1
+        delta: dict[str, Any] = {"type": "chat.delta", "message_id": self.plan.message_id, "seq": self.seq,
+                                 "content": content}
+        if reasoning:
+            delta["reasoning"] = reasoning
+        await self._send(delta, seq=self.seq)
+
+    def _checkpoint(self) -> None:
+        if self.checkpoint_task is not None and not self.checkpoint_task.done():
+            return  # the previous write is still queued: never pile up writes
+        self.checkpointed_seq = self.seq
+        self.checkpoint_task = asyncio.create_task(
+            database_sync_to_async(reply_checkpoint)(
+                message_id=self.plan.message_id, content="".join(self.content), reasoning="".join(self.reasoning),
+                seq=self.seq,
+            )
+        )
+
+    async def _send(self, payload: dict[str, Any], seq: int = 0) -> None:
+        await self.layer.group_send(self.group, frame_event(payload, message_id=self.plan.message_id, seq=seq))
+
+    # --- control: stop and snapshot -------------------------------------------------------------------
+    async def _listen(self, channel: str) -> None:
+        while True:
+            message = await self.layer.receive(channel)
+            if message.get("type") == "reply.stop":
+                self.stop()
+            elif message.get("type") == "reply.snapshot" and message.get("reply_to"):
+                await self.layer.send(message["reply_to"], self.snapshot_event())
+
+    def stop(self) -> None:
+        if self.stream_task is not None and not self.stream_task.done():
+            self.stopped = True
+            self.stream_task.cancel()  # closes the upstream request
+
+    def snapshot_event(self) -> dict[str, Any]:
+        payload = {"type": "chat.snapshot", "message_id": self.plan.message_id, "seq": self.seq,
+                   "content": "".join(self.content), "reasoning": "".join(self.reasoning), "status": "streaming"}
+        return frame_event(payload, message_id=self.plan.message_id, seq=self.seq)
+
+    async def _finish(self, outcome: ReplyOutcome) -> None:
+        outcome.content, outcome.reasoning, outcome.seq = "".join(self.content), "".join(self.reasoning), self.seq
+        if self.checkpoint_task is not None:
+            with contextlib.suppress(Exception):
+                await self.checkpoint_task
+        usage = await database_sync_to_async(reply_finish)(plan=self.plan, outcome=outcome)
+        if outcome.error_code:
+            await self._send({"type": "chat.error", "request_id": self.plan.request_id,
+                              "message_id": self.plan.message_id, "code": outcome.error_code,
+                              "message": outcome.error_message})
+        await self._send({"type": "chat.done", "message_id": self.plan.message_id, "seq": self.seq,
+                          "finish_reason": outcome.finish_reason, "status": outcome.status, "usage": usage})
+
+
+def _error_text(error: StreamError) -> str:
+    text = user_message(error.code)
+    if error.code == ErrorCode.UPSTREAM_BAD_REQUEST and error.message:
+        text = f"{text} The provider said: {error.message}"
+    return text
+
+
+def reply_start(plan: ReplyPlan) -> ReplyRun:
+    """Start the generation task for an admitted reply; it runs to the end whatever happens to the socket."""
+    ensure_reaper()
+    run = ReplyRun(plan)
+    _running[plan.message_id] = run
+    task = asyncio.create_task(run.run(), name=f"reply-{plan.message_id}")
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return run
+
+
+def running_replies() -> list[ReplyRun]:
+    return list(_running.values())
+
+
+async def wait_for_replies(timeout: float = 30) -> None:
+    """Wait until every generation of this process has finished (tests, graceful shutdown)."""
+    tasks = [t for t in _background if t.get_name().startswith("reply-")]
+    if tasks:
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout)
+
+
+_reaper: asyncio.Task | None = None
+
+
+def ensure_reaper() -> None:
+    """Start this process's periodic reaper (once per event loop): at start-up and every REAP_EVERY_SECONDS."""
+    global _reaper
+    loop = asyncio.get_running_loop()
+    if _reaper is not None and not _reaper.done() and _reaper.get_loop() is loop:
+        return
+    _reaper = loop.create_task(_reap_forever(), name="reaper")
+
+
+async def _reap_forever() -> None:
+    from datetime import timedelta
+
+    while True:
+        try:
+            await database_sync_to_async(replies_reap)(stale_after=timedelta(seconds=REAP_STALE_SECONDS))
+        except Exception:
+            log.exception("reaping stale replies failed")
+        await asyncio.sleep(REAP_EVERY_SECONDS)

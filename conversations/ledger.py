@@ -1,0 +1,88 @@
+"""The usage ledger's one writer: tokens (reported, or estimated offline and marked), cost, and the budget settle."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from conversations.budgets import budget_settle
+from conversations.models import UsageRecord
+from conversations.pricing import reply_cost
+from conversations.upstream.events import Usage
+from conversations.upstream.tokens import count_prompt_tokens, count_tokens
+
+
+@dataclass(frozen=True)
+class Priced:
+    """The names and prices a request ran under, as they were at the time."""
+
+    provider_name: str
+    model_name: str
+    input_price: Decimal | None
+    output_price: Decimal | None
+
+
+@dataclass(frozen=True)
+class TokenCounts:
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    estimated: bool
+
+
+def token_counts(*, usage: Usage | None, prompt_messages: list[dict], completion_text: str) -> TokenCounts:
+    """The upstream's counts when it gave real ones; otherwise counted offline from what was sent and received."""
+    if usage is not None and (usage.total_tokens > 0 or usage.prompt_tokens > 0 or not completion_text):
+        total = usage.total_tokens or usage.prompt_tokens + usage.completion_tokens
+        return TokenCounts(usage.prompt_tokens, usage.completion_tokens, total, estimated=False)
+    prompt = count_prompt_tokens(prompt_messages)
+    completion = count_tokens(completion_text) if completion_text else 0
+    return TokenCounts(prompt, completion, prompt + completion, estimated=True)
+
+
+def usage_record(
+    *,
+    user_id: int,
+    source: str,
+    priced: Priced,
+    usage: Usage | None,
+    prompt_messages: list[dict],
+    completion_text: str,
+    finish_reason: str,
+    ttft_ms: int | None,
+    duration_ms: int | None,
+    conversation_id: int | None = None,
+    message_id: int | None = None,
+    api_key_id: int | None = None,
+    reservation_id: int | None = None,
+) -> UsageRecord:
+    """Write one ledger row and release the request's budget reservation; call inside the caller's transaction."""
+    counts = token_counts(usage=usage, prompt_messages=prompt_messages, completion_text=completion_text)
+    # A provider's own cost wins; else tokens × prices (over estimated tokens, marked so); else 0, "estimated".
+    cost, cost_source = reply_cost(
+        usage=usage,
+        prompt_tokens=counts.prompt_tokens,
+        completion_tokens=counts.completion_tokens,
+        input_price=priced.input_price,
+        output_price=priced.output_price,
+    )
+    record = UsageRecord.objects.create(
+        user_id=user_id,
+        source=source,
+        conversation_id=conversation_id,
+        message_id=message_id,
+        api_key_id=api_key_id,
+        provider_name=priced.provider_name,
+        model_name=priced.model_name,
+        prompt_tokens=counts.prompt_tokens,
+        completion_tokens=counts.completion_tokens,
+        total_tokens=counts.total_tokens,
+        estimated_cost=cost,
+        cost_source=cost_source,
+        usage_estimated=counts.estimated,
+        finish_reason=finish_reason,
+        ttft_ms=ttft_ms,
+        duration_ms=duration_ms,
+    )
+    budget_settle(reservation_id)
+    return record

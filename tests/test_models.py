@@ -1,0 +1,74 @@
+"""The data model: public names, for_user isolation, the ledger's shape."""
+
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth.models import Group
+
+from conversations.models import ApiKey, Conversation, Message, Model, Provider, UsageRecord
+
+
+@pytest.fixture
+def provider(db):
+    return Provider.objects.create(name="deepinfra", base_url="https://api.deepinfra.com/v1/openai", api_key="k-123")
+
+
+def test_public_name_defaults_to_provider_slash_id_and_keeps_odd_ids(provider):
+    model = Model.objects.create(provider=provider, upstream_id="meta-llama/Llama-3.1:8b.q4=x")
+    assert model.public_name == "deepinfra/meta-llama/Llama-3.1:8b.q4=x"
+    aliased = Model.objects.create(provider=provider, upstream_id="01-ai/Yi-34B-Chat", alias="yi-34b")
+    assert aliased.public_name == "yi-34b"
+
+
+def test_prices_are_exact_decimals(provider):
+    model = Model.objects.create(provider=provider, upstream_id="m", input_price=Decimal("0.600001"))
+    model.refresh_from_db()
+    assert model.input_price == Decimal("0.600001")
+    assert not model.priced
+
+
+def test_conversations_messages_and_usage_are_isolated_per_user(alice, bob, provider):
+    mine = Conversation.objects.create(owner=alice, title="alice's")
+    theirs = Conversation.objects.create(owner=bob, title="bob's")
+    Message.objects.create(conversation=mine, role="user", content="hi")
+    Message.objects.create(conversation=theirs, role="user", content="secret")
+    UsageRecord.objects.create(user=bob, source="chat", provider_name="p", model_name="m", cost_source="price")
+    assert list(Conversation.objects.for_user(alice)) == [mine]
+    assert list(Message.objects.for_user(alice).values_list("content", flat=True)) == ["hi"]
+    assert not UsageRecord.objects.for_user(alice).exists()
+    assert not ApiKey.objects.for_user(alice).exists()
+
+
+def test_for_user_of_anonymous_is_empty(alice):
+    from django.contrib.auth.models import AnonymousUser
+
+    Conversation.objects.create(owner=alice)
+    assert not Conversation.objects.for_user(AnonymousUser()).exists()
+    assert not Message.objects.for_user(AnonymousUser()).exists()
+
+
+def test_models_restricted_to_groups(alice, bob, provider):
+    open_model = Model.objects.create(provider=provider, upstream_id="open")
+    team_model = Model.objects.create(provider=provider, upstream_id="team")
+    Model.objects.create(provider=provider, upstream_id="off", enabled=False)
+    team = Group.objects.create(name="team")
+    team_model.allowed_groups.add(team)
+    alice.groups.add(team)
+    assert set(Model.objects.for_user(alice)) == {open_model, team_model}
+    assert set(Model.objects.for_user(bob)) == {open_model}
+
+
+def test_ledger_cost_keeps_ten_decimal_places(alice):
+    record = UsageRecord.objects.create(
+        user=alice, source="api", provider_name="p", model_name="m", cost_source="reported",
+        estimated_cost=Decimal("0.0000000268"),
+    )
+    record.refresh_from_db()
+    assert record.estimated_cost == Decimal("0.0000000268")
+
+
+def test_api_key_is_stored_as_a_hash(alice):
+    raw, prefix, hashed = ApiKey.generate()
+    key = ApiKey.objects.create(user=alice, prefix=prefix, hashed=hashed)
+    assert raw.startswith(prefix) and raw not in (key.prefix, key.hashed)
+    assert ApiKey.hash(raw) == key.hashed
