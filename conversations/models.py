@@ -320,6 +320,7 @@ class AuditLog(models.Model):
     object_id = models.CharField(max_length=64, blank=True, default="")
     object_repr = models.CharField(max_length=320, blank=True, default="")
     fields = models.JSONField(default=list, blank=True)
+    source = models.CharField(max_length=32, blank=True, default="", help_text="admin, providers apply, ...")
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     class Meta:
