@@ -282,6 +282,32 @@ class UsageRecord(models.Model):
         return f"{self.model_name} {self.total_tokens} tokens"
 
 
+class UsageDay(models.Model):
+    """The ledger rolled up per local day of its owner (in `tz`), kept on write: what usage pages and budgets read."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    tz = models.CharField(max_length=64, help_text="The owner's time zone the day was counted in.")
+    day = models.DateField()
+    provider_name = models.CharField(max_length=64)
+    model_name = models.CharField(max_length=320)
+    conversation_id = models.BigIntegerField(default=0, help_text="0: no conversation (API calls).")
+    requests = models.BigIntegerField(default=0)
+    prompt_tokens = models.BigIntegerField(default=0)
+    completion_tokens = models.BigIntegerField(default=0)
+    total_tokens = models.BigIntegerField(default=0)
+    cost_units = models.BigIntegerField(default=0, help_text="USD × 10^10: integer sums stay exact on every database.")
+    unpriced_requests = models.BigIntegerField(default=0, help_text='Records with cost_source "estimated".')
+    estimated_usage_requests = models.BigIntegerField(default=0, help_text="Records with estimated token counts.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "tz", "day", "provider_name", "model_name", "conversation_id"], name="usageday_key"
+            )
+        ]
+        indexes = [models.Index(fields=["day"], name="usageday_day")]
+
+
 class BudgetReservation(models.Model):
     """A request's worst-case cost, held against the user's budget until the request settles."""
 
