@@ -1,0 +1,1 @@
+"""The development upstream: an offline OpenAI-compatible server for `make run`, tests and benchmarks."""

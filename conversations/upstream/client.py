@@ -1,0 +1,582 @@
+"""Owns all HTTP to providers: the shared connection pool, streaming with timeouts and retries, error mapping.
+
+Nothing here raises for an upstream failure while streaming or completing: the failure arrives as one
+final `StreamError` event (only `list_models` raises `UpstreamError`). Cancelling the consuming task
+propagates `CancelledError` and closes the upstream response and its connection at once; consumers
+that may stop early should iterate under ``contextlib.aclosing(stream(...))`` so the same happens on
+``break``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import os
+import random
+import weakref
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import httpx
+
+from conversations.upstream.errors import ErrorCode, UpstreamError, error_from_response, user_message
+from conversations.upstream.events import StreamError, UpstreamEvent, Usage
+from conversations.upstream.normalize import StreamNormalizer, normalize_response
+from conversations.upstream.sse import SSEDecoder
+
+logger = logging.getLogger(__name__)
+
+# Exponential backoff between retries when the upstream gives no usable Retry-After (as the official SDK).
+BACKOFF_BASE = 0.5
+BACKOFF_CAP = 8.0
+# After `[DONE]` the body should end at once; a server that keeps it open is waited for this long only.
+AFTER_DONE_GRACE = 1.0
+MAX_ERROR_BODY = 64 * 1024  # bytes of an error answer kept (proxies send whole HTML pages)
+MAX_JSON_BODY = 16 * 1024 * 1024  # a non-streaming answer larger than this is refused
+SHARD_SIZE = 100  # connections per httpcore pool (see _ShardedTransport)
+
+
+@dataclass(frozen=True)
+class UpstreamTarget:
+    """Where and how to reach one provider. The key never appears in repr() or logs."""
+
+    base_url: str
+    api_key: str | None = field(default=None, repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict, hash=False)
+    send_stream_options: bool = True  # some upstreams reject `stream_options`
+    connect_timeout: float = 10
+    first_token_timeout: float = 120  # request sent → first event (keep-alive comments do not count)
+    read_timeout: float = 60  # between two reads once the reply is flowing
+    max_retries: int = 2
+    retry_after_max: float = 60  # a longer Retry-After is not waited for: backoff instead
+
+
+# --- the shared client ----------------------------------------------------------------------------
+
+_limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=5.0)
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
+_clients = weakref.WeakKeyDictionary()
+_clients_pid = os.getpid()
+
+
+def configure(
+    *, max_connections: int = 1000, max_keepalive_connections: int = 200, keepalive_expiry: float = 5.0
+) -> None:
+    """Pool limits for clients created from now on (call at startup, before the first request)."""
+    global _limits
+    _limits = httpx.Limits(
+        max_connections=max_connections,
+        max_keepalive_connections=max_keepalive_connections,
+        keepalive_expiry=keepalive_expiry,
+    )
+
+
+class _Counted(httpx.AsyncByteStream):
+    """A response body that tells its shard when it is closed (the request no longer holds a connection)."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, release: Callable[[], None]) -> None:
+        self._stream = stream
+        self._release: Callable[[], None] | None = release
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            if self._release is not None:
+                self._release()
+                self._release = None
+
+
+class _ShardedTransport(httpx.AsyncBaseTransport):
+    """Several httpcore pools behind one client. httpcore's pool scans all its connections (for idle
+    ones, quadratically) whenever a request starts or ends: with 1,000 streams in one pool that
+    bookkeeping made a benchmark 4-5x slower. Each request goes to the least busy pool."""
+
+    def __init__(self, limits: httpx.Limits) -> None:
+        total, keep = limits.max_connections, limits.max_keepalive_connections
+        count = 1 if total is None else max(1, math.ceil(total / SHARD_SIZE))
+        ssl_context = httpx.create_ssl_context()  # loading the CA bundle takes ~50 ms: once, not per pool
+        self._pools = [
+            httpx.AsyncHTTPTransport(
+                limits=httpx.Limits(
+                    max_connections=None if total is None else math.ceil(total / count),
+                    max_keepalive_connections=None if keep is None else math.ceil(keep / count),
+                    keepalive_expiry=limits.keepalive_expiry,
+                ),
+                http2=False,
+                verify=ssl_context,
+            )
+            for _ in range(count)
+        ]
+        self._busy = [0] * count
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        busy = self._busy
+        i = busy.index(min(busy))  # ties go to the first pool, so a quiet process reuses its connections
+        busy[i] += 1
+
+        def release() -> None:
+            busy[i] -= 1
+
+        try:
+            response = await self._pools[i].handle_async_request(request)
+        except BaseException:
+            release()
+            raise
+        response.stream = _Counted(response.stream, release)  # type: ignore[arg-type]
+        return response
+
+    async def aclose(self) -> None:
+        for pool in self._pools:
+            await pool.aclose()
+
+
+def get_client() -> httpx.AsyncClient:
+    """The process's AsyncClient for the running event loop (a pool cannot be shared across loops)."""
+    global _clients_pid
+    if _clients_pid != os.getpid():  # a forked worker must not share its parent's sockets
+        _clients.clear()
+        _clients_pid = os.getpid()
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None or client.is_closed:
+        # Every request sets its own timeouts (this default is a backstop); HTTP/1.1 only.
+        client = httpx.AsyncClient(
+            transport=_ShardedTransport(_limits),
+            follow_redirects=False,
+            timeout=httpx.Timeout(60, connect=10),
+        )
+        _clients[loop] = client
+    return client
+
+
+async def close_client() -> None:
+    """Close the running loop's client (application shutdown, end of a test)."""
+    client = _clients.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.aclose()
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def join_url(base_url: str, path: str) -> str:
+    """`base_url` + `path` with exactly one slash between them, whichever of the two carries it."""
+    if not path:
+        return base_url
+    return base_url.rstrip("/") + "/" + path.lstrip("/")
+
+
+def _api_of(path: str) -> Literal["chat", "completions"]:
+    p = path.rstrip("/")
+    return "completions" if p.endswith("/completions") and not p.endswith("chat/completions") else "chat"
+
+
+def _headers(target: UpstreamTarget, accept: str) -> dict[str, str]:
+    headers = {"Accept": accept, **target.headers}
+    if target.api_key:
+        headers["Authorization"] = f"Bearer {target.api_key}"
+    return headers
+
+
+def _timeout(target: UpstreamTarget) -> httpx.Timeout:
+    # Reads are timed here, not by httpx: its read timeout would also apply while waiting for the
+    # first token, which is allowed to take much longer than the gap between two chunks.
+    return httpx.Timeout(connect=target.connect_timeout, read=None, write=target.read_timeout, pool=None)
+
+
+def _where(target: UpstreamTarget) -> str:
+    try:
+        return urlsplit(target.base_url).netloc  # for logs: never the path's query, never the key
+    except ValueError:
+        return "(invalid base URL)"
+
+
+@lru_cache(maxsize=256)
+def _url_problem(url: str) -> str | None:
+    """Why httpx could not even try this URL (checked first: some mistakes surface as odd exceptions)."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError) as exc:
+        return str(exc)
+    if parsed.scheme not in ("http", "https"):
+        return f"unsupported scheme {parsed.scheme or '(none)'!r}"
+    if not parsed.host:
+        return "no host"
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        return f"port {parsed.port} out of range"
+    return None
+
+
+def _bad_url(url: str) -> UpstreamError | None:
+    problem = _url_problem(url)
+    if problem is None:
+        return None
+    return UpstreamError(ErrorCode.UPSTREAM_UNAVAILABLE, f"The provider's base URL is invalid: {problem}.")
+
+
+def _backoff(target: UpstreamTarget, attempt: int, retry_after: float | None) -> float:
+    if retry_after is not None and 0 < retry_after <= target.retry_after_max:
+        return retry_after
+    return min(BACKOFF_CAP, BACKOFF_BASE * 2**attempt) * (1 - 0.25 * random.random())
+
+
+def _error_event(err: UpstreamError) -> StreamError:
+    return StreamError(err.code, err.message, retryable=err.retryable, status=err.status)
+
+
+def _transport_error(exc: Exception, target: UpstreamTarget, *, responded: bool) -> UpstreamError:
+    """A network failure as an UpstreamError; `responded`: the status line had arrived."""
+    if responded:
+        return UpstreamError(
+            ErrorCode.UPSTREAM_STREAM_BROKEN,
+            user_message(ErrorCode.UPSTREAM_STREAM_BROKEN),
+            retryable=True,
+            detail=f"{type(exc).__name__}: {exc}",
+        )
+    if isinstance(exc, httpx.ConnectTimeout):
+        detail = f"no connection within {target.connect_timeout:g} s"
+    elif isinstance(exc, httpx.UnsupportedProtocol):
+        return UpstreamError(ErrorCode.UPSTREAM_UNAVAILABLE, f"The provider's base URL is invalid: {exc}")
+    else:
+        detail = f"{type(exc).__name__}: {exc}"
+    return UpstreamError(
+        ErrorCode.UPSTREAM_UNAVAILABLE,
+        user_message(ErrorCode.UPSTREAM_UNAVAILABLE),
+        retryable=True,
+        detail=detail,
+    )
+
+
+def _only_failure(events: list[UpstreamEvent]) -> bool:
+    """True when the events end in a StreamError and carry nothing else but usage."""
+    return (
+        bool(events)
+        and isinstance(events[-1], StreamError)
+        and all(isinstance(e, Usage) for e in events[:-1])
+    )
+
+
+def _as_error(event: StreamError) -> UpstreamError:
+    return UpstreamError(event.code, event.message, status=event.status, retryable=event.retryable)
+
+
+def _timed_out(what: str) -> UpstreamError:
+    return UpstreamError(ErrorCode.UPSTREAM_TIMEOUT, f"{user_message(ErrorCode.UPSTREAM_TIMEOUT)} ({what})")
+
+
+async def _read_limited(response: httpx.Response, limit: int) -> bytes:
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) >= limit:
+            break
+    return bytes(body[:limit])
+
+
+async def _error_from(response: httpx.Response, deadline: float) -> UpstreamError:
+    try:
+        async with asyncio.timeout_at(deadline):
+            body = await _read_limited(response, MAX_ERROR_BODY)
+    except (TimeoutError, httpx.HTTPError):
+        body = b""  # the status says enough
+    return error_from_response(response.status_code, response.headers, body)
+
+
+def _log_retry(target: UpstreamTarget, err: UpstreamError, attempt: int, wait: float) -> None:
+    logger.warning(
+        "upstream %s: %s (status %s, %s); retry %d/%d in %.2f s",
+        _where(target),
+        err.code,
+        err.status,
+        err.detail or err.message,
+        attempt + 1,
+        target.max_retries,
+        wait,
+    )
+
+
+# --- streaming ------------------------------------------------------------------------------------
+
+
+def _stream_body(target: UpstreamTarget, payload: dict[str, Any]) -> dict[str, Any]:
+    body = {**payload, "stream": True}
+    if target.send_stream_options:
+        options = body.get("stream_options")
+        body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+    else:
+        body.pop("stream_options", None)
+    return body
+
+
+class _Retry(Exception):
+    """Internal: this attempt failed before anything was relayed and may be tried again."""
+
+    def __init__(self, error: UpstreamError) -> None:
+        self.error = error
+
+
+async def stream(target: UpstreamTarget, path: str, payload: dict[str, Any]) -> AsyncIterator[UpstreamEvent]:
+    """Stream a `/chat/completions` or `/completions` reply as typed events.
+
+    Ends after the last event, or with exactly one `StreamError` on failure. Retries (408, 409, 429,
+    5xx, network errors, a retryable error sent as the first event) happen only before the first event
+    was yielded, waiting Retry-After when 0 < it <= `retry_after_max`, else an exponential backoff.
+    """
+    url = join_url(target.base_url, path)
+    if (bad := _bad_url(url)) is not None:
+        yield _error_event(bad)
+        return
+    body = _stream_body(target, payload)
+    api = _api_of(path)
+    attempt = 0
+    while True:
+        attempt_events = _attempt_stream(target, url, body, api, final=attempt >= target.max_retries)
+        try:
+            async for event in attempt_events:
+                yield event
+            return
+        except _Retry as retry:
+            err = retry.error
+        finally:
+            await attempt_events.aclose()
+        wait = _backoff(target, attempt, err.retry_after)
+        _log_retry(target, err, attempt, wait)
+        await asyncio.sleep(wait)
+        attempt += 1
+
+
+async def _attempt_stream(
+    target: UpstreamTarget,
+    url: str,
+    body: dict[str, Any],
+    api: Literal["chat", "completions"],
+    *,
+    final: bool,
+) -> AsyncIterator[UpstreamEvent]:
+    """One request. Raises _Retry (only before its first event, and unless `final`) to ask for another."""
+    client = get_client()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + target.first_token_timeout
+    relayed = False
+
+    def fail(err: UpstreamError) -> StreamError:
+        if err.retryable and not relayed and not final:
+            raise _Retry(err)
+        if err.detail:
+            logger.warning(
+                "upstream %s: %s (status %s): %s", _where(target), err.code, err.status, err.detail
+            )
+        return _error_event(err)
+
+    request = client.build_request(
+        "POST", url, json=body, headers=_headers(target, "text/event-stream"), timeout=_timeout(target)
+    )
+    try:
+        async with asyncio.timeout_at(deadline):
+            response = await client.send(request, stream=True)
+    except TimeoutError:
+        yield fail(_timed_out(f"no answer within {target.first_token_timeout:g} s"))
+        return
+    except httpx.HTTPError as exc:
+        yield fail(_transport_error(exc, target, responded=False))
+        return
+
+    try:
+        if not response.is_success:
+            yield fail(await _error_from(response, deadline))
+            return
+        if response.headers.get("content-type", "").startswith("application/json"):
+            # The upstream ignored `stream: true` and answered in one JSON body: relay it all the same.
+            for event in await _whole_body(response, api, target, deadline, fail):
+                yield event
+            return
+
+        decoder, normalizer = SSEDecoder(), StreamNormalizer(api)
+        chunks = response.aiter_bytes()
+        while True:
+            try:
+                if not relayed:
+                    async with asyncio.timeout_at(deadline):
+                        data = await anext(chunks)
+                else:
+                    async with asyncio.timeout(AFTER_DONE_GRACE if normalizer.done else target.read_timeout):
+                        data = await anext(chunks)
+            except StopAsyncIteration:
+                events = [e for sse in decoder.close() for e in normalizer.feed(sse)]
+                events.extend(normalizer.finish())
+            except TimeoutError:
+                if normalizer.done:
+                    return
+                what = (
+                    f"no first token within {target.first_token_timeout:g} s"
+                    if not relayed
+                    else f"nothing received for {target.read_timeout:g} s"
+                )
+                events = normalizer.finish()
+                if events and isinstance(events[-1], StreamError):  # cut short: say it timed out
+                    events[-1] = fail(_timed_out(what))
+                elif not relayed:
+                    events.append(fail(_timed_out(what)))
+            except httpx.HTTPError as exc:
+                if normalizer.done:
+                    return
+                if not relayed and not final:
+                    raise _Retry(_transport_error(exc, target, responded=True)) from None
+                # What arrived stays valid; the normaliser says whether the reply was complete.
+                logger.warning("upstream %s: stream broken: %s: %s", _where(target), type(exc).__name__, exc)
+                events = normalizer.finish()
+            else:
+                events = [e for sse in decoder.feed(data) for e in normalizer.feed(sse)]
+                if not events:
+                    continue
+                if not relayed and _only_failure(events):
+                    # An error sent in place of the first token: as good as an HTTP error status.
+                    events[-1] = fail(_as_error(events[-1]))  # type: ignore[arg-type]
+                for event in events:
+                    relayed = True
+                    yield event
+                    if isinstance(event, StreamError):
+                        return
+                continue
+            # End of the body (clean, timed out or broken): the last events, then stop.
+            for event in events:
+                relayed = True
+                yield event
+            return
+    finally:
+        await response.aclose()
+
+
+async def _whole_body(
+    response: httpx.Response,
+    api: Literal["chat", "completions"],
+    target: UpstreamTarget,
+    deadline: float,
+    fail: Callable[[UpstreamError], StreamError],
+) -> list[UpstreamEvent]:
+    try:
+        async with asyncio.timeout_at(deadline):
+            raw = await _read_limited(response, MAX_JSON_BODY + 1)
+    except TimeoutError:
+        return [fail(_timed_out(f"no answer within {target.first_token_timeout:g} s"))]
+    except httpx.HTTPError as exc:
+        return [fail(_transport_error(exc, target, responded=True))]
+    if len(raw) > MAX_JSON_BODY:
+        return [StreamError(ErrorCode.UPSTREAM_STREAM_BROKEN, "The provider's answer is too large.")]
+    try:
+        parsed = json.loads(raw, parse_float=Decimal)  # exact decimals for a provider's cost
+    except ValueError:
+        broken = ErrorCode.UPSTREAM_STREAM_BROKEN
+        return [fail(UpstreamError(broken, user_message(broken), detail="malformed JSON body"))]
+    events = normalize_response(parsed, api)
+    if _only_failure(events):
+        events[-1] = fail(_as_error(events[-1]))  # type: ignore[arg-type]
+    return events
+
+
+# --- non-streaming --------------------------------------------------------------------------------
+
+
+async def complete(target: UpstreamTarget, path: str, payload: dict[str, Any]) -> list[UpstreamEvent]:
+    """A non-streaming reply as the same events a stream gives (a failure: one StreamError, last)."""
+    url = join_url(target.base_url, path)
+    if (bad := _bad_url(url)) is not None:
+        return [_error_event(bad)]
+    body = {**payload, "stream": False}
+    body.pop("stream_options", None)  # vLLM answers 400 to stream_options without stream
+    api = _api_of(path)
+    client = get_client()
+    loop = asyncio.get_running_loop()
+    attempt = 0
+    while True:
+        final = attempt >= target.max_retries
+
+        def fail(err: UpstreamError, final: bool = final) -> StreamError:
+            if err.retryable and not final:
+                raise _Retry(err)
+            return _error_event(err)
+
+        deadline = loop.time() + target.first_token_timeout
+        try:
+            request = client.build_request(
+                "POST", url, json=body, headers=_headers(target, "application/json"), timeout=_timeout(target)
+            )
+            try:
+                async with asyncio.timeout_at(deadline):
+                    response = await client.send(request, stream=True)
+            except TimeoutError:
+                return [fail(_timed_out(f"no answer within {target.first_token_timeout:g} s"))]
+            except httpx.HTTPError as exc:
+                return [fail(_transport_error(exc, target, responded=False))]
+            try:
+                if not response.is_success:
+                    return [fail(await _error_from(response, deadline))]
+                return await _whole_body(response, api, target, deadline, fail)
+            finally:
+                await response.aclose()
+        except _Retry as retry:
+            wait = _backoff(target, attempt, retry.error.retry_after)
+            _log_retry(target, retry.error, attempt, wait)
+            await asyncio.sleep(wait)
+            attempt += 1
+
+
+async def list_models(target: UpstreamTarget) -> list[dict[str, Any]]:
+    """GET /models: the provider's model objects. Raises UpstreamError on failure (after retries)."""
+    url = join_url(target.base_url, "/models")
+    if (bad := _bad_url(url)) is not None:
+        raise bad
+    client = get_client()
+    timeout = httpx.Timeout(
+        connect=target.connect_timeout,
+        read=target.read_timeout,
+        write=target.read_timeout,
+        pool=target.read_timeout,
+    )
+    attempt = 0
+    while True:
+        try:
+            try:
+                response = await client.get(
+                    url, headers=_headers(target, "application/json"), timeout=timeout
+                )
+            except httpx.TimeoutException:
+                raise _timed_out(f"no answer within {target.read_timeout:g} s") from None
+            except httpx.HTTPError as exc:
+                raise _transport_error(exc, target, responded=False) from None
+            if not response.is_success:
+                raise error_from_response(
+                    response.status_code, response.headers, response.content[:MAX_ERROR_BODY]
+                )
+            try:
+                parsed = response.json()
+            except ValueError:
+                parsed = None
+            data = (
+                parsed.get("data") if isinstance(parsed, dict) else parsed
+            )  # a few servers send a bare list
+            if not isinstance(data, list):
+                raise UpstreamError(
+                    ErrorCode.UPSTREAM_UNAVAILABLE,
+                    "The provider's model list is not readable.",
+                    status=response.status_code,
+                )
+            return [m for m in data if isinstance(m, dict)]
+        except UpstreamError as err:
+            if not err.retryable or attempt >= target.max_retries:
+                raise
+            wait = _backoff(target, attempt, err.retry_after)
+            _log_retry(target, err, attempt, wait)
+            await asyncio.sleep(wait)
+            attempt += 1
