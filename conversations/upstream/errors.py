@@ -50,7 +50,7 @@ _MAX_DETAIL = 500  # characters of a provider's text kept: enough to explain, to
 _MAX_RETRY_AFTER = 60.0  # seconds; a longer wait is the user's call, not an automatic retry's
 
 # Key-like strings a provider may echo back ("Incorrect API key provided: sk-abc...xyz").
-_SECRET_RE = re.compile(r"(?i)\b(?:bearer\s+\S+|(?:sk|pk|rk|gsk|xai|key)[-_][A-Za-z0-9_\-*.]{6,})")
+_SECRET_RE = re.compile(r"(?i)\b(?:bearer\s+\S+|(?:sk|gsk|xai)[-_][A-Za-z0-9_\-*]{6,})")
 
 _USER_MESSAGES = {
     ErrorCode.UPSTREAM_AUTH: "The provider rejected chatweb's API key; an administrator needs to check it.",
