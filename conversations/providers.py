@@ -13,7 +13,16 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from conversations.models import Model, Provider, validate_base_url
+from conversations.audit import (
+    CHANGED,
+    CREATED,
+    SOURCE_APPLY,
+    audit_diff,
+    audit_record,
+    audit_set_fields,
+    audit_snapshot,
+)
+from conversations.models import Model, Provider, User, validate_base_url
 
 SLUG = re.compile(r"^[-a-zA-Z0-9_]+$")
 PROVIDER_KEYS = {
@@ -170,9 +179,19 @@ def _model_fields(provider: str, entry: Any, index: int) -> tuple[str, dict[str,
     return upstream_id, fields
 
 
+def _audit(actor: User | None, obj: Provider | Model, before: dict[str, Any] | None) -> None:
+    if before is None:
+        audit_record(actor=actor, action=CREATED, obj=obj, fields=audit_set_fields(obj), source=SOURCE_APPLY)
+    elif changed := audit_diff(before, audit_snapshot(obj)):
+        audit_record(actor=actor, action=CHANGED, obj=obj, fields=changed, source=SOURCE_APPLY)
+
+
 @transaction.atomic
-def providers_apply(*, text: str) -> ApplyResult:
-    """Create or update (by name) every provider and model in the file; any error changes nothing."""
+def providers_apply(*, text: str, actor: User | None = None) -> ApplyResult:
+    """Create or update (by name) every provider and model in the file; any error changes nothing.
+
+    Every creation and change is written to the audit trail (by `actor`, if given; keys named, never valued).
+    """
     result = ApplyResult()
     seen_public: dict[str, str] = {}
     for index, entry in enumerate(parse_providers_file(text)):
@@ -181,13 +200,15 @@ def providers_apply(*, text: str) -> ApplyResult:
         name, fields, models = _provider_fields(entry, index)
         provider = Provider.objects.filter(name=name).first()
         if provider is None:
-            provider = Provider(name=name)
+            provider, before = Provider(name=name), None
             result.created.append(name)
         else:
+            before = audit_snapshot(provider)
             result.updated.append(name)
         for key, value in fields.items():
             setattr(provider, key, value)
         provider.save()
+        _audit(actor, provider, before)
         for model_index, model_entry in enumerate(models):
             upstream_id, model_fields = _model_fields(name, model_entry, model_index)
             public = model_fields["alias"] or f"{name}/{upstream_id}"
@@ -199,14 +220,16 @@ def providers_apply(*, text: str) -> ApplyResult:
                 raise ProviderFileError(f"{_where(name, upstream_id)}: public name {public!r} is taken by another model")
             model = Model.objects.filter(provider=provider, upstream_id=upstream_id).first()
             if model is None:
-                model = Model(provider=provider, upstream_id=upstream_id)
+                model, model_before = Model(provider=provider, upstream_id=upstream_id), None
                 result.models_created += 1
             else:
+                model_before = audit_snapshot(model)
                 result.models_updated += 1
             for key, value in model_fields.items():
                 setattr(model, key, value)
             model.provider = provider
             model.save()
+            _audit(actor, model, model_before)
     return result
 
 

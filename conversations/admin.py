@@ -1,0 +1,478 @@
+"""The Django admin: providers (write-only keys, presets, connection test, import), models, users, audit."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from decimal import Decimal
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Q, QuerySet, Sum
+from django.forms import BaseInlineFormSet, ModelForm
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_POST
+
+from conversations import budgets
+from conversations.admin_forms import ProviderForm
+from conversations.audit import (
+    CHANGED,
+    CREATED,
+    DELETED,
+    SOURCE_ADMIN,
+    audit_describe,
+    audit_record,
+    audit_record_many,
+    audit_set_fields,
+    audited_fields,
+)
+from conversations.models import ApiKey, AuditLog, Model, Provider, UsageRecord, User
+from conversations.presets import PRESETS, preset_get
+from conversations.provider_checks import provider_import_models, provider_test_connections
+from conversations.upstream.errors import UpstreamError
+
+sensitive_key = method_decorator(sensitive_post_parameters("api_key"))
+
+
+# --- the audit trail for every admin write ------------------------------------------------------------
+
+
+def _form_fields(form: ModelForm, add: bool) -> list[str]:
+    """The audited fields a submitted form set (add) or changed (change): names only."""
+    audited = set(audited_fields(form._meta.model))
+    if add:
+        names = audit_set_fields(form.instance)
+        names += [
+            n for n in form.changed_data if n in audited and form.instance._meta.get_field(n).many_to_many
+        ]
+    else:
+        names = [n for n in form.changed_data if n in audited]
+    if isinstance(form, ProviderForm):
+        names = [n for n in names if n != "api_key"] + (["api_key"] if form.key_changed else [])
+    return names
+
+
+class AuditedAdmin(admin.ModelAdmin):
+    """Writes an AuditLog entry for each creation, change and deletion made here (and in its inlines)."""
+
+    audit_creations = True  # False: a creation is recorded only when it sets an audited field
+
+    def _audit_form(self, request: HttpRequest, form: ModelForm, add: bool) -> None:
+        fields = _form_fields(form, add)
+        if add and (fields or self.audit_creations):
+            audit_record(
+                actor=request.user, action=CREATED, obj=form.instance, fields=fields, source=SOURCE_ADMIN
+            )
+        elif not add and fields:
+            audit_record(
+                actor=request.user, action=CHANGED, obj=form.instance, fields=fields, source=SOURCE_ADMIN
+            )
+
+    def save_related(self, request: HttpRequest, form: ModelForm, formsets: list, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        self._audit_form(request, form, add=not change)
+        for formset in formsets:
+            for inline_form in formset.forms:
+                if inline_form in formset.deleted_forms or not inline_form.instance.pk:
+                    continue
+                if inline_form.instance in formset.new_objects:
+                    self._audit_form(request, inline_form, add=True)
+                elif inline_form.has_changed():
+                    self._audit_form(request, inline_form, add=False)
+
+    def save_formset(
+        self, request: HttpRequest, form: ModelForm, formset: BaseInlineFormSet, change: bool
+    ) -> None:
+        gone = [f.instance for f in formset.deleted_forms if f.instance.pk]  # before deletion clears the pk
+        if gone and audited_fields(formset.model):
+            audit_record_many(actor=request.user, action=DELETED, objs=gone, source=SOURCE_ADMIN)
+        super().save_formset(request, form, formset, change)
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        audit_record(actor=request.user, action=DELETED, obj=obj, source=SOURCE_ADMIN)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        audit_record_many(actor=request.user, action=DELETED, objs=list(queryset), source=SOURCE_ADMIN)
+        super().delete_queryset(request, queryset)
+
+
+# --- models -------------------------------------------------------------------------------------------
+
+
+class NeedsPricingFilter(admin.SimpleListFilter):
+    title = "pricing"
+    parameter_name = "needs_pricing"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Needs pricing"), ("no", "Priced")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        unpriced = Q(input_price__isnull=True) | Q(output_price__isnull=True)
+        if self.value() == "yes":
+            return queryset.filter(unpriced)
+        if self.value() == "no":
+            return queryset.exclude(unpriced)
+        return queryset
+
+
+def _priced(obj: Model) -> bool:
+    return obj.priced
+
+
+class GroupChoicesMixin:
+    """Reads the groups once per page, not once per inline row (a select per row would query each time)."""
+
+    def formfield_for_manytomany(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        formfield = super().formfield_for_manytomany(db_field, request, **kwargs)  # type: ignore[misc]
+        if db_field.name == "allowed_groups" and formfield is not None:
+            formfield.choices = list(formfield.choices)
+        return formfield
+
+
+class ModelInline(GroupChoicesMixin, admin.TabularInline):
+    model = Model
+    extra = 0
+    show_change_link = True
+    fields = (
+        "upstream_id",
+        "alias",
+        "input_price",
+        "output_price",
+        "context_length",
+        "max_output_tokens",
+        "api",
+        "enabled",
+        "allowed_groups",
+        "priced",
+    )
+    readonly_fields = ("priced",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).prefetch_related("allowed_groups")
+
+    @admin.display(boolean=True, description="priced")
+    def priced(self, obj: Model) -> bool:
+        return _priced(obj)
+
+
+@admin.register(Model)
+class LlmModelAdmin(GroupChoicesMixin, AuditedAdmin):
+    list_display = (
+        "public_name",
+        "provider",
+        "upstream_id",
+        "input_price",
+        "output_price",
+        "context_length",
+        "api",
+        "enabled",
+        "priced",
+    )
+    list_editable = ("input_price", "output_price", "enabled")
+    list_filter = (NeedsPricingFilter, "enabled", "api", "provider")
+    list_select_related = ("provider",)
+    search_fields = ("public_name", "upstream_id", "alias")
+    readonly_fields = ("public_name", "created_at", "updated_at")
+    filter_horizontal = ("allowed_groups",)
+    fields = (
+        "provider",
+        "upstream_id",
+        "alias",
+        "public_name",
+        "input_price",
+        "output_price",
+        "context_length",
+        "max_output_tokens",
+        "api",
+        "enabled",
+        "allowed_groups",
+        "created_at",
+        "updated_at",
+    )
+
+    @admin.display(boolean=True, description="priced", ordering="input_price")
+    def priced(self, obj: Model) -> bool:
+        return _priced(obj)
+
+
+# --- providers ----------------------------------------------------------------------------------------
+
+
+@admin.register(Provider)
+class ProviderAdmin(AuditedAdmin):
+    form = ProviderForm
+    inlines = [ModelInline]
+    list_display = (
+        "name",
+        "base_url",
+        "key_status",
+        "enabled",
+        "model_count",
+        "unpriced_count",
+        "is_development",
+    )
+    list_filter = ("enabled",)
+    search_fields = ("name", "base_url")
+    readonly_fields = ("key_status", "is_development")
+    actions = ["test_connection", "import_models"]
+    fieldsets = (
+        (None, {"fields": ("name", "base_url", "enabled", "is_development")}),
+        ("API key", {"fields": ("key_status", "api_key", "clear_api_key")}),
+        ("Compatibility", {"fields": ("send_stream_options", "dropped_params", "extra_headers")}),
+        (
+            "Timeouts and retries",
+            {
+                "classes": ("collapse",),
+                "fields": ("connect_timeout", "first_token_timeout", "read_timeout", "max_retries"),
+            },
+        ),
+    )
+
+    def get_fieldsets(self, request: HttpRequest, obj: Provider | None = None) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or self.has_change_permission(request, obj):
+            return fieldsets
+        # View-only: the admin would show every field read-only, with its value. Never the key's.
+        hidden = {"api_key", "clear_api_key"}
+        return [
+            (name, {**opts, "fields": [f for f in opts["fields"] if f not in hidden]})
+            for name, opts in fieldsets
+        ]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        unpriced = Q(models__input_price__isnull=True) | Q(models__output_price__isnull=True)
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                model_total=Count("models", distinct=True), unpriced_total=Count("models", filter=unpriced)
+            )
+        )
+
+    @admin.display(description="API key")
+    def key_status(self, obj: Provider) -> str:
+        if obj.pk is None or not obj.api_key:
+            return "not set"
+        return f"set, ending in …{obj.api_key_last4}"
+
+    @admin.display(description="models", ordering="model_total")
+    def model_count(self, obj: Provider) -> int:
+        return obj.model_total
+
+    @admin.display(description="need pricing", ordering="unpriced_total")
+    def unpriced_count(self, obj: Provider) -> int:
+        return obj.unpriced_total
+
+    # The add page starts from a preset: /admin/conversations/provider/add/?preset=deepinfra
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        initial = super().get_changeform_initial_data(request)
+        preset = preset_get(request.GET.get("preset"))
+        if preset is not None:
+            initial = {**preset.initial(), **{k: v for k, v in initial.items() if k != "preset"}}
+            if Provider.objects.filter(name=preset.slug).exists():
+                initial.pop("name")
+        return initial
+
+    @sensitive_key
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        extra_context = {
+            **(extra_context or {}),
+            "presets": PRESETS.values(),
+            "preset": preset_get(request.GET.get("preset")),
+            "can_import": self._can_import(request),
+        }
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    # --- test connection and import: list actions and buttons on the change page ---
+
+    def get_urls(self) -> list:
+        wrap = self.admin_site.admin_view
+        return [
+            path(
+                "<path:object_id>/test-connection/",
+                wrap(self.test_connection_view),
+                name="conversations_provider_test_connection",
+            ),
+            path(
+                "<path:object_id>/import-models/",
+                wrap(self.import_models_view),
+                name="conversations_provider_import_models",
+            ),
+            *super().get_urls(),
+        ]
+
+    def _provider_or_403(self, request: HttpRequest, object_id: str) -> Provider:
+        provider = get_object_or_404(Provider.objects.prefetch_related("models"), pk=object_id)
+        if not self.has_change_permission(request, provider):
+            raise PermissionDenied
+        return provider
+
+    def _render_checks(self, request: HttpRequest, providers: list[Provider]) -> TemplateResponse:
+        checks = provider_test_connections(providers=providers)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Test connection",
+            "checks": checks,
+        }
+        return TemplateResponse(request, "admin/conversations/provider/test_connection.html", context)
+
+    @method_decorator(require_POST)
+    def test_connection_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return self._render_checks(request, [self._provider_or_403(request, object_id)])
+
+    @admin.action(description="Test connection (list models, one-token reply)", permissions=["change"])
+    def test_connection(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse:
+        return self._render_checks(request, list(queryset.prefetch_related("models")))
+
+    def _import(self, request: HttpRequest, provider: Provider) -> None:
+        try:
+            result = provider_import_models(provider=provider, actor=request.user)
+        except UpstreamError as err:
+            upstream = f" The upstream said: {err.detail}" if err.detail else ""
+            self.message_user(
+                request, f"{provider}: import failed ({err.code}): {err.message}{upstream}", messages.ERROR
+            )
+            return
+        skipped = f", {len(result.skipped)} skipped (name taken or invalid)" if result.skipped else ""
+        self.message_user(
+            request,
+            f"{provider}: {len(result.created)} model(s) imported (disabled, unpriced: price, then enable), "
+            f"{len(result.existing)} already known{skipped}.",
+            messages.SUCCESS if result.created or result.existing else messages.WARNING,
+        )
+
+    def _can_import(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("conversations.add_model")
+
+    @method_decorator(require_POST)
+    def import_models_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        provider = self._provider_or_403(request, object_id)
+        if not self._can_import(request):
+            raise PermissionDenied
+        self._import(request, provider)
+        changelist = reverse("admin:conversations_model_changelist")
+        return HttpResponseRedirect(f"{changelist}?provider__id__exact={provider.pk}&needs_pricing=yes")
+
+    @admin.action(description="Import models from the upstream's /models", permissions=["import"])
+    def import_models(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for provider in queryset:
+            self._import(request, provider)
+
+    def has_import_permission(self, request: HttpRequest) -> bool:
+        return self.has_change_permission(request) and self._can_import(request)
+
+
+# --- users: budget, this month's spend, personal API keys ---------------------------------------------
+
+
+class ApiKeyInline(admin.TabularInline):
+    """A user's personal keys: prefix and dates only (the hash is never shown)."""
+
+    model = ApiKey
+    extra = 0
+    can_delete = False
+    fields = ("prefix", "name", "created_at", "last_used_at", "revoked_at", "rpm_limit")
+    readonly_fields = fields
+    show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+def month_spend_by_user(users: list[User]) -> dict[int, Decimal]:
+    """This calendar month's spend of each user (in their own time zone): one query per time zone."""
+    by_zone: dict[str, list[User]] = defaultdict(list)
+    for user in users:
+        by_zone[user.timezone or "UTC"].append(user)
+    spend: dict[int, Decimal] = {user.pk: Decimal(0) for user in users}
+    for zone_users in by_zone.values():
+        rows = (
+            UsageRecord.objects.filter(
+                user__in=zone_users, created_at__gte=budgets.month_start(zone_users[0])
+            )
+            .values("user")
+            .annotate(total=Sum("estimated_cost"))
+        )
+        for row in rows:
+            spend[row["user"]] = row["total"] or Decimal(0)
+    return spend
+
+
+class UserChangeList(ChangeList):
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        spend = month_spend_by_user(list(self.result_list))
+        for user in self.result_list:
+            user.spend_this_month = spend[user.pk]
+
+
+@admin.register(User)
+class UserAdmin(AuditedAdmin, DjangoUserAdmin):
+    audit_creations = False
+    inlines = [ApiKeyInline]
+    list_display = ("username", "email", "is_staff", "is_active", "monthly_budget", "month_spend")
+    readonly_fields = ("month_spend",)
+    fieldsets = (
+        *DjangoUserAdmin.fieldsets,
+        ("Budget", {"fields": ("monthly_budget", "month_spend", "timezone")}),
+    )
+    add_fieldsets = (
+        *DjangoUserAdmin.add_fieldsets,
+        ("Budget", {"fields": ("monthly_budget", "timezone")}),
+    )
+
+    def get_inlines(self, request: HttpRequest, obj: User | None) -> list:
+        return super().get_inlines(request, obj) if obj is not None else []  # a new user has no keys yet
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return UserChangeList
+
+    @admin.display(description="spent this month (USD)")
+    def month_spend(self, obj: User) -> str:
+        if obj.pk is None:
+            return "-"
+        spent = getattr(obj, "spend_this_month", None)  # the list computes it for the whole page
+        return f"{budgets.month_spend(obj) if spent is None else spent:.4f}"
+
+
+# --- the audit log: read-only -------------------------------------------------------------------------
+
+
+@admin.register(AuditLog)
+class AuditLogAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "actor", "source", "object_type", "object_repr", "what")
+    list_filter = ("object_type", "action", "source")
+    list_select_related = ("actor",)
+    search_fields = ("object_repr", "actor__username")
+    date_hierarchy = "created_at"
+
+    @admin.display(description="what")
+    def what(self, obj: AuditLog) -> str:
+        return audit_describe(obj)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
