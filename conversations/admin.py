@@ -168,11 +168,9 @@ class LlmModelAdmin(GroupChoicesMixin, AuditedAdmin):
     list_display = (
         "public_name",
         "provider",
-        "upstream_id",
         "input_price",
         "output_price",
         "context_length",
-        "api",
         "enabled",
         "priced",
     )
@@ -257,7 +255,7 @@ class ProviderAdmin(AuditedAdmin):
             )
         )
 
-    @admin.display(description="API key")
+    @admin.display(description="stored key")
     def key_status(self, obj: Provider) -> str:
         if obj.pk is None or not obj.api_key:
             return "not set"
@@ -458,11 +456,15 @@ class UserAdmin(AuditedAdmin, DjangoUserAdmin):
 
 @admin.register(AuditLog)
 class AuditLogAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "actor", "source", "object_type", "object_repr", "what")
+    list_display = ("created_at", "actor", "source", "object_type", "object", "what")
     list_filter = ("object_type", "action", "source")
     list_select_related = ("actor",)
     search_fields = ("object_repr", "actor__username")
     date_hierarchy = "created_at"
+
+    @admin.display(description="object", ordering="object_repr")
+    def object(self, obj: AuditLog) -> str:
+        return obj.object_repr
 
     @admin.display(description="what")
     def what(self, obj: AuditLog) -> str:

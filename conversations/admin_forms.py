@@ -26,7 +26,7 @@ class ProviderForm(forms.ModelForm):
     """The API key is write-only: blank keeps the stored key, "clear" removes it, the key is never shown."""
 
     api_key = SecretField(
-        label="API key",
+        label="New API key",
         required=False,
         strip=True,
         help_text="Write-only: leave blank to keep the current key. Stored encrypted; never shown again.",

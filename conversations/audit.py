@@ -135,7 +135,9 @@ def audit_record_many(
 
 
 def audit_describe(entry: AuditLog) -> str:
-    """One line for people: "api_key changed", "input_price, output_price changed", "created"."""
+    """One line for people: "api_key changed", "input_price, output_price changed", "created (name, ...)"."""
     if not entry.fields:
         return entry.action
-    return f"{', '.join(entry.fields)} {entry.action}"
+    if entry.action == CHANGED:
+        return f"{', '.join(entry.fields)} changed"
+    return f"{entry.action} ({', '.join(entry.fields)})"

@@ -790,3 +790,17 @@ def test_rotatekeys_refuses_when_a_stored_key_cannot_be_read_and_changes_nothing
     assert "re-encrypted 2 provider key(s)" in out.getvalue()
     settings.CHATWEB_ENCRYPTION_KEYS = [new]
     assert Provider.objects.get(pk=readable.pk).api_key == KEY
+
+
+def test_rotatekeys_can_forget_keys_nobody_can_read_and_audits_it(db, settings):
+    from cryptography.fernet import Fernet
+
+    settings.CHATWEB_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+    lost = Provider.objects.create(name="lost", base_url="https://l.test/v1", api_key=KEY)
+    settings.CHATWEB_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]  # the old key is gone for good
+    out = io.StringIO()
+    call_command("rotatekeys", "--forget-unreadable", stdout=out)
+    assert "cleared the unreadable key(s) of provider(s) lost: enter them again" in out.getvalue()
+    assert Provider.objects.get(pk=lost.pk).api_key == "" and stored_key(lost) == ""
+    entry = AuditLog.objects.get()
+    assert (entry.object_repr, entry.fields, entry.source) == ("lost", ["api_key"], "rotatekeys")
