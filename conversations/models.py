@@ -299,23 +299,32 @@ class UsageDay(models.Model):
     prompt_tokens = models.BigIntegerField(default=0)
     completion_tokens = models.BigIntegerField(default=0)
     total_tokens = models.BigIntegerField(default=0)
-    cost_units = models.BigIntegerField(default=0, help_text="USD × 10^10: integer sums stay exact on every database.")
+    cost_units = models.BigIntegerField(
+        default=0, help_text="USD × 10^10: integer sums stay exact on every database."
+    )
     unpriced_requests = models.BigIntegerField(default=0, help_text='Records with cost_source "estimated".')
-    estimated_usage_requests = models.BigIntegerField(default=0, help_text="Records with estimated token counts.")
+    estimated_usage_requests = models.BigIntegerField(
+        default=0, help_text="Records with estimated token counts."
+    )
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["user", "tz", "day", "provider_name", "model_name", "conversation_id"], name="usageday_key"
+                fields=["user", "tz", "day", "provider_name", "model_name", "conversation_id"],
+                name="usageday_key",
             )
         ]
         # Covering indexes (every column a read needs is in the index): an owner's days, and everyone's days
         # in GROUP BY order. On SQLite they make reads 4-8x faster; PostgreSQL can answer from them alone.
         indexes = [
-            models.Index(fields=["user", "tz", "day", "provider_name", "model_name", "conversation_id", *_SUMS],
-                         name="usageday_owner_cover"),
-            models.Index(fields=["day", "provider_name", "model_name", "user", "conversation_id", *_SUMS],
-                         name="usageday_day_cover"),
+            models.Index(
+                fields=["user", "tz", "day", "provider_name", "model_name", "conversation_id", *_SUMS],
+                name="usageday_owner_cover",
+            ),
+            models.Index(
+                fields=["day", "provider_name", "model_name", "user", "conversation_id", *_SUMS],
+                name="usageday_day_cover",
+            ),
         ]
 
     def __str__(self) -> str:
