@@ -286,6 +286,8 @@ def test_blank_key_keeps_the_key_and_clear_removes_it(admin_client):
     )
     provider.refresh_from_db()
     assert provider.api_key == OTHER_KEY
+    history = LogEntry.objects.filter(object_id=str(provider.pk)).first().get_change_message()
+    assert history == "Changed New API key." and OTHER_KEY not in history
     admin_client.post(
         url("conversations_provider_change", provider.pk), provider_form(provider, clear_api_key="on")
     )
