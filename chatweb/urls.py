@@ -3,8 +3,12 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from conversations import settings_views
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("conversations.accounts_urls")),
+    path("v1/", include("conversations.api.urls")),
+    path("settings/", settings_views.settings_page, name="settings"),
     path("", include("conversations.urls")),
 ]

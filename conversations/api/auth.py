@@ -1,0 +1,108 @@
+"""Who is calling: `Authorization: Bearer <personal key>` checked in constant time, and the per-key RPM limit.
+
+The rate limit is a sliding window kept in this process's memory: exact within one process, but with N
+server processes behind a load balancer a key can make up to N × its limit per minute (each process
+counts only what it served). Deployments that need a hard global limit run one process per key's
+traffic or put a limit in the reverse proxy.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+import time
+from collections import deque
+from datetime import timedelta
+
+from django.utils import timezone
+
+from conversations.api.errors import invalid_api_key, rate_limited
+from conversations.models import ApiKey
+
+MAX_KEY_LENGTH = 200
+LAST_USED_EVERY = timedelta(minutes=1)  # last_used_at is written at most this often per key
+WINDOW_SECONDS = 60.0
+
+_DUMMY_HASH = ApiKey.hash("cw-not-a-key")
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header (scheme case-insensitive), else None."""
+    if not header:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token
+
+
+def api_key_authenticate(authorization: str | None) -> ApiKey:
+    """The active key (with its user loaded) that the header names, or ApiError 401.
+
+    The key row is found by its public prefix, then the SHA-256 of the presented key is compared with the
+    stored hash by hmac.compare_digest, so the comparison takes the same time wherever they differ.
+    """
+    raw = bearer_token(authorization)
+    if raw is None:
+        raise invalid_api_key(
+            "You didn't provide an API key. Send it in the Authorization header: "
+            "`Authorization: Bearer <key>`; create one on the /settings/ page."
+        )
+    key = None
+    if len(raw) <= MAX_KEY_LENGTH and raw.startswith(ApiKey.PREFIX):
+        key = ApiKey.objects.select_related("user").filter(prefix=raw[:12]).first()
+    presented = ApiKey.hash(raw[:MAX_KEY_LENGTH])
+    if not hmac.compare_digest(key.hashed if key else _DUMMY_HASH, presented) or key is None:
+        raise invalid_api_key("Incorrect API key provided. You can create a key on the /settings/ page.")
+    if key.revoked_at is not None:
+        raise invalid_api_key("This API key has been revoked.")
+    if not key.user.is_active:
+        raise invalid_api_key("The account of this API key is disabled.")
+    api_key_touch(key=key)
+    return key
+
+
+def api_key_touch(*, key: ApiKey) -> None:
+    """Record that the key was used: one write a minute at most, whatever the request rate."""
+    now = timezone.now()
+    if key.last_used_at is None or now - key.last_used_at >= LAST_USED_EVERY:
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now
+
+
+class SlidingWindow:
+    """Requests per key in the last WINDOW_SECONDS, in this process; thread-safe."""
+
+    def __init__(self, window: float = WINDOW_SECONDS) -> None:
+        self.window = window
+        self._hits: dict[int, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def admit(self, key_id: int, limit: int, now: float | None = None) -> float | None:
+        """Count one request and return None, or return the seconds until one is allowed (not counted)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            hits = self._hits.setdefault(key_id, deque())
+            cutoff = now - self.window
+            while hits and hits[0] <= cutoff:
+                hits.popleft()
+            if len(hits) >= limit:
+                return hits[len(hits) - limit] + self.window - now
+            hits.append(now)
+            if len(self._hits) > 10_000:  # forget idle keys now and then
+                for other in [k for k, q in self._hits.items() if not q or q[-1] <= cutoff]:
+                    del self._hits[other]
+            return None
+
+
+_window = SlidingWindow()
+
+
+def rate_limit_check(key: ApiKey) -> None:
+    """ApiError 429 `rate_limit_exceeded` when the key has an RPM limit and has used it up."""
+    if not key.rpm_limit:
+        return
+    wait = _window.admit(key.pk, key.rpm_limit)
+    if wait is not None:
+        raise rate_limited(key.rpm_limit, wait)

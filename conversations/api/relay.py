@@ -1,0 +1,328 @@
+"""Runs one API call: admission (key, rate limit, body, model, budget), upstream call, SSE encoding, ledger.
+
+Admission is one synchronous function (one thread hop, a few short queries) that raises ApiError before
+anything is sent upstream; the ledger row is one more. Whatever ends the call (the reply finished, the
+upstream failed, the client went away), exactly one UsageRecord is written and the budget reservation settled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db import connections, transaction
+
+from conversations.api.auth import api_key_authenticate, rate_limit_check
+from conversations.api.encoding import DONE, Choice, ChunkEncoder, error_chunk, usage_payload, whole_response
+from conversations.api.errors import bad_request, budget_exceeded, upstream_failure
+from conversations.api.parsing import ApiRequest, Endpoint, json_body, parse_request
+from conversations.api.routing import model_resolve, request_cost
+from conversations.budgets import BudgetExceeded, budget_reserve, budget_settle
+from conversations.ledger import Priced, usage_record
+from conversations.models import Model, UsageRecord
+from conversations.prompting import upstream_request
+from conversations.selectors import upstream_target
+from conversations.upstream import client
+from conversations.upstream.client import UpstreamTarget
+from conversations.upstream.events import StreamError, UpstreamEvent, Usage
+from conversations.upstream.params import drop_unsupported
+from conversations.upstream.tokens import count_prompt_tokens, count_tokens
+
+NO_USAGE = Usage(0, 0, 0)  # an upstream that refused before generating anything bills nothing
+_recording: set[asyncio.Future] = set()  # ledger writes outliving a cancelled request
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """An admitted call: everything the relay needs, resolved from the database once."""
+
+    request: ApiRequest
+    user_id: int
+    api_key_id: int
+    model_name: str  # the public name in every response
+    target: UpstreamTarget
+    path: str
+    body: dict[str, Any]
+    prompt_messages: list[dict[str, Any]]
+    priced: Priced
+    reservation_id: int | None
+
+
+# --- admission --------------------------------------------------------------------------------------
+
+
+def api_call_admit(*, authorization: str | None, endpoint: Endpoint, raw_body: bytes) -> ApiCall:
+    """Check, in this order: the key (401), its rate limit (429), the body (400), the model (404), the budget
+    (429, a reservation of the worst case is taken). Raises ApiError; nothing is sent upstream here."""
+    key = api_key_authenticate(authorization)
+    rate_limit_check(key)
+    request = parse_request(endpoint, json_body(raw_body))
+    user = key.user
+    if endpoint == "chat":
+        prompt_messages = request.messages
+    else:
+        prompt_messages = [{"role": "user", "content": request.prompt}]
+    prompt_tokens = 0  # counted only when `auto` or a budget needs the worst case
+    if request.model is None or user.monthly_budget is not None:
+        prompt_tokens = (
+            count_prompt_tokens(prompt_messages) if endpoint == "chat" else count_tokens(request.prompt or "")
+        )
+    model = model_resolve(
+        user=user,
+        requested=request.model,
+        endpoint=endpoint,
+        prompt_tokens=prompt_tokens,
+        max_tokens=request.max_tokens,
+    )
+    path, body = _upstream_request(model, request)
+    reservation_id = None
+    if user.monthly_budget is not None:  # budget_reserve's own first test, without taking the write lock
+        try:
+            reservation_id = budget_reserve(
+                user_id=user.pk, amount=request_cost(model, prompt_tokens, request.max_tokens, request.n)
+            )
+        except BudgetExceeded as exc:
+            raise budget_exceeded(str(exc)) from None
+    return ApiCall(
+        request=request,
+        user_id=user.pk,
+        api_key_id=key.pk,
+        model_name=model.public_name,
+        target=upstream_target(model.provider),
+        path=path,
+        body=body,
+        prompt_messages=prompt_messages,
+        priced=Priced(model.provider.name, model.public_name, model.input_price, model.output_price),
+        reservation_id=reservation_id,
+    )
+
+
+async def admit(*, authorization: str | None, endpoint: Endpoint, raw_body: bytes) -> ApiCall:
+    """api_call_admit off the event loop. A client that hangs up meanwhile gets its reservation released
+    as soon as the admission finishes (instead of holding budget until the reservation goes stale)."""
+    task = asyncio.ensure_future(
+        sync_to_async(api_call_admit)(authorization=authorization, endpoint=endpoint, raw_body=raw_body)
+    )
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_release_abandoned)
+        raise
+
+
+def _release_abandoned(task: asyncio.Future[ApiCall]) -> None:
+    if task.cancelled() or task.exception() is not None or task.result().reservation_id is None:
+        return
+    # The request's thread may be gone by now: a worker thread of the loop, closing its connection after.
+    release = asyncio.ensure_future(
+        sync_to_async(_settle_and_close, thread_sensitive=False)(task.result().reservation_id)
+    )
+    _recording.add(release)
+    release.add_done_callback(_recording.discard)
+
+
+def _settle_and_close(reservation_id: int) -> None:
+    try:
+        budget_settle(reservation_id)
+    finally:
+        connections.close_all()
+
+
+def _upstream_request(model: Model, request: ApiRequest) -> tuple[str, dict[str, Any]]:
+    params = drop_unsupported(request.params, model.provider.dropped_params or [])
+    if request.endpoint == "completions":
+        return "/completions", {
+            "model": model.upstream_id,
+            "prompt": request.prompt,
+            **params,
+            **request.extras,
+        }
+    if model.api == Model.Api.COMPLETIONS:
+        # A completion-only model behind the chat endpoint: the transcript template chat uses (prompting.py).
+        plain = all(
+            m["role"] in ("system", "user", "assistant") and isinstance(m.get("content"), str)
+            for m in request.messages
+        )
+        if not plain or request.extras:
+            raise bad_request(
+                f"`{model.public_name}` is a completion-only model: it takes plain text messages "
+                "(system, user, assistant) and no tools.",
+                "messages" if not plain else next(iter(request.extras)),
+            )
+        return upstream_request(
+            model, [{"role": m["role"], "content": m["content"]} for m in request.messages], params
+        )
+    return "/chat/completions", {
+        "model": model.upstream_id,
+        "messages": request.messages,
+        **params,
+        **request.extras,
+    }
+
+
+@transaction.atomic
+def api_call_record(
+    *,
+    call: ApiCall,
+    usage: Usage | None,
+    completion_text: str,
+    finish_reason: str,
+    ttft_ms: int | None,
+    duration_ms: int,
+) -> UsageRecord:
+    """The call's ledger row (source `api`), settling its budget reservation."""
+    return usage_record(
+        user_id=call.user_id,
+        source=UsageRecord.Source.API,
+        priced=call.priced,
+        usage=usage,
+        prompt_messages=call.prompt_messages,
+        completion_text=completion_text,
+        finish_reason=finish_reason,
+        ttft_ms=ttft_ms,
+        duration_ms=duration_ms,
+        api_key_id=call.api_key_id,
+        reservation_id=call.reservation_id,
+    )
+
+
+# --- the relay --------------------------------------------------------------------------------------
+
+
+class Relay:
+    """One admitted call's reply as it arrives: gathered per choice, and recorded exactly once."""
+
+    def __init__(self, call: ApiCall) -> None:
+        self.call = call
+        self.started = time.monotonic()
+        self.ttft_ms: int | None = None
+        self.choices: dict[int, Choice] = {}
+        self.usage: Usage | None = None
+        self.error: StreamError | None = None
+        self._record: asyncio.Task[UsageRecord] | None = None
+
+    def take(self, event: UpstreamEvent) -> None:
+        if isinstance(event, Usage):
+            self.usage = event
+        elif isinstance(event, StreamError):
+            self.error = event
+        else:
+            if self.ttft_ms is None:
+                self.ttft_ms = int((time.monotonic() - self.started) * 1000)
+            index = event.index
+            choice = self.choices.get(index)
+            if choice is None:
+                choice = self.choices[index] = Choice()
+            choice.take(event)
+
+    @property
+    def produced(self) -> bool:
+        return self.ttft_ms is not None
+
+    def text(self) -> str:
+        return "".join(c.text() for _, c in sorted(self.choices.items()))
+
+    def finish_reason(self) -> str:
+        if self.error is not None:
+            return "error"
+        first = self.choices.get(0)
+        return (first.finish_reason if first else None) or "stop"
+
+    async def record(self, finish_reason: str | None = None, *, usage: Usage | None = None) -> UsageRecord:
+        """Write the ledger row once (later calls wait for the same write). The write runs as its own task,
+        so a client that disconnects while it is under way cannot cancel it."""
+        if self._record is None:
+            write = sync_to_async(api_call_record)(
+                call=self.call,
+                usage=usage or self.usage,
+                completion_text=self.text(),
+                finish_reason=finish_reason or self.finish_reason(),
+                ttft_ms=self.ttft_ms,
+                duration_ms=int((time.monotonic() - self.started) * 1000),
+            )
+            self._record = asyncio.ensure_future(write)
+            _recording.add(self._record)
+            self._record.add_done_callback(_recording.discard)
+        return await asyncio.shield(self._record)
+
+    async def stopped(self) -> None:
+        """The client went away: record what was generated so far (usage estimated unless reported)."""
+        with contextlib.suppress(asyncio.CancelledError):  # cancelled again: the write goes on in its task
+            await self.record("stopped")
+
+
+async def stream_open(call: ApiCall) -> AsyncIterator[bytes]:
+    """Start the upstream stream and wait for its first event. A failure before any output is raised as
+    ApiError (502/504/400 with the stable code) instead of a 200 stream; otherwise the SSE body iterator."""
+    relay = Relay(call)
+    upstream = client.stream(call.target, call.path, call.body)
+    first: list[UpstreamEvent] = []
+    try:
+        async for event in upstream:
+            relay.take(event)
+            first.append(event)
+            if not isinstance(event, Usage):
+                break
+    except BaseException:  # the client disconnected while the upstream was thinking
+        await upstream.aclose()
+        await relay.stopped()
+        raise
+    if relay.error is not None and not relay.produced:
+        await upstream.aclose()
+        await relay.record("error", usage=relay.usage or NO_USAGE)
+        raise upstream_failure(relay.error)
+    return _sse(relay, upstream, first)
+
+
+async def _sse(
+    relay: Relay, upstream: AsyncIterator[UpstreamEvent], first: list[UpstreamEvent]
+) -> AsyncIterator[bytes]:
+    call = relay.call
+    encoder = ChunkEncoder(call.request.endpoint, call.model_name, include_usage=call.request.include_usage)
+    try:
+        for event in first:
+            chunk = encoder.encode(event)
+            if chunk is not None:
+                yield chunk
+        if relay.error is None:
+            async for event in upstream:
+                relay.take(event)
+                chunk = encoder.encode(event)
+                if chunk is not None:
+                    yield chunk
+        if call.request.include_usage:
+            yield encoder.usage_chunk(usage_payload(await relay.record()))
+        if relay.error is not None:
+            yield error_chunk(relay.error)
+        yield DONE
+        # Without a usage chunk the client need not wait for the ledger: it is written after [DONE] (a client
+        # that hangs up at [DONE], as the official ones do, cannot cancel the write: see Relay.record).
+        await relay.record()
+    finally:
+        # Reached on a normal end, and when the client disconnects (Django cancels the response task, or
+        # closes this generator): closing the upstream stream closes its connection, the provider stops.
+        await upstream.aclose()  # type: ignore[attr-defined]
+        if relay._record is None:
+            await relay.stopped()
+
+
+async def complete(call: ApiCall) -> bytes:
+    """A non-streaming call: the whole `chat.completion` / `text_completion` body, or ApiError."""
+    relay = Relay(call)
+    try:
+        events = await client.complete(call.target, call.path, call.body)
+    except BaseException:
+        await relay.stopped()
+        raise
+    for event in events:
+        relay.take(event)
+    if relay.error is not None:
+        await relay.record("error", usage=None if relay.produced else (relay.usage or NO_USAGE))
+        raise upstream_failure(relay.error)
+    record = await relay.record()
+    return whole_response(call.request.endpoint, call.model_name, relay.choices, usage_payload(record))

@@ -1,0 +1,117 @@
+"""The /v1/ endpoints as async views: parse, call the relay, send. Bearer-authenticated, so CSRF-exempt."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from functools import wraps
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from conversations.api import relay
+from conversations.api.catalog import model_retrieve, models_list
+from conversations.api.errors import ApiError
+from conversations.api.openapi import openapi_document
+from conversations.api.parsing import MAX_BODY_BYTES, Endpoint, too_large
+
+log = logging.getLogger(__name__)
+
+AsyncView = Callable[..., Awaitable[HttpResponse]]
+
+
+def api_view(*methods: str) -> Callable[[AsyncView], AsyncView]:
+    """CSRF-exempt, method-checked, every failure answered in OpenAI's error shape (never an HTML page)."""
+
+    def decorate(view: AsyncView) -> AsyncView:
+        @csrf_exempt
+        @wraps(view)
+        async def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            if request.method not in methods:
+                error = ApiError(
+                    405, f"Method {request.method} is not allowed here; use {' or '.join(methods)}."
+                )
+                response = error.response()
+                response["Allow"] = ", ".join(methods)
+                return response
+            try:
+                return await view(request, *args, **kwargs)
+            except ApiError as error:
+                return error.response()
+            except Exception:
+                log.exception("API call %s %s failed", request.method, request.path)
+                return ApiError(
+                    500,
+                    "chatweb failed while handling this request.",
+                    type="server_error",
+                    code="internal_error",
+                ).response()
+
+        return wrapper
+
+    return decorate
+
+
+def _json(payload: dict) -> HttpResponse:
+    return HttpResponse(json.dumps(payload, ensure_ascii=False), content_type="application/json")
+
+
+def _body(request: HttpRequest) -> bytes:
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > MAX_BODY_BYTES:
+        raise too_large(declared)
+    raw = request.read(MAX_BODY_BYTES + 1)
+    if len(raw) > MAX_BODY_BYTES:
+        raise too_large(len(raw))
+    return raw
+
+
+async def _completion(request: HttpRequest, endpoint: Endpoint) -> HttpResponse:
+    call = await relay.admit(
+        authorization=request.headers.get("Authorization"), endpoint=endpoint, raw_body=_body(request)
+    )
+    if call.request.stream:
+        body = await relay.stream_open(call)
+        return StreamingHttpResponse(
+            body,
+            content_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    return HttpResponse(await relay.complete(call), content_type="application/json")
+
+
+@api_view("POST")
+async def chat_completions(request: HttpRequest) -> HttpResponse:
+    return await _completion(request, "chat")
+
+
+@api_view("POST")
+async def completions(request: HttpRequest) -> HttpResponse:
+    return await _completion(request, "completions")
+
+
+@api_view("GET")
+async def models(request: HttpRequest) -> HttpResponse:
+    return _json(await sync_to_async(models_list)(authorization=request.headers.get("Authorization")))
+
+
+@api_view("GET")
+async def model(request: HttpRequest, name: str) -> HttpResponse:
+    return _json(
+        await sync_to_async(model_retrieve)(authorization=request.headers.get("Authorization"), name=name)
+    )
+
+
+@api_view("GET")
+async def openapi(request: HttpRequest) -> HttpResponse:
+    return HttpResponse(openapi_document(), content_type="application/json")
+
+
+@csrf_exempt
+async def not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
+    return ApiError(404, f"Invalid URL ({request.method} {request.path})").response()
