@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import environ
@@ -47,6 +48,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "chatweb.security.SecurityHeadersMiddleware",  # CSP and the other headers (issue #10)
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -88,11 +90,13 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
     }
     # A file, not memory, for the test database: live Daphne processes in the tests must share it.
-    _db["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+    # One per test process, so two test runs on one machine never share (and break) one file.
+    _db["TEST"] = {"NAME": str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3")}
 elif _db["ENGINE"] in ("django.db.backends.postgresql", "django.db.backends.postgresql_psycopg2"):
     _db["ENGINE"] = "django.db.backends.postgresql"
     # Async code must not keep per-thread connections open: CONN_MAX_AGE 0 plus psycopg's pool.
     _db["CONN_MAX_AGE"] = 0
+    _db["TEST"] = {"NAME": f"test_{_db['NAME']}_{os.getpid()}"}  # one per test run, as for SQLite
     _db.setdefault("OPTIONS", {})["pool"] = {
         "min_size": env.int("CHATWEB_DB_POOL_MIN", default=2),
         "max_size": env.int("CHATWEB_DB_POOL_MAX", default=20),
@@ -107,7 +111,9 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # redis-py 8 reads with a 5 s socket timeout by default, the same as channels_redis's
+                # 5 s BZPOPMIN: an idle receive then fails. A longer read timeout keeps them apart.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
                 "capacity": env.int("CHATWEB_CHANNEL_CAPACITY", default=1500),
                 "expiry": 30,
                 "group_expiry": 86400,
@@ -161,3 +167,48 @@ CHATWEB_SIGNUP = env.str("CHATWEB_SIGNUP", default="open" if DEBUG else "closed"
 if CHATWEB_SIGNUP not in ("open", "closed"):
     raise ImproperlyConfigured("CHATWEB_SIGNUP must be 'open' or 'closed'.")
 CHATWEB_UPSTREAM_MAX_CONNECTIONS = env.int("CHATWEB_UPSTREAM_MAX_CONNECTIONS", default=1000)
+
+# --- Security (issue #10; docs/security.md). Production (DEBUG off) is HTTPS only, behind a TLS proxy such as
+# nginx; development (DEBUG on) stays plain HTTP on 127.0.0.1:8000. `manage.py check --deploy` passes clean.
+_production = not DEBUG
+# Reverse proxies in front of chatweb (nginx alone: 1). Only then are X-Forwarded-Proto (HTTPS detection) and
+# X-Forwarded-For (the client address for throttling: the hop the outermost trusted proxy appended) believed.
+CHATWEB_TRUSTED_PROXIES = env.int("CHATWEB_TRUSTED_PROXIES", default=0)
+if CHATWEB_TRUSTED_PROXIES:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=_production)
+SESSION_COOKIE_SECURE = _production
+CSRF_COOKIE_SECURE = _production
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=365 * 24 * 3600 if _production else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+# Preload is a one-way commitment for the whole registrable domain, so it is opt-in; Django's reminder about it
+# (security.W021) is silenced only while it is deliberately off.
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+
+# Cache: the sign-in and API-key failure counters (conversations/throttle.py). Per process by default; in Redis
+# when REDIS_URL is set, so every Daphne process sees the same counters.
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": env.str("CHATWEB_CACHE_PREFIX", default=env.str("CHATWEB_CHANNEL_PREFIX", default="chatweb")),
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "chatweb"}}
+
+# Failed sign-ins per account and per client address (and failed API keys per address) are slowed, then locked.
+CHATWEB_THROTTLE_ACCOUNT_FAILURES = env.int("CHATWEB_THROTTLE_ACCOUNT_FAILURES", default=5)
+CHATWEB_THROTTLE_ADDRESS_FAILURES = env.int("CHATWEB_THROTTLE_ADDRESS_FAILURES", default=20)  # offices share NATs
+CHATWEB_THROTTLE_LOCK_SECONDS = env.int("CHATWEB_THROTTLE_LOCK_SECONDS", default=15 * 60)
+
+# Websocket limits (conversations/commands.py holds the frame and message sizes).
+CHATWEB_MAX_CONCURRENT_REPLIES = env.int("CHATWEB_MAX_CONCURRENT_REPLIES", default=4)  # streaming replies per user
+CHATWEB_WS_IDLE_SECONDS = env.int("CHATWEB_WS_IDLE_SECONDS", default=900)  # then the socket is closed (4408)

@@ -6,11 +6,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from conversations.budgets import BudgetExceeded, budget_reserve, worst_case_cost
-from conversations.commands import ChatRegenerate, ChatSend
+from conversations.commands import ChatEdit, ChatRegenerate, ChatSend
 from conversations.ledger import Priced, usage_record
 from conversations.models import Conversation, Message, Model, User
 from conversations.prompting import chat_messages, upstream_request
@@ -74,11 +75,29 @@ def _clean_params(model: Model, params: dict[str, Any]) -> dict[str, Any]:
     return drop_unsupported(cleaned, model.provider.dropped_params or [])
 
 
+def _check_concurrent_replies(user: User) -> None:
+    """Refuse a reply beyond CHATWEB_MAX_CONCURRENT_REPLIES streaming at once for this user (issue #10). Called in
+    the admission transaction with the user's row locked, so concurrent admissions are counted one after another."""
+    list(User.objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True))
+    limit = settings.CHATWEB_MAX_CONCURRENT_REPLIES
+    running = Message.objects.filter(
+        conversation__owner=user, role=Message.Role.ASSISTANT,
+        status__in=[Message.Status.STREAMING, Message.Status.PENDING],
+    ).count()
+    if running >= limit:
+        raise ChatError(
+            "too_many_replies",
+            f"You already have {running} replies being written (at most {limit} at once); "
+            "wait for one to finish or stop it.",
+        )
+
+
 def _admit(
     *, user: User, conversation: Conversation, model: Model, parent: Message | None, params: dict, request_id: str | None,
     user_message: Message | None,
 ) -> ReplyPlan:
     """Create the assistant message, reserve the budget and resolve the upstream request."""
+    _check_concurrent_replies(user)
     branch = conversation_branch(conversation, parent.pk if parent else None)
     messages = chat_messages(conversation.system_prompt, branch)
     path, body = upstream_request(model, messages, params)
@@ -123,15 +142,24 @@ def reply_start_send(*, user: User, command: ChatSend) -> ReplyPlan:
     if model is None:
         raise ChatError("not_found", f"no model named {command.model!r} is available to you")
     params = _clean_params(model, command.params)
+    conversation_id = command.conversation_id
+    if conversation_id is None and command.parent_id is not None:
+        # Branching from a message names its conversation.
+        parent_conversation = Message.objects.for_user(user).filter(pk=command.parent_id).values_list(
+            "conversation_id", flat=True
+        ).first()
+        if parent_conversation is None:
+            raise ChatError("not_found", "no such message")
+        conversation_id = parent_conversation
     with transaction.atomic():
-        if command.conversation_id is None:
+        if conversation_id is None:
             conversation = Conversation.objects.create(
                 owner=user, model=model, system_prompt=command.system or "", params=command.params,
                 title=command.content.strip().splitlines()[0][:TITLE_LENGTH],
             )
             parent = None
         else:
-            conversation = Conversation.objects.for_user(user).select_for_update().filter(pk=command.conversation_id).first()
+            conversation = Conversation.objects.for_user(user).select_for_update().filter(pk=conversation_id).first()
             if conversation is None:
                 raise ChatError("not_found", "no such conversation")
             if command.parent_id is not None:
@@ -174,6 +202,29 @@ def reply_start_regenerate(*, user: User, command: ChatRegenerate) -> ReplyPlan:
         return _admit(
             user=user, conversation=conversation, model=model, parent=parent, params=params,
             request_id=command.request_id, user_message=None,
+        )
+
+
+def reply_start_edit(*, user: User, command: ChatEdit) -> ReplyPlan:
+    """An edited user message, stored beside the original (same parent), and its reply: a new branch."""
+    with transaction.atomic():
+        original = (
+            Message.objects.for_user(user).select_related("conversation")
+            .filter(pk=command.message_id, role=Message.Role.USER).first()
+        )
+        if original is None:
+            raise ChatError("not_found", "no such message")
+        conversation = original.conversation
+        model = model_for_user(user, conversation.model.public_name) if conversation.model else None
+        if model is None:
+            raise ChatError("not_found", "the model of this conversation is no longer available")
+        params = _clean_params(model, conversation.params or {})
+        edited = Message.objects.create(
+            conversation=conversation, parent=original.parent, role=Message.Role.USER, content=command.content
+        )
+        return _admit(
+            user=user, conversation=conversation, model=model, parent=edited, params=params,
+            request_id=command.request_id, user_message=edited,
         )
 
 

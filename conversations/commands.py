@@ -6,9 +6,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-MAX_FRAME_BYTES = 256 * 1024
 MAX_CONTENT_CHARS = 100_000
 MAX_SYSTEM_CHARS = 20_000
+# Room for the longest content and system prompt at 4 bytes a character, plus the rest of the frame (issue #10).
+# Daphne refuses bigger messages itself (close 1009) at --websocket-max-message-size, 1 MiB by default.
+MAX_FRAME_BYTES = 512 * 1024
 
 
 class CommandError(Exception):
@@ -45,11 +47,20 @@ class ChatRegenerate:
 
 
 @dataclass(frozen=True)
+class ChatEdit:
+    """Extension: resend an edited user message; it becomes a sibling of the original (a new branch)."""
+
+    message_id: int
+    content: str
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
 class ChatSubscribe:
     conversation_id: int
 
 
-Command = ChatSend | ChatStop | ChatRegenerate | ChatSubscribe
+Command = ChatSend | ChatStop | ChatRegenerate | ChatEdit | ChatSubscribe
 
 
 def _id(frame: dict, name: str, request_id: str | None, *, optional: bool = False) -> int | None:
@@ -90,12 +101,16 @@ def parse_command(text: str | None) -> Command:
         return ChatStop(message_id=_id(frame, "message_id", request_id))
     if kind == "chat.regenerate":
         return ChatRegenerate(message_id=_id(frame, "message_id", request_id), request_id=request_id)
+    if kind == "chat.edit":
+        return ChatEdit(
+            message_id=_id(frame, "message_id", request_id), content=_content(frame, request_id), request_id=request_id
+        )
     if kind == "chat.subscribe":
         return ChatSubscribe(conversation_id=_id(frame, "conversation_id", request_id))
     raise CommandError("bad_request", f"unknown frame type {str(kind)[:40]!r}", request_id=request_id)
 
 
-def _parse_send(frame: dict, request_id: str | None) -> ChatSend:
+def _content(frame: dict, request_id: str | None) -> str:
     content = frame.get("content")
     if not isinstance(content, str) or not content.strip():
         raise CommandError("bad_request", "`content` must be a non-empty string", request_id=request_id)
@@ -103,6 +118,11 @@ def _parse_send(frame: dict, request_id: str | None) -> ChatSend:
         raise CommandError(
             "message_too_long", f"a message may hold at most {MAX_CONTENT_CHARS:,} characters", request_id=request_id
         )
+    return content
+
+
+def _parse_send(frame: dict, request_id: str | None) -> ChatSend:
+    content = _content(frame, request_id)
     model = frame.get("model")
     if not isinstance(model, str) or not model:
         raise CommandError("bad_request", "`model` must name a model", request_id=request_id)

@@ -5,18 +5,29 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from conversations.chat import ChatError, reply_start_regenerate, reply_start_send
-from conversations.commands import ChatRegenerate, ChatSend, ChatStop, ChatSubscribe, CommandError, parse_command
+from conversations.chat import ChatError, reply_start_edit, reply_start_regenerate, reply_start_send
+from conversations.commands import (
+    ChatEdit,
+    ChatRegenerate,
+    ChatSend,
+    ChatStop,
+    ChatSubscribe,
+    CommandError,
+    parse_command,
+)
 from conversations.generation import conversation_group, ensure_reaper, reply_group, reply_start
 from conversations.models import Conversation, Message
 
 log = logging.getLogger(__name__)
 
+IDLE_CLOSE_CODE = 4408  # no frame from the client and nothing streamed to it for CHATWEB_WS_IDLE_SECONDS
 SNAPSHOT_WAIT_SECONDS = 2.0  # how long a resuming socket waits for the owning process before using the checkpoint
 
 
@@ -31,12 +42,17 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.awaiting: dict[int, list[dict]] = {}  # message id -> frames held until its snapshot
         await self.accept()
         ensure_reaper()
+        self.following: set[int] = set()  # replies seen streaming to this socket (the idle check asks the DB)
+        self.idle = IdleTimer(settings.CHATWEB_WS_IDLE_SECONDS, self.close_idle, busy=self.is_following_a_reply)
 
     async def disconnect(self, code: int) -> None:
+        if hasattr(self, "idle"):
+            self.idle.cancel()
         for group in getattr(self, "groups_joined", ()):
             await self.channel_layer.group_discard(group, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        self.idle.begin()  # issue #10: a socket is not idle while its frame is being handled
         command = None
         try:
             command = parse_command(text_data)
@@ -45,19 +61,22 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.send_error(exc.code, exc.message, request_id=exc.request_id, message_id=exc.message_id)
         except ChatError as exc:
             await self.send_error(exc.code, exc.message, request_id=getattr(command, "request_id", None))
+        self.idle.end()
 
     async def dispatch_command(self, command: Any) -> None:
         if isinstance(command, ChatSend):
             await self.start(reply_start_send, command)
         elif isinstance(command, ChatRegenerate):
             await self.start(reply_start_regenerate, command)
+        elif isinstance(command, ChatEdit):
+            await self.start(reply_start_edit, command)
         elif isinstance(command, ChatStop):
             await self.stop(command)
         elif isinstance(command, ChatSubscribe):
             await self.subscribe(command.conversation_id)
 
     # --- commands -----------------------------------------------------------------------------------------
-    async def start(self, service: Any, command: ChatSend | ChatRegenerate) -> None:
+    async def start(self, service: Any, command: ChatSend | ChatRegenerate | ChatEdit) -> None:
         plan = await database_sync_to_async(service)(user=self.user, command=command)
         await self.join(conversation_group(plan.conversation_id))
         self.last_seq[plan.message_id] = 0
@@ -105,6 +124,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- events from the channel layer ------------------------------------------------------------------
     async def chat_frame(self, event: dict[str, Any]) -> None:
         message_id, seq, kind = event["message_id"], event["seq"], event["kind"]
+        self.idle.touch()  # issue #10: a reply streaming to this socket keeps it open
+        if kind == "chat.done":
+            self.following.discard(message_id)
+        elif kind in ("chat.started", "chat.delta"):
+            self.following.add(message_id)
         if kind == "chat.snapshot":
             await self.deliver_snapshot(message_id, seq, event["frame"])
             return
@@ -132,12 +156,29 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_add(group, self.channel_name)
             self.groups_joined.add(group)
 
+    async def close_idle(self) -> None:
+        await self.close(code=IDLE_CLOSE_CODE, reason="idle")
+
+    async def is_following_a_reply(self) -> bool:
+        """Whether a reply this socket follows is still streaming, or has just ended and its `chat.done` may still be
+        on its way (one query, and only when the socket looks idle)."""
+        if not self.following:
+            return False
+        self.following = await database_sync_to_async(_still_streaming)(self.following)
+        return True
+
     async def send_error(self, code: str, message: str, *, request_id: str | None = None,
                          message_id: int | None = None) -> None:
         frame: dict[str, Any] = {"type": "chat.error", "code": code, "message": message, "request_id": request_id}
         if message_id is not None:
             frame["message_id"] = message_id
         await self.send(text_data=json.dumps(frame))
+
+
+def _still_streaming(message_ids: set[int]) -> set[int]:
+    return set(
+        Message.objects.filter(pk__in=message_ids, status=Message.Status.STREAMING).values_list("pk", flat=True)
+    )
 
 
 def _streaming_replies(user: Any, conversation_id: int) -> list[int] | None:
@@ -147,3 +188,44 @@ def _streaming_replies(user: Any, conversation_id: int) -> list[int] | None:
     return list(
         Message.objects.filter(conversation_id=conversation_id, status=Message.Status.STREAMING).values_list("pk", flat=True)
     )
+
+
+class IdleTimer:
+    """Calls `on_idle` once nothing has touched it for `seconds` and `busy()` says no (seconds <= 0: never).
+    Issue #10."""
+
+    def __init__(
+        self, seconds: float, on_idle: Callable[[], Awaitable[None]], *, busy: Callable[[], Awaitable[bool]]
+    ) -> None:
+        self.seconds = float(seconds)
+        self.on_idle = on_idle
+        self.busy = busy
+        self.deadline = 0.0
+        self.handling = 0  # frames being handled
+        self.touch()
+        self.task = asyncio.create_task(self._watch()) if self.seconds > 0 else None
+
+    def touch(self) -> None:
+        self.deadline = asyncio.get_running_loop().time() + self.seconds
+
+    def begin(self) -> None:
+        self.handling += 1
+        self.touch()
+
+    def end(self) -> None:
+        self.handling -= 1
+        self.touch()
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while (left := self.deadline - loop.time()) > 0:
+                await asyncio.sleep(left)
+            if not self.handling and not await self.busy():
+                break
+            self.touch()
+        await self.on_idle()

@@ -10,6 +10,7 @@ from conversations.models import UsageRecord
 from conversations.pricing import reply_cost
 from conversations.upstream.events import Usage
 from conversations.upstream.tokens import count_prompt_tokens, count_tokens
+from conversations.usage.rollup import usage_day_add
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ def usage_record(
     api_key_id: int | None = None,
     reservation_id: int | None = None,
 ) -> UsageRecord:
-    """Write one ledger row and release the request's budget reservation; call inside the caller's transaction."""
+    """Write one ledger row (and its daily roll-up), release the budget reservation; call in the caller's transaction."""
     counts = token_counts(usage=usage, prompt_messages=prompt_messages, completion_text=completion_text)
     # A provider's own cost wins; else tokens × prices (over estimated tokens, marked so); else 0, "estimated".
     cost, cost_source = reply_cost(
@@ -84,5 +85,6 @@ def usage_record(
         ttft_ms=ttft_ms,
         duration_ms=duration_ms,
     )
+    usage_day_add(record=record)  # the dashboard's daily roll-up moves with the ledger, in one transaction
     budget_settle(reservation_id)
     return record

@@ -12,7 +12,7 @@ os.environ.setdefault("CHATWEB_CHANNEL_PREFIX", f"chatweb-test-{uuid.uuid4().hex
 # Browser tests drive Playwright's sync API from the test thread, beside Django's ORM.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
-# pytest_plugins = ["tests.upstream_fixtures"]
+pytest_plugins = ["tests.upstream_fixtures"]
 
 PASSWORD = "correct horse battery staple"
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from django.conf import settings
+from django.test.utils import override_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,6 +41,9 @@ class LiveServer:
         env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
         env["CHATWEB_ENCRYPTION_KEYS"] = ",".join(settings.CHATWEB_ENCRYPTION_KEYS)
         env["SECRET_KEY"] = settings.SECRET_KEY
+        # pytest-django's helper for a fixture named `live_server` enables this around each test (and
+        # gives such tests `transactional_db`); our server needs no settings changed in this process.
+        self._live_server_modified_settings = override_settings()
         self.log_path = settings.VAR_DIR / f"live-{self.port}.log"
         self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(

@@ -35,7 +35,7 @@ def test_database_url_selects_postgresql_with_pool_and_no_persistent_connections
 
 def test_redis_url_selects_channels_redis():
     result = settings_in_subprocess({"REDIS_URL": "redis://127.0.0.1:6379/0"}, "s.CHANNEL_LAYERS['default']['BACKEND'], s.CHANNEL_LAYERS['default']['CONFIG']['hosts']")
-    assert "channels_redis.core.RedisChannelLayer" in result.stdout and "redis://127.0.0.1:6379/0" in result.stdout
+    assert "channels_redis.core.RedisChannelLayer" in result.stdout and "redis://127.0.0.1:6379/0" in result.stdout and "socket_timeout" in result.stdout
 
 
 @pytest.mark.parametrize("missing", ["SECRET_KEY", "CHATWEB_ENCRYPTION_KEYS"])
