@@ -10,5 +10,6 @@ urlpatterns = [
     path("accounts/", include("conversations.accounts_urls")),
     path("v1/", include("conversations.api.urls")),
     path("settings/", settings_views.settings_page, name="settings"),
+    path("usage/", include("conversations.usage.urls")),
     path("", include("conversations.urls")),
 ]
