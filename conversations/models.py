@@ -175,6 +175,10 @@ class Message(models.Model):
     model_name = models.CharField(max_length=320, blank=True, default="", help_text="Public name as it was.")
     seq = models.PositiveIntegerField(default=0, help_text="Delta events sent so far (resume point).")
     heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last sign of life while streaming.")
+    # A cache of `content` rendered by conversations/rendering.py, valid while `content_html_key` matches
+    # rendering.html_key(content) (the key covers the text and the rendering policy's version).
+    content_html = models.TextField(blank=True, default="", editable=False)
+    content_html_key = models.CharField(max_length=32, blank=True, default="", editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
