@@ -181,8 +181,8 @@ SESSION_COOKIE_SECURE = _production
 CSRF_COOKIE_SECURE = _production
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=365 * 24 * 3600 if _production else 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
-# Preload is a one-way commitment for the whole registrable domain, so it is opt-in; Django's reminder about it
-# (security.W021) is silenced only while it is deliberately off.
+# Preload is a one-way commitment for the whole registrable domain, so it is opt-in; Django's reminder
+# about it (security.W021) is silenced only while it is deliberately off.
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 SECURE_CONTENT_TYPE_NOSNIFF = True
@@ -191,24 +191,25 @@ SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
 
-# Cache: the sign-in and API-key failure counters (conversations/throttle.py). Per process by default; in Redis
-# when REDIS_URL is set, so every Daphne process sees the same counters.
+# Cache: the sign-in and API-key failure counters (conversations/throttle.py). Per process by default; in
+# Redis when REDIS_URL is set, so every Daphne process sees the same counters.
+_cache_prefix = env.str("CHATWEB_CHANNEL_PREFIX", default="chatweb")  # one namespace per deployment
 if REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": env.str("CHATWEB_CACHE_PREFIX", default=env.str("CHATWEB_CHANNEL_PREFIX", default="chatweb")),
+            "KEY_PREFIX": env.str("CHATWEB_CACHE_PREFIX", default=_cache_prefix),
         }
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "chatweb"}}
 
-# Failed sign-ins per account and per client address (and failed API keys per address) are slowed, then locked.
+# Failed sign-ins per account and per client address (failed API keys per address) are slowed, then locked.
 CHATWEB_THROTTLE_ACCOUNT_FAILURES = env.int("CHATWEB_THROTTLE_ACCOUNT_FAILURES", default=5)
-CHATWEB_THROTTLE_ADDRESS_FAILURES = env.int("CHATWEB_THROTTLE_ADDRESS_FAILURES", default=20)  # offices share NATs
+CHATWEB_THROTTLE_ADDRESS_FAILURES = env.int("CHATWEB_THROTTLE_ADDRESS_FAILURES", default=20)  # shared NATs
 CHATWEB_THROTTLE_LOCK_SECONDS = env.int("CHATWEB_THROTTLE_LOCK_SECONDS", default=15 * 60)
 
 # Websocket limits (conversations/commands.py holds the frame and message sizes).
-CHATWEB_MAX_CONCURRENT_REPLIES = env.int("CHATWEB_MAX_CONCURRENT_REPLIES", default=4)  # streaming replies per user
+CHATWEB_MAX_CONCURRENT_REPLIES = env.int("CHATWEB_MAX_CONCURRENT_REPLIES", default=4)  # streaming, per user
 CHATWEB_WS_IDLE_SECONDS = env.int("CHATWEB_WS_IDLE_SECONDS", default=900)  # then the socket is closed (4408)

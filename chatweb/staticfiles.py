@@ -12,6 +12,8 @@ from typing import Any
 from django.conf import settings
 from django.contrib.staticfiles import finders
 
+from chatweb.security import STATIC_HEADERS
+
 Scope = dict[str, Any]
 
 
@@ -68,12 +70,12 @@ class StaticFilesApp:
             (b"etag", ('"' + hashlib.sha256(body).hexdigest()[:32] + '"').encode()),
             (b"cache-control", b"public, max-age=3600"),
             (b"last-modified", formatdate(path.stat().st_mtime, usegmt=True).encode()),
-            (b"x-content-type-options", b"nosniff"),
         ]
         return body, headers
 
     @staticmethod
     async def _respond(send: Any, status: int, body: bytes, headers: list, scope: Scope) -> None:
-        headers = [*headers, (b"content-length", str(len(body)).encode())]
+        # The security headers Django's middleware adds to pages (chatweb/security.py), here outside Django.
+        headers = [*headers, *STATIC_HEADERS, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})

@@ -76,8 +76,8 @@ def _clean_params(model: Model, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_concurrent_replies(user: User) -> None:
-    """Refuse a reply beyond CHATWEB_MAX_CONCURRENT_REPLIES streaming at once for this user (issue #10). Called in
-    the admission transaction with the user's row locked, so concurrent admissions are counted one after another."""
+    """Refuse a reply beyond CHATWEB_MAX_CONCURRENT_REPLIES streaming at once for this user (issue #10).
+    Called in the admission transaction with the user's row locked: concurrent admissions count in turn."""
     list(User.objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True))
     limit = settings.CHATWEB_MAX_CONCURRENT_REPLIES
     running = Message.objects.filter(

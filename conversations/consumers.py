@@ -9,8 +9,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
-from django.conf import settings
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
 from conversations.chat import ChatError, reply_start_edit, reply_start_regenerate, reply_start_send
 from conversations.commands import (
@@ -223,9 +223,11 @@ class IdleTimer:
     async def _watch(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            while (left := self.deadline - loop.time()) > 0:
+            left = self.deadline - loop.time()
+            if left > 0:
                 await asyncio.sleep(left)
-            if not self.handling and not await self.busy():
+            elif self.handling or await self.busy():
+                self.touch()
+            else:
                 break
-            self.touch()
         await self.on_idle()
