@@ -19,6 +19,7 @@ from django.test import AsyncClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conversations import throttle
 from conversations.api import auth as api_auth
 from conversations.api import relay
 from conversations.api.auth import SlidingWindow, bearer_token
@@ -106,6 +107,7 @@ def world(transactional_db, dev_upstream, nonce, alice) -> ApiWorld:  # noqa: F8
     provider = make_provider(dev_upstream, "dev", key=nonce)
     chat, reasoner, complete = make_models(provider)
     key, raw = api_key_create(user=alice, name="tests")
+    throttle.clear(throttle.API_ADDRESS, "127.0.0.1")  # the test client's address: no failures carried over
     return ApiWorld(provider, chat, reasoner, complete, key, raw, nonce)
 
 
@@ -437,6 +439,29 @@ async def test_missing_wrong_and_revoked_keys_are_401(world, bob):
     await api_key_revoke_async(world)
     response = await client.get("/v1/models", headers=world.auth)
     assert "revoked" in assert_error(response, 401, "invalid_api_key")["message"]
+
+
+async def test_wrong_keys_are_throttled_per_address(world, settings):
+    settings.CHATWEB_THROTTLE_ADDRESS_FAILURES = 4  # two free failures, then a pause, then the lock
+    client = AsyncClient()
+    wrong = {"Authorization": "Bearer cw-wrongwrongwrongwrong"}
+    for _ in range(2):
+        assert_error(await client.get("/v1/models", headers=wrong), 401, "invalid_api_key")
+    assert (await client.get("/v1/models", headers=world.auth)).status_code == 200  # not blocked yet
+    assert_error(await client.get("/v1/models", headers=wrong), 401, "invalid_api_key")  # now paused
+    response = await client.get("/v1/models", headers=world.auth)  # even a right key waits out the pause
+    error = assert_error(response, 429, "too_many_failed_keys")
+    assert error["type"] == "rate_limit_error" and int(response["Retry-After"]) >= 1
+    assert response["x-should-retry"] == "false"
+    response = await post(client, "/v1/chat/completions", {"messages": HELLO}, world.auth)
+    assert_error(response, 429, "too_many_failed_keys")
+    # Another address is not affected; missing keys do not count as guesses.
+    other = await sync_to_async(api_auth.api_key_authenticate)(f"Bearer {world.raw}", address="192.0.2.7")
+    assert other.pk == world.key.pk
+    throttle.clear(throttle.API_ADDRESS, "127.0.0.1")
+    for _ in range(5):
+        assert_error(await client.get("/v1/models"), 401, "invalid_api_key")
+    assert (await client.get("/v1/models", headers=world.auth)).status_code == 200
 
 
 async def api_key_revoke_async(world: ApiWorld) -> None:

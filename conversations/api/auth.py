@@ -16,7 +16,8 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from conversations.api.errors import invalid_api_key, rate_limited
+from conversations import throttle
+from conversations.api.errors import invalid_api_key, rate_limited, too_many_failures
 from conversations.models import ApiKey
 
 MAX_KEY_LENGTH = 200
@@ -37,12 +38,18 @@ def bearer_token(header: str | None) -> str | None:
     return token
 
 
-def api_key_authenticate(authorization: str | None) -> ApiKey:
+def api_key_authenticate(authorization: str | None, *, address: str | None = None) -> ApiKey:
     """The active key (with its user loaded) that the header names, or ApiError 401.
 
     The key row is found by its public prefix, then the SHA-256 of the presented key is compared with the
     stored hash by hmac.compare_digest, so the comparison takes the same time wherever they differ.
+    With the client's `address`, wrong keys are throttled per address (conversations/throttle.py, as
+    sign-ins are): while the address is blocked every request from it is answered 429, key unchecked.
     """
+    if address is not None:
+        wait = throttle.check(throttle.API_ADDRESS, address)
+        if wait:
+            raise too_many_failures(wait)
     raw = bearer_token(authorization)
     if raw is None:
         raise invalid_api_key(
@@ -54,6 +61,8 @@ def api_key_authenticate(authorization: str | None) -> ApiKey:
         key = ApiKey.objects.select_related("user").filter(prefix=raw[:12]).first()
     presented = ApiKey.hash(raw[:MAX_KEY_LENGTH])
     if not hmac.compare_digest(key.hashed if key else _DUMMY_HASH, presented) or key is None:
+        if address is not None:
+            throttle.fail(throttle.API_ADDRESS, address)
         raise invalid_api_key("Incorrect API key provided. You can create a key on the /settings/ page.")
     if key.revoked_at is not None:
         raise invalid_api_key("This API key has been revoked.")

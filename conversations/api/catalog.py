@@ -28,16 +28,16 @@ def _auto_object() -> dict[str, Any]:
     return {"id": AUTO, "object": "model", "created": AUTO_OBJECT_CREATED, "owned_by": "chatweb"}
 
 
-def models_list(*, authorization: str | None) -> dict[str, Any]:
+def models_list(*, authorization: str | None, address: str | None = None) -> dict[str, Any]:
     """`{"object": "list", "data": [...]}` of the caller's models, `auto` first when there is any."""
-    key = api_key_authenticate(authorization)
+    key = api_key_authenticate(authorization, address=address)
     rate_limit_check(key)
     data = [_model_object(m) for m in Model.objects.for_user(key.user).order_by("public_name")]
     return {"object": "list", "data": ([_auto_object()] if data else []) + data}
 
 
-def model_retrieve(*, authorization: str | None, name: str) -> dict[str, Any]:
-    key = api_key_authenticate(authorization)
+def model_retrieve(*, authorization: str | None, name: str, address: str | None = None) -> dict[str, Any]:
+    key = api_key_authenticate(authorization, address=address)
     rate_limit_check(key)
     if name == AUTO:
         if Model.objects.for_user(key.user).exists():

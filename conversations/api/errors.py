@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from django.http import HttpResponse
 
+from conversations import throttle
 from conversations.upstream.errors import ErrorCode
 from conversations.upstream.events import StreamError
 
@@ -78,6 +79,18 @@ def rate_limited(limit: int, retry_after: float) -> ApiError:
         type="rate_limit_error",
         code="rate_limit_exceeded",
         headers={"Retry-After": str(seconds)},
+    )
+
+
+def too_many_failures(wait: int) -> ApiError:
+    """The client's address sent too many wrong keys: blocked for `wait` seconds (a retry now cannot help)."""
+    return ApiError(
+        429,
+        "Too many requests with an incorrect API key from your address; "
+        f"try again in {throttle.wait_text(wait)}.",
+        type="rate_limit_error",
+        code="too_many_failed_keys",
+        headers={"Retry-After": str(wait)},
     )
 
 

@@ -56,10 +56,12 @@ class ApiCall:
 # --- admission --------------------------------------------------------------------------------------
 
 
-def api_call_admit(*, authorization: str | None, endpoint: Endpoint, raw_body: bytes) -> ApiCall:
+def api_call_admit(
+    *, authorization: str | None, endpoint: Endpoint, raw_body: bytes, address: str | None = None
+) -> ApiCall:
     """Check, in this order: the key (401), its rate limit (429), the body (400), the model (404), the budget
     (429, a reservation of the worst case is taken). Raises ApiError; nothing is sent upstream here."""
-    key = api_key_authenticate(authorization)
+    key = api_key_authenticate(authorization, address=address)
     rate_limit_check(key)
     request = parse_request(endpoint, json_body(raw_body))
     user = key.user
@@ -102,11 +104,15 @@ def api_call_admit(*, authorization: str | None, endpoint: Endpoint, raw_body: b
     )
 
 
-async def admit(*, authorization: str | None, endpoint: Endpoint, raw_body: bytes) -> ApiCall:
+async def admit(
+    *, authorization: str | None, endpoint: Endpoint, raw_body: bytes, address: str | None = None
+) -> ApiCall:
     """api_call_admit off the event loop. A client that hangs up meanwhile gets its reservation released
     as soon as the admission finishes (instead of holding budget until the reservation goes stale)."""
     task = asyncio.ensure_future(
-        sync_to_async(api_call_admit)(authorization=authorization, endpoint=endpoint, raw_body=raw_body)
+        sync_to_async(api_call_admit)(
+            authorization=authorization, endpoint=endpoint, raw_body=raw_body, address=address
+        )
     )
     try:
         return await asyncio.shield(task)

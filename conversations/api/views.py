@@ -16,6 +16,7 @@ from conversations.api.catalog import model_retrieve, models_list
 from conversations.api.errors import ApiError
 from conversations.api.openapi import openapi_document
 from conversations.api.parsing import MAX_BODY_BYTES, Endpoint, too_large
+from conversations.throttle import client_address
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,10 @@ def _body(request: HttpRequest) -> bytes:
 
 async def _completion(request: HttpRequest, endpoint: Endpoint) -> HttpResponse:
     call = await relay.admit(
-        authorization=request.headers.get("Authorization"), endpoint=endpoint, raw_body=_body(request)
+        authorization=request.headers.get("Authorization"),
+        endpoint=endpoint,
+        raw_body=_body(request),
+        address=client_address(request),
     )
     if call.request.stream:
         body = await relay.stream_open(call)
@@ -97,13 +101,19 @@ async def completions(request: HttpRequest) -> HttpResponse:
 
 @api_view("GET")
 async def models(request: HttpRequest) -> HttpResponse:
-    return _json(await sync_to_async(models_list)(authorization=request.headers.get("Authorization")))
+    return _json(
+        await sync_to_async(models_list)(
+            authorization=request.headers.get("Authorization"), address=client_address(request)
+        )
+    )
 
 
 @api_view("GET")
 async def model(request: HttpRequest, name: str) -> HttpResponse:
     return _json(
-        await sync_to_async(model_retrieve)(authorization=request.headers.get("Authorization"), name=name)
+        await sync_to_async(model_retrieve)(
+            authorization=request.headers.get("Authorization"), name=name, address=client_address(request)
+        )
     )
 
 
