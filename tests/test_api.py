@@ -31,7 +31,6 @@ from conversations.api.relay import api_call_admit
 from conversations.api.routing import auto_pick
 from conversations.models import ApiKey, BudgetReservation, Model, Provider, UsageRecord
 from conversations.upstream.events import ContentDelta, Finish
-from tests.upstream_fixtures import dev_upstream, nonce, upstream_http  # noqa: F401 (fixtures)
 
 HELLO = [{"role": "user", "content": "Say hello to the API."}]
 
@@ -103,7 +102,7 @@ def make_models(provider: Provider) -> tuple[Model, Model, Model]:
 
 
 @pytest.fixture
-def world(transactional_db, dev_upstream, nonce, alice) -> ApiWorld:  # noqa: F811
+def world(transactional_db, dev_upstream, nonce, alice) -> ApiWorld:
     provider = make_provider(dev_upstream, "dev", key=nonce)
     chat, reasoner, complete = make_models(provider)
     key, raw = api_key_create(user=alice, name="tests")
@@ -526,7 +525,7 @@ async def test_models_lists_what_the_user_may_use(world, bob):
 # --- completions, streamed and not ----------
 
 
-async def test_chat_completion_whole(world, upstream_http):  # noqa: F811
+async def test_chat_completion_whole(world, upstream_http):
     response = await post(
         AsyncClient(),
         "/v1/chat/completions",
@@ -554,7 +553,7 @@ async def test_chat_completion_whole(world, upstream_http):  # noqa: F811
     assert await BudgetReservation.objects.acount() == 0
 
 
-async def test_chat_completion_streamed_without_and_with_usage(world, upstream_http):  # noqa: F811
+async def test_chat_completion_streamed_without_and_with_usage(world, upstream_http):
     client = AsyncClient()
     request = {"model": "dev/dev-chat", "messages": HELLO, "stream": True, "max_tokens": 30}
     response = await post(client, "/v1/chat/completions", request, world.auth)
@@ -584,7 +583,7 @@ async def test_chat_completion_streamed_without_and_with_usage(world, upstream_h
     assert last["usage"]["completion_tokens"] == records[1].completion_tokens
 
 
-async def test_reasoning_passes_through(world, upstream_http):  # noqa: F811
+async def test_reasoning_passes_through(world, upstream_http):
     client = AsyncClient()
     body = {"model": "dev/dev-reasoner", "messages": HELLO, "max_tokens": 60}
     whole = json.loads((await post(client, "/v1/chat/completions", body, world.auth)).content)
@@ -596,7 +595,7 @@ async def test_reasoning_passes_through(world, upstream_http):  # noqa: F811
     assert any(d.get("reasoning_content") for d in deltas)
 
 
-async def test_text_completions(world, upstream_http):  # noqa: F811
+async def test_text_completions(world, upstream_http):
     client = AsyncClient()
     body = {"model": "dev/dev-complete", "prompt": "Once upon a time", "max_tokens": 15}
     whole = json.loads((await post(client, "/v1/completions", body, world.auth)).content)
@@ -613,13 +612,13 @@ async def test_text_completions(world, upstream_http):  # noqa: F811
     )  # the dev replies are seeded
 
 
-async def test_completion_only_model_behind_the_chat_endpoint(world, upstream_http):  # noqa: F811
+async def test_completion_only_model_behind_the_chat_endpoint(world, upstream_http):
     body = {"model": "dev/dev-complete", "messages": HELLO, "max_tokens": 10}
     whole = json.loads((await post(AsyncClient(), "/v1/chat/completions", body, world.auth)).content)
     assert whole["object"] == "chat.completion" and whole["choices"][0]["message"]["content"]
 
 
-async def test_auto_picks_the_cheapest_then_the_staff_default(world, upstream_http, settings):  # noqa: F811
+async def test_auto_picks_the_cheapest_then_the_staff_default(world, upstream_http, settings):
     client = AsyncClient()
     for model in (None, "auto", ""):
         body = {"messages": HELLO, "max_tokens": 5} | ({"model": model} if model is not None else {})
@@ -647,7 +646,7 @@ async def test_auto_picks_the_cheapest_then_the_staff_default(world, upstream_ht
 # --- budgets and upstream failures ----------
 
 
-async def test_budget_refused_before_anything_goes_upstream(world, dev_upstream):  # noqa: F811
+async def test_budget_refused_before_anything_goes_upstream(world, dev_upstream):
     await type(world.key.user).objects.filter(pk=world.key.user_id).aupdate(monthly_budget=Decimal("0.0001"))
     response = await post(
         AsyncClient(), "/v1/chat/completions", {"model": "dev/dev-chat", "messages": HELLO}, world.auth
@@ -659,7 +658,7 @@ async def test_budget_refused_before_anything_goes_upstream(world, dev_upstream)
     assert await UsageRecord.objects.acount() == 0 and await BudgetReservation.objects.acount() == 0
 
 
-async def test_budget_allows_and_settles(world, upstream_http):  # noqa: F811
+async def test_budget_allows_and_settles(world, upstream_http):
     await type(world.key.user).objects.filter(pk=world.key.user_id).aupdate(monthly_budget=Decimal("5"))
     response = await post(
         AsyncClient(),
@@ -705,7 +704,7 @@ UPSTREAM_FAILURES = [
 ]
 
 
-async def test_upstream_failures_before_any_output(world, dev_upstream, nonce, upstream_http):  # noqa: F811
+async def test_upstream_failures_before_any_output(world, dev_upstream, nonce, upstream_http):
     client = AsyncClient()
     for i, (switches, status, code) in enumerate(UPSTREAM_FAILURES):
         provider = await Provider.objects.acreate(
@@ -733,7 +732,7 @@ async def test_upstream_failures_before_any_output(world, dev_upstream, nonce, u
     assert await BudgetReservation.objects.acount() == 0
 
 
-async def test_mid_stream_error_is_an_error_event_and_recorded(world, dev_upstream, nonce, upstream_http):  # noqa: F811
+async def test_mid_stream_error_is_an_error_event_and_recorded(world, dev_upstream, nonce, upstream_http):
     provider = await Provider.objects.acreate(
         name="flaky", base_url=dev_upstream.v1(key=nonce + "m", error_after=3), max_retries=0
     )
@@ -758,7 +757,7 @@ async def test_mid_stream_error_is_an_error_event_and_recorded(world, dev_upstre
 # --- isolation ----------
 
 
-async def test_a_key_of_alice_never_touches_bobs_usage(world, bob, upstream_http):  # noqa: F811
+async def test_a_key_of_alice_never_touches_bobs_usage(world, bob, upstream_http):
     _, bob_raw = await sync_to_async(api_key_create)(user=bob)
     client = AsyncClient()
     await post(client, "/v1/chat/completions", {"messages": HELLO, "max_tokens": 5}, world.auth)

@@ -14,29 +14,18 @@ from conversations.api.keys import api_key_revoke
 from conversations.models import BudgetReservation, Model, Provider, UsageRecord, User
 from tests.test_api import HELLO, ApiWorld, make_provider
 from tests.test_api import world as world
-from tests.upstream_fixtures import dev_upstream, nonce  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture(scope="session")
-def daphne(django_db_setup, django_db_blocker):
-    """conftest's live Daphne, named apart: pytest-django's autouse helper breaks on our `live_server`."""
-    from tests.live import LiveServer
-
-    server = LiveServer()
-    yield server
-    server.stop()
+@pytest.fixture
+def client(world: ApiWorld, live_server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{live_server.url}/v1", api_key=world.raw, max_retries=0, timeout=30)
 
 
 @pytest.fixture
-def client(world: ApiWorld, daphne) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{daphne.url}/v1", api_key=world.raw, max_retries=0, timeout=30)
-
-
-@pytest.fixture
-def aclient(world: ApiWorld, daphne) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=f"{daphne.url}/v1", api_key=world.raw, max_retries=0, timeout=30)
+def aclient(world: ApiWorld, live_server) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{live_server.url}/v1", api_key=world.raw, max_retries=0, timeout=30)
 
 
 def wait_for_record(timeout: float = 10, **filters) -> UsageRecord:
@@ -124,11 +113,11 @@ def test_completions_whole_and_streamed(client):
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
 
 
-def test_auto_names_the_model_that_answered(client, daphne, world):
+def test_auto_names_the_model_that_answered(client, live_server, world):
     assert client.chat.completions.create(model="auto", messages=HELLO, max_tokens=5).model == "dev/dev-chat"
     # `model` left out altogether (the openai client always sends one, so plain HTTP here).
     response = httpx.post(
-        f"{daphne.url}/v1/chat/completions",
+        f"{live_server.url}/v1/chat/completions",
         json={"messages": HELLO, "max_tokens": 5},
         headers=world.auth,
     )
@@ -136,8 +125,8 @@ def test_auto_names_the_model_that_answered(client, daphne, world):
     assert set(UsageRecord.objects.values_list("model_name", flat=True)) == {"dev/dev-chat"}
 
 
-def test_errors_are_the_clients_own_exceptions(client, daphne, world):
-    bad_key = openai.OpenAI(base_url=f"{daphne.url}/v1", api_key="cw-not-a-real-key", max_retries=0)
+def test_errors_are_the_clients_own_exceptions(client, live_server, world):
+    bad_key = openai.OpenAI(base_url=f"{live_server.url}/v1", api_key="cw-not-a-real-key", max_retries=0)
     with pytest.raises(openai.AuthenticationError) as caught:
         bad_key.chat.completions.create(model="dev/dev-chat", messages=HELLO)
     assert caught.value.code == "invalid_api_key"
@@ -161,24 +150,24 @@ def test_errors_are_the_clients_own_exceptions(client, daphne, world):
         client.models.list()
 
 
-def test_upstream_failure_is_a_5xx_the_client_does_not_retry(daphne, world, dev_upstream, nonce):  # noqa: F811
+def test_upstream_failure_is_a_5xx_the_client_does_not_retry(live_server, world, dev_upstream, nonce):
     provider = make_provider(dev_upstream, "down", fail=503, key=nonce + "down")
     Model.objects.create(provider=provider, upstream_id="dev-chat")
-    retrying = openai.OpenAI(base_url=f"{daphne.url}/v1", api_key=world.raw, max_retries=2)
+    retrying = openai.OpenAI(base_url=f"{live_server.url}/v1", api_key=world.raw, max_retries=2)
     with pytest.raises(openai.InternalServerError) as caught:
         retrying.chat.completions.create(model="down/dev-chat", messages=HELLO)
     assert caught.value.status_code == 502 and caught.value.code == "upstream_unavailable"
     assert dev_upstream.stats(nonce + "down")["requests"] == 1  # x-should-retry: false
 
 
-def test_disconnect_mid_stream_cancels_upstream_and_is_recorded(daphne, world, dev_upstream, nonce):  # noqa: F811
+def test_disconnect_mid_stream_cancels_upstream_and_is_recorded(live_server, world, dev_upstream, nonce):
     User.objects.filter(pk=world.key.user_id).update(monthly_budget=Decimal(10))
     key = nonce + "slow"
     provider = make_provider(dev_upstream, "slow", delay=0.05, tokens=400, key=key)
     Model.objects.create(
         provider=provider, upstream_id="dev-chat", input_price=Decimal(1), output_price=Decimal(2)
     )
-    client = openai.OpenAI(base_url=f"{daphne.url}/v1", api_key=world.raw, max_retries=0)
+    client = openai.OpenAI(base_url=f"{live_server.url}/v1", api_key=world.raw, max_retries=0)
     stream = client.chat.completions.create(model="slow/dev-chat", messages=HELLO, stream=True)
     received = ""
     for chunk in stream:
@@ -195,7 +184,7 @@ def test_disconnect_mid_stream_cancels_upstream_and_is_recorded(daphne, world, d
     assert BudgetReservation.objects.count() == 0
 
 
-def test_disconnect_before_the_first_token(daphne, world, dev_upstream, nonce):  # noqa: F811
+def test_disconnect_before_the_first_token(live_server, world, dev_upstream, nonce):
     key = nonce + "think"
     provider = make_provider(dev_upstream, "think", first_delay=3, key=key)
     Model.objects.create(
@@ -203,7 +192,7 @@ def test_disconnect_before_the_first_token(daphne, world, dev_upstream, nonce): 
     )
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(
-            f"{daphne.url}/v1/chat/completions",
+            f"{live_server.url}/v1/chat/completions",
             headers=world.auth,
             timeout=httpx.Timeout(5, read=0.5),
             json={"model": "think/dev-chat", "messages": HELLO, "stream": True},

@@ -54,7 +54,8 @@ COMMON_ERRORS = {
     "413": _error(f"Body larger than {MAX_BODY_BYTES} bytes (`request_too_large`)."),
     "429": _error(
         "Monthly budget used up (`type: insufficient_quota`, `code: budget_exceeded`) or the key's "
-        "requests-per-minute limit reached (`rate_limit_exceeded`, with Retry-After)."
+        "requests-per-minute limit reached (`rate_limit_exceeded`), or too many wrong keys from the "
+        "client's address (`too_many_failed_keys`); the last two with Retry-After."
     ),
     "502": _error(
         "The provider failed (`upstream_unavailable`, `upstream_rate_limited`, `upstream_auth`, "
