@@ -1,56 +1,94 @@
-"""Monthly budgets: reserve a request's worst-case cost at admission, settle to the actual cost when it ends."""
+"""Monthly budgets: reserve a request's worst case at admission, settle to the actual cost when it ends."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 from decimal import Decimal
-from zoneinfo import ZoneInfo
+from typing import TypedDict
 
 from django.db import transaction
 from django.db.models import Sum
 from django.utils import timezone
 
+from conversations.audit import CHANGED, audit_record
 from conversations.models import BudgetReservation, UsageRecord, User
+from conversations.usage.days import day_start, local_today, month_first, zone_named
+from conversations.usage.rollup import Owner, ledger_sums, rolled_total, units_cost
 
 DEFAULT_MAX_OUTPUT_TOKENS = 4096  # worst case when neither the request nor the model sets a cap
 STALE_RESERVATION = timedelta(hours=1)  # a process that died mid-request leaves its reservation behind
+ZERO = Decimal(0)
 
 
 class BudgetExceeded(Exception):
     """The request's worst case does not fit in what is left of the user's monthly budget."""
 
-    def __init__(self, remaining: Decimal) -> None:
+    def __init__(self, remaining: Decimal, amount: Decimal | None = None) -> None:
         self.remaining = remaining
-        super().__init__(
-            f"Your monthly budget is used up (${max(remaining, Decimal(0)):.4f} left); "
-            "ask an administrator to raise it."
-        )
+        self.amount = amount
+        left = max(remaining, ZERO)
+        if left > 0 and amount is not None:
+            message = (
+                f"This request could cost up to ${amount:.4f}, more than the ${left:.4f} left of your "
+                "monthly budget; lower max_tokens or ask an administrator to raise the budget."
+            )
+        else:
+            message = f"Your monthly budget is used up (${left:.4f} left); ask an administrator to raise it."
+        super().__init__(message)
+
+
+class BudgetStatus(TypedDict):
+    budget: Decimal
+    spent: Decimal
+    reserved: Decimal
+    remaining: Decimal
+    month: str  # the month's first day in the user's time zone, YYYY-MM-DD
 
 
 def month_start(user: User, now: datetime | None = None) -> datetime:
     """The start of the current calendar month in the user's time zone."""
-    tz = ZoneInfo(user.timezone or "UTC")
-    local = (now or timezone.now()).astimezone(tz)
-    return local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    zone = zone_named(user.timezone)
+    return day_start(month_first(local_today(zone, now)), zone).astimezone(zone)
 
 
 def month_spend(user: User, now: datetime | None = None) -> Decimal:
-    spent = UsageRecord.objects.filter(user=user, created_at__gte=month_start(user, now)).aggregate(
-        total=Sum("estimated_cost")
-    )["total"]
-    return spent or Decimal(0)
+    """What the user's ledger records cost since the start of their month (exact, from the daily roll-up)."""
+    owner = Owner.of(user)
+    totals = rolled_total(owner, month_first(local_today(owner.zone, now)))
+    if totals is not None:
+        return totals.estimated_cost
+    # The roll-up is behind (rows written around it): sum the ledger itself, as exact integer units.
+    units = UsageRecord.objects.filter(user_id=user.pk, created_at__gte=month_start(user, now)).aggregate(
+        units=ledger_sums()["cost_units"]
+    )["units"]
+    return units_cost(units or 0)
+
+
+def _reserved(user: User) -> Decimal:
+    since = timezone.now() - STALE_RESERVATION
+    held = BudgetReservation.objects.filter(user_id=user.pk, created_at__gte=since)
+    return held.aggregate(total=Sum("amount"))["total"] or ZERO
 
 
 def budget_remaining(user: User) -> Decimal | None:
     """What is left this month after spend and open reservations; None when the user has no budget."""
     if user.monthly_budget is None:
         return None
-    reserved = _open_reservations(user).aggregate(total=Sum("amount"))["total"] or Decimal(0)
-    return user.monthly_budget - month_spend(user) - reserved
+    return user.monthly_budget - month_spend(user) - _reserved(user)
 
 
-def _open_reservations(user: User):
-    return BudgetReservation.objects.filter(user=user, created_at__gte=timezone.now() - STALE_RESERVATION)
+def budget_status(user: User) -> BudgetStatus | None:
+    """The user's budget this month, for pages: budget, spent, reserved, remaining (None: no budget)."""
+    if user.monthly_budget is None:
+        return None
+    spent, reserved = month_spend(user), _reserved(user)
+    return {
+        "budget": user.monthly_budget,
+        "spent": spent,
+        "reserved": reserved,
+        "remaining": user.monthly_budget - spent - reserved,
+        "month": month_first(local_today(zone_named(user.timezone))).isoformat(),
+    }
 
 
 def worst_case_cost(
@@ -58,22 +96,29 @@ def worst_case_cost(
 ) -> Decimal:
     completion = max_tokens or DEFAULT_MAX_OUTPUT_TOKENS
     per_million = Decimal(1_000_000)
-    return (Decimal(prompt_tokens) * (input_price or 0) + Decimal(completion) * (output_price or 0)) / per_million
+    prompt_cost = Decimal(prompt_tokens) * (input_price or 0)
+    return (prompt_cost + Decimal(completion) * (output_price or 0)) / per_million
 
 
 def budget_reserve(*, user_id: int, amount: Decimal) -> int | None:
-    """Hold `amount` against the user's budget, or raise BudgetExceeded. Returns the reservation id (None: no budget).
+    """Hold `amount` against the user's budget or raise BudgetExceeded; the reservation id (None: no budget).
 
-    The user row is locked (PostgreSQL) or the write lock taken up front (SQLite IMMEDIATE transactions), so
-    concurrent requests are admitted one after another and cannot all see the same remaining amount.
+    Admissions of one user run one after another, so concurrent requests cannot all see the same remaining
+    amount: on PostgreSQL the user row is locked (SELECT ... FOR UPDATE) for the transaction; on SQLite
+    transactions are IMMEDIATE (settings): the write lock is taken at BEGIN and every writer waits its turn.
+    The month is the user's calendar month in their time zone; reservations older than STALE_RESERVATION
+    (left by a process that died) no longer count and are cleared here.
     """
     with transaction.atomic():
         user = User.objects.select_for_update().get(pk=user_id)
-        remaining = budget_remaining(user)
-        if remaining is None:
+        if user.monthly_budget is None:
             return None
+        stale = timezone.now() - STALE_RESERVATION
+        BudgetReservation.objects.filter(user_id=user_id, created_at__lt=stale).delete()
+        remaining = budget_remaining(user)
+        assert remaining is not None
         if remaining <= 0 or amount > remaining:
-            raise BudgetExceeded(remaining)
+            raise BudgetExceeded(remaining, amount)
         return BudgetReservation.objects.create(user=user, amount=amount).pk
 
 
@@ -81,3 +126,20 @@ def budget_settle(reservation_id: int | None) -> None:
     """Release a reservation; call inside the transaction that writes the request's UsageRecord."""
     if reservation_id is not None:
         BudgetReservation.objects.filter(pk=reservation_id).delete()
+
+
+def user_budget_set(
+    *, user: User, monthly: Decimal | None, actor: User | None = None, source: str = ""
+) -> User:
+    """Set (or, with None, remove) the user's monthly budget in USD; the change goes to the audit trail."""
+    if monthly is not None and monthly < 0:
+        raise ValueError("a budget cannot be negative")
+    with transaction.atomic():
+        locked = User.objects.select_for_update().get(pk=user.pk)
+        before = locked.monthly_budget
+        locked.monthly_budget = monthly
+        locked.save(update_fields=["monthly_budget"])
+        if before != monthly:
+            audit_record(actor=actor, action=CHANGED, obj=locked, fields=["monthly_budget"], source=source)
+    user.monthly_budget = monthly
+    return user

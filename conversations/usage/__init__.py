@@ -1,0 +1,1 @@
+"""Usage: the ledger's daily roll-up, its aggregations, the /usage/ pages, CSV export and summary JSON."""

@@ -1,0 +1,189 @@
+"""Reads behind the usage pages: whose usage a viewer may see, its totals by day, model, provider, user."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date
+
+from django.db.models import QuerySet
+
+from conversations.models import Conversation, UsageRecord, User
+from conversations.usage.days import days_between, local_today, month_first, zone_named
+from conversations.usage.rollup import EVERYONE, Owner, Totals, ledger_q, rolled_up, rollup_verify
+
+MAX_SPAN_DAYS = 3660  # ten years: a bound on what one request may ask the database to group
+
+
+class UsageQueryError(Exception):
+    """A bad usage request (dates, user): `code` and a message for people, answered as 400 / 404."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True)
+class UsageScope:
+    """Whose usage (one user, or everyone for staff) on which local days, first..last inclusive."""
+
+    viewer: User
+    subject: User | None  # None: every user (staff only)
+    first: date
+    last: date
+    memo: dict = field(default_factory=dict, compare=False, repr=False)  # what one request learnt already
+
+    @property
+    def everyone(self) -> bool:
+        return self.subject is None
+
+    @property
+    def owner(self) -> Owner | None:
+        return Owner.of(self.subject) if self.subject is not None else EVERYONE
+
+
+def usage_subject(viewer: User, wanted: str | None) -> User | None:
+    """Whose usage the viewer asked for: staff may name `all`, a username or an id; others get their own."""
+    if not viewer.is_staff or not wanted or wanted in ("me", viewer.get_username()):
+        return viewer
+    if wanted == "all":
+        return None
+    found = User.objects.filter(username=wanted).first()
+    if found is None and wanted.isdigit():
+        found = User.objects.filter(pk=int(wanted)).first()
+    if found is None:
+        raise UsageQueryError("unknown_user", f"no user named {wanted!r}", status=404)
+    return found
+
+
+def _parse_day(name: str, value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise UsageQueryError("bad_date", f"{name}: expected a date as YYYY-MM-DD, got {value!r}") from None
+
+
+def usage_scope(*, viewer: User, wanted_user: str | None, first: str | None, last: str | None) -> UsageScope:
+    """Check and resolve a request's `user`, `from` and `to`; by default this month in the subject's zone."""
+    subject = usage_subject(viewer, wanted_user)
+    today = local_today(zone_named((subject or viewer).timezone))
+    last_day = _parse_day("to", last) if last else None
+    first_day = _parse_day("from", first) if first else month_first(last_day or today)
+    if last_day is None:
+        last_day = max(today, first_day)
+    if last_day < first_day:
+        raise UsageQueryError("bad_date", f"to ({last_day}) is before from ({first_day})")
+    if (last_day - first_day).days >= MAX_SPAN_DAYS:
+        raise UsageQueryError("bad_date", f"at most {MAX_SPAN_DAYS} days at a time")
+    return UsageScope(viewer=viewer, subject=subject, first=first_day, last=last_day)
+
+
+@dataclass
+class Summary:
+    """Totals of a scope and their breakdowns, all from one grouped read of the daily roll-up."""
+
+    totals: Totals = field(default_factory=Totals)
+    by_day: dict[date, Totals] = field(default_factory=dict)  # days with usage, in order
+    by_model: dict[str, Totals] = field(default_factory=dict)  # most expensive first
+    by_provider: dict[str, Totals] = field(default_factory=dict)
+    unpriced_models: dict[str, int] = field(default_factory=dict)  # model → records without a known price
+
+    def day_series(self, first: date, last: date) -> list[tuple[date, Totals]]:
+        """Every day first..last, zero where nothing was used (what a chart draws)."""
+        return [(d, self.by_day.get(d, Totals())) for d in days_between(first, last)]
+
+
+def _checked(scope: UsageScope, rolled: int | None = None) -> bool:
+    """Verify a single owner's roll-up for the scope, once per scope (request); False if it was recounted."""
+    if scope.everyone or scope.memo.get("checked"):
+        return True
+    scope.memo["checked"] = True
+    return rollup_verify(scope.owner, scope.first, scope.last, rolled)
+
+
+def _grouped(scope: UsageScope, *group: str) -> QuerySet:
+    _checked(scope)
+    return rolled_up(scope.owner, scope.first, scope.last, *group)
+
+
+def _most_expensive(groups: dict[str, Totals]) -> dict[str, Totals]:
+    return dict(sorted(groups.items(), key=lambda kv: (-kv[1].cost_units, -kv[1].total_tokens, kv[0])))
+
+
+def usage_summary(scope: UsageScope) -> Summary:
+    """Totals, by day, by model, by provider and the unpriced models of the scope (one roll-up query)."""
+    rows = list(rolled_up(scope.owner, scope.first, scope.last, "day", "provider_name", "model_name"))
+    if not _checked(scope, rolled=sum(int(r["requests"] or 0) for r in rows)):
+        rows = list(rolled_up(scope.owner, scope.first, scope.last, "day", "provider_name", "model_name"))
+    summary = Summary()
+    by_day: dict[date, Totals] = defaultdict(Totals)
+    by_model: dict[str, Totals] = defaultdict(Totals)
+    by_provider: dict[str, Totals] = defaultdict(Totals)
+    for row in rows:
+        by_day[row["day"]].add(row)
+        by_model[row["model_name"]].add(row)
+        by_provider[row["provider_name"]].add(row)
+    for totals in by_day.values():
+        summary.totals.add(totals)
+    summary.by_day = dict(sorted(by_day.items()))
+    summary.by_model = _most_expensive(by_model)
+    summary.by_provider = _most_expensive(by_provider)
+    summary.unpriced_models = {
+        model: t.unpriced_requests for model, t in summary.by_model.items() if t.unpriced_requests
+    }
+    return summary
+
+
+@dataclass
+class ConversationUsage:
+    conversation_id: int
+    title: str | None  # None: the conversation was deleted
+    totals: Totals
+
+
+def usage_by_conversation(scope: UsageScope, limit: int = 10) -> list[ConversationUsage]:
+    """The scope's most expensive conversations (API calls have none), with their titles: two queries."""
+    top = list(
+        _grouped(scope, "conversation_id").exclude(conversation_id=0)
+        .order_by("-cost_units", "-total_tokens", "conversation_id")[:limit]
+    )
+    conversations = Conversation.objects.filter(pk__in=[row["conversation_id"] for row in top])
+    if scope.subject is not None:
+        conversations = conversations.filter(owner=scope.subject)
+    titles = dict(conversations.values_list("pk", "title"))
+    result = []
+    for row in top:
+        pk, totals = row["conversation_id"], Totals()
+        totals.add(row)
+        title = (titles[pk] or f"Conversation {pk}") if pk in titles else None
+        result.append(ConversationUsage(pk, title, totals))
+    return result
+
+
+@dataclass
+class UserUsage:
+    user_id: int
+    username: str
+    totals: Totals
+
+
+def usage_by_user(scope: UsageScope) -> list[UserUsage]:
+    """Staff: each user's totals in the scope, most expensive first (one query)."""
+    rows = _grouped(scope, "user_id", "user__username")
+    result = []
+    for row in rows:
+        totals = Totals()
+        totals.add(row)
+        result.append(UserUsage(row["user_id"], row["user__username"], totals))
+    return sorted(result, key=lambda u: (-u.totals.cost_units, -u.totals.total_tokens, u.username))
+
+
+def usage_records(
+    *, subject: User | None, first: date | None, last: date | None, zones: dict[str, list[str]] | None = None
+) -> QuerySet[UsageRecord]:
+    """The ledger rows of `subject` (None: everyone; from usage_subject) on its local days first..last."""
+    owner = Owner.of(subject) if subject is not None else EVERYONE
+    records = UsageRecord.objects.for_user(subject) if subject is not None else UsageRecord.objects.all()
+    return records.filter(ledger_q(owner, first, last, zones))

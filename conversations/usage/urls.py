@@ -1,0 +1,13 @@
+"""URLs of the usage pages (CONTRACTS §2, §7), mounted at /usage/."""
+
+from django.urls import path
+
+from conversations.usage import views
+
+app_name = "usage"
+
+urlpatterns = [
+    path("", views.dashboard, name="dashboard"),
+    path("export.csv", views.export_csv, name="export"),
+    path("summary.json", views.summary_json, name="summary"),
+]
