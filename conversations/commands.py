@@ -16,7 +16,9 @@ MAX_FRAME_BYTES = 512 * 1024
 class CommandError(Exception):
     """A frame that cannot be obeyed; answered with `chat.error` and the socket stays open."""
 
-    def __init__(self, code: str, message: str, *, request_id: str | None = None, message_id: int | None = None):
+    def __init__(
+        self, code: str, message: str, *, request_id: str | None = None, message_id: int | None = None
+    ):
         super().__init__(message)
         self.code = code
         self.message = message
@@ -103,7 +105,9 @@ def parse_command(text: str | None) -> Command:
         return ChatRegenerate(message_id=_id(frame, "message_id", request_id), request_id=request_id)
     if kind == "chat.edit":
         return ChatEdit(
-            message_id=_id(frame, "message_id", request_id), content=_content(frame, request_id), request_id=request_id
+            message_id=_id(frame, "message_id", request_id),
+            content=_content(frame, request_id),
+            request_id=request_id,
         )
     if kind == "chat.subscribe":
         return ChatSubscribe(conversation_id=_id(frame, "conversation_id", request_id))
@@ -116,7 +120,9 @@ def _content(frame: dict, request_id: str | None) -> str:
         raise CommandError("bad_request", "`content` must be a non-empty string", request_id=request_id)
     if len(content) > MAX_CONTENT_CHARS:
         raise CommandError(
-            "message_too_long", f"a message may hold at most {MAX_CONTENT_CHARS:,} characters", request_id=request_id
+            "message_too_long",
+            f"a message may hold at most {MAX_CONTENT_CHARS:,} characters",
+            request_id=request_id,
         )
     return content
 
@@ -128,7 +134,9 @@ def _parse_send(frame: dict, request_id: str | None) -> ChatSend:
         raise CommandError("bad_request", "`model` must name a model", request_id=request_id)
     system = frame.get("system")
     if system is not None and (not isinstance(system, str) or len(system) > MAX_SYSTEM_CHARS):
-        raise CommandError("bad_request", "`system` must be a string of reasonable length", request_id=request_id)
+        raise CommandError(
+            "bad_request", "`system` must be a string of reasonable length", request_id=request_id
+        )
     params = frame.get("params") or {}
     if not isinstance(params, dict):
         raise CommandError("bad_request", "`params` must be an object", request_id=request_id)

@@ -57,7 +57,7 @@ def usage_record(
     api_key_id: int | None = None,
     reservation_id: int | None = None,
 ) -> UsageRecord:
-    """Write one ledger row (and its daily roll-up), release the budget reservation; call in the caller's transaction."""
+    """Write one ledger row and its daily roll-up, release the budget reservation; call inside a transaction."""
     counts = token_counts(usage=usage, prompt_messages=prompt_messages, completion_text=completion_text)
     # A provider's own cost wins; else tokens × prices (over estimated tokens, marked so); else 0, "estimated".
     cost, cost_source = reply_cost(

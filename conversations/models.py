@@ -20,7 +20,11 @@ PRICE = {"max_digits": 14, "decimal_places": 6}  # USD per 1M tokens
 
 class User(AbstractUser):
     monthly_budget = models.DecimalField(
-        max_digits=12, decimal_places=4, null=True, blank=True, help_text="USD per calendar month; empty: no cap."
+        max_digits=12,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        help_text="USD per calendar month; empty: no cap.",
     )
     timezone = models.CharField(max_length=64, default="UTC", help_text="IANA name, for the usage dashboard.")
 
@@ -37,9 +41,12 @@ class Provider(models.Model):
     api_key = EncryptedTextField(blank=True, default="", help_text="Encrypted at rest; never shown again.")
     extra_headers = models.JSONField(default=dict, blank=True, help_text="Extra request headers.")
     send_stream_options = models.BooleanField(
-        default=True, help_text="Ask for usage in streams (stream_options.include_usage); off for upstreams that reject it."
+        default=True,
+        help_text="Ask for usage in streams (stream_options.include_usage); off for upstreams that reject it.",
     )
-    dropped_params = models.JSONField(default=list, blank=True, help_text="Sampling parameters this upstream rejects.")
+    dropped_params = models.JSONField(
+        default=list, blank=True, help_text="Sampling parameters this upstream rejects."
+    )
     connect_timeout = models.FloatField(default=10.0)
     first_token_timeout = models.FloatField(default=120.0)
     read_timeout = models.FloatField(default=60.0, help_text="Seconds allowed between two chunks.")
@@ -80,15 +87,22 @@ class Model(models.Model):
     alias = models.CharField(max_length=255, blank=True, help_text='Public name; default "<provider>/<id>".')
     public_name = models.CharField(max_length=320, unique=True, editable=False)
     input_price = models.DecimalField(**PRICE, null=True, blank=True, help_text="USD per 1M prompt tokens.")
-    output_price = models.DecimalField(**PRICE, null=True, blank=True, help_text="USD per 1M completion tokens.")
+    output_price = models.DecimalField(
+        **PRICE, null=True, blank=True, help_text="USD per 1M completion tokens."
+    )
     context_length = models.PositiveIntegerField(null=True, blank=True)
     max_output_tokens = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Default reply cap, used for budget reservations when a request sets none."
+        null=True,
+        blank=True,
+        help_text="Default reply cap, used for budget reservations when a request sets none.",
     )
     api = models.CharField(max_length=16, choices=Api.choices, default=Api.CHAT)
     enabled = models.BooleanField(default=True)
     allowed_groups = models.ManyToManyField(
-        Group, blank=True, related_name="+", help_text="Empty: every user. Otherwise only members of these groups."
+        Group,
+        blank=True,
+        related_name="+",
+        help_text="Empty: every user. Otherwise only members of these groups.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -97,7 +111,9 @@ class Model(models.Model):
 
     class Meta:
         ordering = ["public_name"]
-        constraints = [models.UniqueConstraint(fields=["provider", "upstream_id"], name="model_unique_per_provider")]
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "upstream_id"], name="model_unique_per_provider")
+        ]
 
     def __str__(self) -> str:
         return self.public_name
@@ -120,13 +136,19 @@ class ConversationQuerySet(models.QuerySet):
 
 
 class Conversation(models.Model):
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
+    )
     title = models.CharField(max_length=200, blank=True, default="")
     model = models.ForeignKey(Model, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     system_prompt = models.TextField(blank=True, default="")
     params = models.JSONField(default=dict, blank=True)
     active_leaf = models.ForeignKey(
-        "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        "Message",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
         help_text="The last message of the branch shown (replies and edits branch the conversation).",
     )
     created_at = models.DateTimeField(auto_now_add=True)
@@ -163,7 +185,9 @@ class Message(models.Model):
         INTERRUPTED = "interrupted"
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
-    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+    )
     role = models.CharField(max_length=16, choices=Role.choices)
     content = models.TextField(blank=True, default="")
     reasoning = models.TextField(blank=True, default="")
@@ -214,7 +238,9 @@ class ApiKey(models.Model):
     name = models.CharField(max_length=100, blank=True, default="")
     prefix = models.CharField(max_length=16, unique=True, help_text="Shown to identify the key.")
     hashed = models.CharField(max_length=64, unique=True)
-    rpm_limit = models.PositiveIntegerField(null=True, blank=True, help_text="Requests per minute; empty: none.")
+    rpm_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Requests per minute; empty: none."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
@@ -257,8 +283,12 @@ class UsageRecord(models.Model):
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_records")
     source = models.CharField(max_length=8, choices=Source.choices)
-    conversation = models.ForeignKey(Conversation, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    message = models.ForeignKey(Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage")
+    conversation = models.ForeignKey(
+        Conversation, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage"
+    )
     api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     provider_name = models.CharField(max_length=64)
     model_name = models.CharField(max_length=320)
@@ -286,8 +316,15 @@ class UsageRecord(models.Model):
         return f"{self.model_name} {self.total_tokens} tokens"
 
 
-_SUMS = ["requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost_units", "unpriced_requests",
-         "estimated_usage_requests"]
+_SUMS = [
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cost_units",
+    "unpriced_requests",
+    "estimated_usage_requests",
+]
 
 
 class UsageDay(models.Model):
@@ -345,6 +382,9 @@ class BudgetReservation(models.Model):
     class Meta:
         indexes = [models.Index(fields=["user", "created_at"], name="reservation_user_time")]
 
+    def __str__(self) -> str:
+        return f"${self.amount} held for user {self.user_id}"
+
 
 class Preset(models.Model):
     """A user's saved system prompt and parameters."""
@@ -367,7 +407,9 @@ class Preset(models.Model):
 class AuditLog(models.Model):
     """Who changed which provider, key, price, model or budget, and when (fields named, values of keys never)."""
 
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     action = models.CharField(max_length=32)
     object_type = models.CharField(max_length=64)
     object_id = models.CharField(max_length=64, blank=True, default="")

@@ -17,7 +17,9 @@ COMPLETION_STOP = ["\nUser:"]
 def chat_messages(system: str, branch: list[Message]) -> list[dict[str, str]]:
     messages = [{"role": "system", "content": system}] if system else []
     for message in branch:
-        if message.role in (Message.Role.USER, Message.Role.ASSISTANT) and (message.content or message.role == "user"):
+        if message.role in (Message.Role.USER, Message.Role.ASSISTANT) and (
+            message.content or message.role == "user"
+        ):
             messages.append({"role": message.role, "content": message.content})
     return messages
 
@@ -34,7 +36,9 @@ def completion_prompt(messages: list[dict[str, str]]) -> str:
     return "".join(parts)
 
 
-def upstream_request(model: Model, messages: list[dict[str, str]], params: dict[str, Any]) -> tuple[str, dict]:
+def upstream_request(
+    model: Model, messages: list[dict[str, str]], params: dict[str, Any]
+) -> tuple[str, dict]:
     """(path, body) for the model's API kind; `params` already validated and filtered for the provider."""
     if model.api == Model.Api.COMPLETIONS:
         body = {"model": model.upstream_id, "prompt": completion_prompt(messages), **params}

@@ -26,11 +26,29 @@ from conversations.models import Model, Provider, User, validate_base_url
 
 SLUG = re.compile(r"^[-a-zA-Z0-9_]+$")
 PROVIDER_KEYS = {
-    "name", "base_url", "api_key", "api_key_env", "headers", "model", "enabled", "send_stream_options",
-    "dropped_params", "connect_timeout", "first_token_timeout", "read_timeout", "max_retries",
+    "name",
+    "base_url",
+    "api_key",
+    "api_key_env",
+    "headers",
+    "model",
+    "enabled",
+    "send_stream_options",
+    "dropped_params",
+    "connect_timeout",
+    "first_token_timeout",
+    "read_timeout",
+    "max_retries",
 }
 MODEL_KEYS = {
-    "id", "alias", "input_price", "output_price", "context_length", "max_output_tokens", "api", "enabled",
+    "id",
+    "alias",
+    "input_price",
+    "output_price",
+    "context_length",
+    "max_output_tokens",
+    "api",
+    "enabled",
 }
 
 
@@ -215,9 +233,13 @@ def providers_apply(*, text: str, actor: User | None = None) -> ApplyResult:
             if public in seen_public:
                 raise ProviderFileError(f"{_where(name, upstream_id)}: public name {public!r} is used twice")
             seen_public[public] = name
-            clash = Model.objects.filter(public_name=public).exclude(provider=provider, upstream_id=upstream_id)
+            clash = Model.objects.filter(public_name=public).exclude(
+                provider=provider, upstream_id=upstream_id
+            )
             if clash.exists():
-                raise ProviderFileError(f"{_where(name, upstream_id)}: public name {public!r} is taken by another model")
+                raise ProviderFileError(
+                    f"{_where(name, upstream_id)}: public name {public!r} is taken by another model"
+                )
             model = Model.objects.filter(provider=provider, upstream_id=upstream_id).first()
             if model is None:
                 model, model_before = Model(provider=provider, upstream_id=upstream_id), None
@@ -251,9 +273,14 @@ def providers_export() -> str:
     """The current providers and models as a providers file. Keys are never printed."""
     lines: list[str] = ["# Exported by `manage.py providers export`. API keys are not exported."]
     for provider in Provider.objects.prefetch_related("models").order_by("name"):
-        lines += ["", "[[provider]]", f"name = {_toml_value(provider.name)}", f"base_url = {_toml_value(provider.base_url)}"]
+        lines += [
+            "",
+            "[[provider]]",
+            f"name = {_toml_value(provider.name)}",
+            f"base_url = {_toml_value(provider.base_url)}",
+        ]
         if provider.api_key:
-            lines.append("# an API key is set (not exported): add api_key_env = \"...\" to set it on apply")
+            lines.append('# an API key is set (not exported): add api_key_env = "..." to set it on apply')
         if provider.extra_headers:
             lines.append(f"headers = {_toml_value(provider.extra_headers)}")
         if not provider.enabled:

@@ -38,10 +38,15 @@ async def connect(user: Any | None, *, origin: tuple[bytes, bytes] = ORIGIN) -> 
     return communicator
 
 
-def make_model(base_url: str, *, name: str = "dev", upstream_id: str = "dev-chat", **provider_fields: Any) -> Model:
+def make_model(
+    base_url: str, *, name: str = "dev", upstream_id: str = "dev-chat", **provider_fields: Any
+) -> Model:
     provider = Provider.objects.create(name=name, base_url=base_url, **provider_fields)
     return Model.objects.create(
-        provider=provider, upstream_id=upstream_id, input_price=Decimal("0.5"), output_price=Decimal("1.5"),
+        provider=provider,
+        upstream_id=upstream_id,
+        input_price=Decimal("0.5"),
+        output_price=Decimal("1.5"),
         max_output_tokens=1024,
     )
 
@@ -54,7 +59,9 @@ async def receive(communicator: WebsocketCommunicator, timeout: float = 10) -> d
     return json.loads(await communicator.receive_from(timeout=timeout))
 
 
-async def until(communicator: WebsocketCommunicator, kind: str, timeout: float = 20, message_id: int | None = None) -> tuple[dict, list[dict]]:
+async def until(
+    communicator: WebsocketCommunicator, kind: str, timeout: float = 20, message_id: int | None = None
+) -> tuple[dict, list[dict]]:
     """Read frames until one of `kind` (for `message_id`, if given); returns it and every frame before it."""
     seen: list[dict] = []
     while True:
@@ -65,4 +72,11 @@ async def until(communicator: WebsocketCommunicator, kind: str, timeout: float =
 
 
 def chat_send(model: str, content: str = "Hello there", **extra: Any) -> dict:
-    return {"type": "chat.send", "request_id": "r1", "conversation_id": None, "model": model, "content": content, **extra}
+    return {
+        "type": "chat.send",
+        "request_id": "r1",
+        "conversation_id": None,
+        "model": model,
+        "content": content,
+        **extra,
+    }

@@ -46,7 +46,9 @@ async def test_a_reply_streams_in_order_and_is_stored_with_its_usage(alice, dev_
     assert done["finish_reason"] == "stop" and done["seq"] == len(deltas)
     text = "".join(d["content"] for d in deltas)
     reply = await db(reply_of)(started["message_id"])
-    assert reply.content == text and reply.status == "complete" and reply.parent_id == started["user_message_id"]
+    assert (
+        reply.content == text and reply.status == "complete" and reply.parent_id == started["user_message_id"]
+    )
     record = await db(UsageRecord.objects.get)(message_id=reply.pk)
     assert not record.usage_estimated and record.cost_source == "price"
     assert done["usage"]["completion_tokens"] == record.completion_tokens > 0
@@ -81,7 +83,9 @@ async def test_second_message_carries_the_history(alice, dev_upstream, nonce):
         ({"malformed_after": 2}, "upstream_stream_broken"),
     ],
 )
-async def test_mid_stream_failures_keep_the_partial_reply_and_estimate_usage(alice, dev_upstream, nonce, switches, code):
+async def test_mid_stream_failures_keep_the_partial_reply_and_estimate_usage(
+    alice, dev_upstream, nonce, switches, code
+):
     model = await model_for(dev_upstream, key=nonce, tokens=30, **switches)
     ws = await connect(alice)
     await send(ws, chat_send(model.public_name))
@@ -120,7 +124,9 @@ async def test_429_then_success_retries_before_the_first_token(alice, dev_upstre
         ({"fail": 400}, "upstream_bad_request"),
     ],
 )
-async def test_http_failures_end_with_a_clear_error_and_keep_the_question(alice, dev_upstream, nonce, fast_backoff, switches, code):
+async def test_http_failures_end_with_a_clear_error_and_keep_the_question(
+    alice, dev_upstream, nonce, fast_backoff, switches, code
+):
     model = await model_for(dev_upstream, key=nonce, **switches, provider_fields={"max_retries": 1})
     ws = await connect(alice)
     await send(ws, chat_send(model.public_name, "Will this work?"))
@@ -149,7 +155,9 @@ async def test_slow_first_token_times_out(alice, dev_upstream, nonce):
     await finish(ws)
 
 
-async def test_stop_ends_the_reply_within_a_second_and_closes_the_upstream_request(alice, dev_upstream, nonce):
+async def test_stop_ends_the_reply_within_a_second_and_closes_the_upstream_request(
+    alice, dev_upstream, nonce
+):
     model = await model_for(dev_upstream, key=nonce, tokens=400, delay=0.02)
     ws = await connect(alice)
     await send(ws, chat_send(model.public_name))
@@ -158,7 +166,7 @@ async def test_stop_ends_the_reply_within_a_second_and_closes_the_upstream_reque
     await asyncio.sleep(0.2)
     stopped_at = asyncio.get_running_loop().time()
     await send(ws, {"type": "chat.stop", "message_id": started["message_id"]})
-    done, frames = await until(ws, "chat.done")
+    done, _ = await until(ws, "chat.done")
     assert asyncio.get_running_loop().time() - stopped_at < 1.0
     assert done["finish_reason"] == "stopped"
     reply = await db(reply_of)(started["message_id"])
@@ -243,7 +251,9 @@ async def test_bad_params_are_refused_before_anything_is_stored(alice, dev_upstr
     ws = await connect(alice)
     await send(ws, chat_send(model.public_name, params={"temperature": 5}))
     error = await receive(ws)
-    assert error["code"] == "bad_request" and "temperature" in error["message"] and error["request_id"] == "r1"
+    assert (
+        error["code"] == "bad_request" and "temperature" in error["message"] and error["request_id"] == "r1"
+    )
     assert not await db(Message.objects.exists)()
     assert dev_upstream.stats(nonce)["requests"] == 0
     await ws.disconnect()
@@ -297,7 +307,9 @@ async def test_regenerate_keeps_the_old_reply_as_a_sibling(alice, dev_upstream, 
     second, _ = await until(ws, "chat.started")
     await until(ws, "chat.done", message_id=second["message_id"])
     old, new = await db(reply_of)(first["message_id"]), await db(reply_of)(second["message_id"])
-    assert old.parent_id == new.parent_id == first["user_message_id"] and old.status == new.status == "complete"
+    assert (
+        old.parent_id == new.parent_id == first["user_message_id"] and old.status == new.status == "complete"
+    )
     assert second["request_id"] == "r2"
     assert (await db(Conversation.objects.get)(pk=first["conversation_id"])).active_leaf_id == new.pk
     await finish(ws)
@@ -309,7 +321,10 @@ async def test_edit_and_resend_branches_the_conversation(alice, dev_upstream, no
     await send(ws, chat_send(model.public_name, "original"))
     first, _ = await until(ws, "chat.started")
     await until(ws, "chat.done")
-    await send(ws, {"type": "chat.edit", "message_id": first["user_message_id"], "content": "edited", "request_id": "e"})
+    await send(
+        ws,
+        {"type": "chat.edit", "message_id": first["user_message_id"], "content": "edited", "request_id": "e"},
+    )
     edited, _ = await until(ws, "chat.started")
     await until(ws, "chat.done", message_id=edited["message_id"])
     original = await db(Message.objects.get)(pk=first["user_message_id"])
@@ -355,11 +370,20 @@ def test_reaper_marks_a_dead_processes_reply_interrupted_and_keeps_its_text(alic
     conversation = Conversation.objects.create(owner=alice, title="t")
     question = Message.objects.create(conversation=conversation, role="user", content="question")
     stale = Message.objects.create(
-        conversation=conversation, parent=question, role="assistant", status="streaming", content="half an ans",
-        heartbeat_at=timezone.now() - timedelta(minutes=5), model_name="gone/model",
+        conversation=conversation,
+        parent=question,
+        role="assistant",
+        status="streaming",
+        content="half an ans",
+        heartbeat_at=timezone.now() - timedelta(minutes=5),
+        model_name="gone/model",
     )
     fresh = Message.objects.create(
-        conversation=conversation, parent=question, role="assistant", status="streaming", heartbeat_at=timezone.now()
+        conversation=conversation,
+        parent=question,
+        role="assistant",
+        status="streaming",
+        heartbeat_at=timezone.now(),
     )
     assert replies_reap(stale_after=timedelta(seconds=30)) == 1
     stale.refresh_from_db()

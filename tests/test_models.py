@@ -10,7 +10,9 @@ from conversations.models import ApiKey, Conversation, Message, Model, Provider,
 
 @pytest.fixture
 def provider(db):
-    return Provider.objects.create(name="deepinfra", base_url="https://api.deepinfra.com/v1/openai", api_key="k-123")
+    return Provider.objects.create(
+        name="deepinfra", base_url="https://api.deepinfra.com/v1/openai", api_key="k-123"
+    )
 
 
 def test_public_name_defaults_to_provider_slash_id_and_keeps_odd_ids(provider):
@@ -32,7 +34,9 @@ def test_conversations_messages_and_usage_are_isolated_per_user(alice, bob, prov
     theirs = Conversation.objects.create(owner=bob, title="bob's")
     Message.objects.create(conversation=mine, role="user", content="hi")
     Message.objects.create(conversation=theirs, role="user", content="secret")
-    UsageRecord.objects.create(user=bob, source="chat", provider_name="p", model_name="m", cost_source="price")
+    UsageRecord.objects.create(
+        user=bob, source="chat", provider_name="p", model_name="m", cost_source="price"
+    )
     assert list(Conversation.objects.for_user(alice)) == [mine]
     assert list(Message.objects.for_user(alice).values_list("content", flat=True)) == ["hi"]
     assert not UsageRecord.objects.for_user(alice).exists()
@@ -60,7 +64,11 @@ def test_models_restricted_to_groups(alice, bob, provider):
 
 def test_ledger_cost_keeps_ten_decimal_places(alice):
     record = UsageRecord.objects.create(
-        user=alice, source="api", provider_name="p", model_name="m", cost_source="reported",
+        user=alice,
+        source="api",
+        provider_name="p",
+        model_name="m",
+        cost_source="reported",
         estimated_cost=Decimal("0.0000000268"),
     )
     record.refresh_from_db()

@@ -73,18 +73,27 @@ def test_apply_updates_prices(db, tmp_path, token):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (("input_price = 0.60", 'input_price = "cheap"'), "model '01-ai/Yi-34B-Chat': input_price must be a number"),
+        (
+            ("input_price = 0.60", 'input_price = "cheap"'),
+            "model '01-ai/Yi-34B-Chat': input_price must be a number",
+        ),
         (("input_price = 0.60", "input_price = -1"), "input_price must be >= 0"),
         (('base_url = "http://ollama:11434/v1"', 'base_url = "ftp://x"'), "provider 'local': base_url"),
         (('api = "completions"', 'api = "embeddings"'), "model 'llama3.2:3b': api must be one of"),
         (("context_length = 4096", "context_length = 0"), "context_length must be a positive integer"),
         (('name = "local"', 'name = "not a slug"'), "name must be a slug"),
-        (("send_stream_options = false", "send_stream_options = 1"), "send_stream_options must be true or false"),
+        (
+            ("send_stream_options = false", "send_stream_options = 1"),
+            "send_stream_options must be true or false",
+        ),
         (("context_length = 4096", "colour = 4"), "unknown field(s): colour"),
         (('alias = "llama-8b"', 'alias = "deepinfra/01-ai/Yi-34B-Chat"'), "is used twice"),
-        (("[[provider.model]]\nid = \"llama3.2:3b\"", "[[provider.model]]\nalias = \"x\""), "id is required"),
-        (("headers = { \"X-Extra\" = \"1\" }", "headers = { \"X-Extra\" = 1 }"), "headers must be a table of strings"),
-        (("name = \"deepinfra\"", "name = \"deepinfra\" oops"), "not valid TOML"),
+        (('[[provider.model]]\nid = "llama3.2:3b"', '[[provider.model]]\nalias = "x"'), "id is required"),
+        (
+            ('headers = { "X-Extra" = "1" }', 'headers = { "X-Extra" = 1 }'),
+            "headers must be a table of strings",
+        ),
+        (('name = "deepinfra"', 'name = "deepinfra" oops'), "not valid TOML"),
     ],
 )
 def test_a_bad_file_names_the_problem_and_changes_nothing(db, tmp_path, token, change, message):

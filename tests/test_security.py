@@ -461,7 +461,7 @@ async def open_socket(user) -> WebsocketCommunicator:
     return communicator
 
 
-async def next_frame(ws: WebsocketCommunicator, timeout: float = 10) -> dict:  # noqa: ASYNC109
+async def next_frame(ws: WebsocketCommunicator, timeout: float = 10) -> dict:
     return json.loads(await ws.receive_from(timeout=timeout))
 
 
@@ -515,7 +515,7 @@ def make_model(base_url: str) -> Model:
     )
 
 
-async def until_not_streaming(message_id: int, timeout: float = 10) -> None:  # noqa: ASYNC109
+async def until_not_streaming(message_id: int, timeout: float = 10) -> None:
     """Until the reply's generation task has ended (watched in this process, not through `chat.done`)."""
     deadline = asyncio.get_running_loop().time() + timeout
     query = Message.objects.filter(pk=message_id, status=Message.Status.STREAMING).exists

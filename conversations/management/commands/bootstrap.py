@@ -39,7 +39,9 @@ class Command(BaseCommand):
                 f"(kept in {password_file.relative_to(settings.BASE_DIR)}; change it in /accounts/password_change/)."
             )
         else:
-            self.stdout.write("An admin account exists; sign in with its password (or `manage.py changepassword`).")
+            self.stdout.write(
+                "An admin account exists; sign in with its password (or `manage.py changepassword`)."
+            )
 
     def _ensure_dev_provider(self, url: str) -> None:
         provider, _ = Provider.objects.update_or_create(
@@ -47,7 +49,10 @@ class Command(BaseCommand):
         )
         for upstream_id, api, price_in, price_out in DEV_MODELS:
             model = Model.objects.filter(provider=provider, upstream_id=upstream_id).first() or Model(
-                provider=provider, upstream_id=upstream_id, input_price=Decimal(price_in), output_price=Decimal(price_out)
+                provider=provider,
+                upstream_id=upstream_id,
+                input_price=Decimal(price_in),
+                output_price=Decimal(price_out),
             )
             model.api = api
             model.context_length = model.context_length or 8192
