@@ -167,6 +167,8 @@ CHATWEB_SIGNUP = env.str("CHATWEB_SIGNUP", default="open" if DEBUG else "closed"
 if CHATWEB_SIGNUP not in ("open", "closed"):
     raise ImproperlyConfigured("CHATWEB_SIGNUP must be 'open' or 'closed'.")
 CHATWEB_UPSTREAM_MAX_CONNECTIONS = env.int("CHATWEB_UPSTREAM_MAX_CONNECTIONS", default=1000)
+# A model (public name) that writes each conversation's title after its first reply; empty: the first line.
+CHATWEB_TITLE_MODEL = env.str("CHATWEB_TITLE_MODEL", default="")
 
 # --- Security (issue #10; docs/security.md). Production (DEBUG off) is HTTPS only, behind a TLS proxy such as
 # nginx; development (DEBUG on) stays plain HTTP on 127.0.0.1:8000. `manage.py check --deploy` passes clean.

@@ -19,6 +19,7 @@ from channels.layers import get_channel_layer
 
 from conversations.chat import ReplyOutcome, ReplyPlan, replies_reap, reply_checkpoint, reply_finish
 from conversations.models import Message
+from conversations.titles import title_after_reply
 from conversations.upstream import client
 from conversations.upstream.errors import ErrorCode, user_message
 from conversations.upstream.events import (
@@ -221,6 +222,8 @@ class ReplyRun:
                               "message": outcome.error_message})
         await self._send({"type": "chat.done", "message_id": self.plan.message_id, "seq": self.seq,
                           "finish_reason": outcome.finish_reason, "status": outcome.status, "usage": usage})
+        title_after_reply(conversation_id=self.plan.conversation_id, message_id=self.plan.message_id,
+                          status=outcome.status, first_message=self.plan.user_message_id is not None)
 
 
 def _error_text(error: StreamError) -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from dataclasses import dataclass
+
 from conversations.models import Conversation, Message, Model, Provider, User
 from conversations.upstream.client import UpstreamTarget
 
@@ -39,3 +42,79 @@ def upstream_target(provider: Provider) -> UpstreamTarget:
         read_timeout=provider.read_timeout,
         max_retries=provider.max_retries,
     )
+
+
+# --- the message tree, for the chat page: versions of a message, switching branches, deleting a subtree
+@dataclass(frozen=True, slots=True)
+class TreeNode:
+    pk: int
+    parent_id: int | None
+    role: str
+    status: str
+
+
+@dataclass
+class MessageTree:
+    """Every message of a conversation as ids only (one light query): who is whose child, oldest first."""
+
+    nodes: dict[int, TreeNode]
+    children: dict[int | None, list[int]]  # None: the roots
+
+    def siblings(self, pk: int) -> list[int]:
+        """The versions of a message: its parent's children (itself included), oldest first."""
+        return self.children.get(self.nodes[pk].parent_id, [])
+
+    def newest_leaf(self, pk: int) -> int:
+        """The end of the newest line below a message (the branch shown when one switches to it)."""
+        seen = {pk}
+        while self.children.get(pk):
+            pk = self.children[pk][-1]
+            if pk in seen:
+                break
+            seen.add(pk)
+        return pk
+
+    def branch_ids(self, leaf_id: int | None) -> list[int]:
+        """Ids from the root to `leaf_id` (None: the newest message, as conversation_branch does)."""
+        if leaf_id is None or leaf_id not in self.nodes:
+            leaf_id = max(self.nodes) if self.nodes else None
+        ids: list[int] = []
+        while leaf_id is not None and leaf_id in self.nodes and leaf_id not in ids:
+            ids.append(leaf_id)
+            leaf_id = self.nodes[leaf_id].parent_id
+        ids.reverse()
+        return ids
+
+    def subtree_ids(self, pk: int) -> list[int]:
+        """A message and everything below it."""
+        found, todo = [], [pk]
+        while todo:
+            current = todo.pop()
+            if current in found:
+                continue
+            found.append(current)
+            todo.extend(self.children.get(current, []))
+        return found
+
+
+def message_tree(conversation_id: int) -> MessageTree:
+    nodes: dict[int, TreeNode] = {}
+    children: dict[int | None, list[int]] = defaultdict(list)
+    rows = Message.objects.filter(conversation_id=conversation_id).order_by("created_at", "pk")
+    for pk, parent_id, role, status in rows.values_list("pk", "parent_id", "role", "status"):
+        nodes[pk] = TreeNode(pk, parent_id, role, status)
+        children[parent_id].append(pk)
+    return MessageTree(nodes, dict(children))
+
+
+def branch_messages(
+    conversation: Conversation, tree: MessageTree, leaf_id: int | None = None
+) -> list[Message]:
+    """The messages of the branch ending at `leaf_id` (default: the active leaf), each with `sibling_ids`
+    (its versions), in one query beside the tree's."""
+    ids = tree.branch_ids(leaf_id or conversation.active_leaf_id)
+    found = Message.objects.filter(conversation=conversation, pk__in=ids).in_bulk()
+    branch = [found[pk] for pk in ids if pk in found]
+    for message in branch:
+        message.sibling_ids = tree.siblings(message.pk)
+    return branch

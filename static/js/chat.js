@@ -1,4 +1,5 @@
-// The chat page: one websocket (CONTRACTS §5), streaming replies into the page, reconnect and resume by itself.
+// The chat page: one websocket (CONTRACTS §5), streaming replies into the page, reconnect and resume by itself;
+// message actions (copy, edit and resend, regenerate, versions, delete).
 (() => {
   "use strict";
   const chat = document.getElementById("chat");
@@ -7,22 +8,37 @@
   const form = document.getElementById("composer");
   const input = document.getElementById("composer-input");
   const modelSelect = document.getElementById("model-select");
-  const systemInput = document.getElementById("system-prompt");
   const stopButton = document.getElementById("stop-button");
   const sendButton = document.getElementById("send-button");
   const statusEl = document.getElementById("connection-status");
-  const announcer = document.getElementById("announcer");
+  const ui = window.chatwebUI;
+  const panel = () => window.chatwebPanel;
 
   let conversationId = chat.dataset.conversationId ? Number(chat.dataset.conversationId) : null;
   let socket = null;
   let retryDelay = 500;
   let requestCounter = 0;
   const pending = new Map(); // request_id -> content (to retry after an error)
-  const replies = new Map(); // message id -> {seq, el}
+  const edits = new Map(); // request_id -> id of the user message being edited
+  const replies = new Map(); // message id -> {seq, content, reasoning, frame}
   let streamingId = null;
 
   // --- rendering ---------------------------------------------------------------------------------------
-  const render = window.chatwebRender || { content: (el, text) => { el.textContent = text; } };
+  const render = window.chatwebRender || {
+    content: (el, text) => { el.textContent = text; },
+    enhance: () => {},
+    enhanceLater: () => {},
+    copyText: async (text) => navigator.clipboard.writeText(text),
+  };
+
+  function button(action, label, extraClass = "") {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = `ghost ${extraClass}`.trim();
+    b.dataset.action = action;
+    b.textContent = label;
+    return b;
+  }
 
   function messageEl(id, role, parentId) {
     let el = document.getElementById(`message-${id}`);
@@ -41,30 +57,41 @@
     roleEl.textContent = role === "assistant" ? modelSelect.value : "You";
     meta.append(roleEl);
     const content = document.createElement("div");
-    content.className = "content";
-    el.append(meta, content);
+    content.className = role === "assistant" ? "content markdown" : "content";
+    const foot = document.createElement("footer");
+    foot.className = "message-foot";
+    const actions = document.createElement("span");
+    actions.className = "message-actions";
+    actions.append(button("copy", "Copy"));
+    if (role === "user") actions.append(button("edit", "Edit"));
+    else actions.append(button("regenerate", "Regenerate"));
+    actions.append(button("delete", "Delete", "danger"));
     if (role === "assistant") {
-      const footer = document.createElement("footer");
-      footer.className = "usage muted";
-      el.append(footer);
+      const usage = document.createElement("span");
+      usage.className = "usage muted";
+      foot.append(usage);
     }
+    foot.append(actions);
+    el.append(meta, content, foot);
     messagesEl.append(el);
     return el;
   }
 
+  /** The state of a reply; its element is looked up each time (a branch switch may have replaced or removed it). */
   function reply(id) {
     let state = replies.get(id);
     if (!state) {
-      const el = messageEl(id, "assistant");
-      const existing = el.querySelector(".content");
-      state = { seq: 0, el, content: existing ? existing.textContent : "", reasoning: "" };
+      const existing = document.querySelector(`#message-${id} template.source`);
+      state = { seq: 0, content: existing ? existing.content.textContent : "", reasoning: "", frame: 0 };
       replies.set(id, state);
     }
+    state.el = document.getElementById(`message-${id}`);
+    if (state.el) state.el.dataset.live = "yes"; // rendered here; the server's rendering replaces it when done
     return state;
   }
 
   function setReasoning(state) {
-    if (!state.reasoning) return;
+    if (!state.reasoning || !state.el) return;
     let details = state.el.querySelector("details.reasoning");
     if (!details) {
       details = document.createElement("details");
@@ -76,17 +103,36 @@
       details.append(summary, text);
       state.el.querySelector(".content").before(details);
     }
+    const streaming = state.el.dataset.status === "streaming";
+    details.querySelector("summary").textContent = streaming && !state.content ? "Thinking…" : "Reasoning";
     details.querySelector(".reasoning-text").textContent = state.reasoning;
   }
 
   function showContent(state) {
+    if (!state.el) return;
     render.content(state.el.querySelector(".content"), state.content, { streaming: state.el.dataset.status === "streaming" });
     setReasoning(state);
   }
 
-  function keepScrolled() {
-    const nearBottom = messagesEl.scrollHeight - messagesEl.scrollTop - messagesEl.clientHeight < 120;
-    if (nearBottom) messagesEl.scrollTop = messagesEl.scrollHeight;
+  /** Re-render one reply at most once per animation frame, however many deltas arrive. */
+  function scheduleRender(id) {
+    const state = replies.get(id);
+    if (!state || state.frame) return;
+    state.frame = requestAnimationFrame(() => {
+      state.frame = 0;
+      reply(id);
+      showContent(state);
+      keepScrolled();
+    });
+  }
+
+  function nearBottom() {
+    return messagesEl.scrollHeight - messagesEl.scrollTop - messagesEl.clientHeight < 160;
+  }
+  let stickToBottom = true;
+  messagesEl.addEventListener("scroll", () => { stickToBottom = nearBottom(); }, { passive: true });
+  function keepScrolled(force = false) {
+    if (force || stickToBottom) messagesEl.scrollTop = messagesEl.scrollHeight;
   }
 
   function setStreaming(id) {
@@ -115,18 +161,46 @@
     p.className = "message-error";
     p.setAttribute("role", "alert");
     p.textContent = text + " ";
-    const retry = document.createElement("button");
-    retry.type = "button";
-    retry.className = "link retry";
-    retry.textContent = "Retry";
-    retry.addEventListener("click", () => {
-      p.remove();
-      if (frame.message_id) send({ type: "chat.regenerate", message_id: frame.message_id, request_id: nextRequestId() });
-      else if (pending.has(frame.request_id)) sendMessage(pending.get(frame.request_id));
-    });
-    p.append(retry);
-    host.append(p);
+    if (frame.message_id || pending.has(frame.request_id)) {
+      const retry = document.createElement("button");
+      retry.type = "button";
+      retry.className = "link retry";
+      retry.textContent = "Retry";
+      retry.addEventListener("click", () => {
+        p.remove();
+        if (frame.message_id) send({ type: "chat.regenerate", message_id: frame.message_id, request_id: nextRequestId() });
+        else if (pending.has(frame.request_id)) sendMessage(pending.get(frame.request_id));
+      });
+      p.append(retry);
+    }
+    const foot = host.querySelector(".message-foot");
+    if (foot) foot.before(p);
+    else host.append(p);
     keepScrolled();
+  }
+
+  /** Replace messages by their server rendering (the one policy), e.g. a reply that has just finished. */
+  async function refreshMessages(ids) {
+    if (!conversationId) return;
+    const query = ids ? `?ids=${ids.filter(Boolean).join(",")}` : "";
+    const fresh = await ui.fragment(`/c/${conversationId}/messages/${query}`);
+    if (!ids) {
+      messagesEl.replaceChildren(fresh);
+    } else {
+      for (const article of [...fresh.querySelectorAll("article.message")]) {
+        const old = document.getElementById(article.id);
+        const state = replies.get(Number(article.dataset.messageId));
+        if (state && article.dataset.status === "streaming") continue; // still live here
+        if (old) old.replaceWith(article);
+      }
+    }
+    render.enhanceLater(messagesEl);
+  }
+
+  function removeFrom(el, { inclusive }) {
+    if (!el) return;
+    while (el.nextElementSibling) el.nextElementSibling.remove();
+    if (inclusive) el.remove();
   }
 
   // --- protocol ----------------------------------------------------------------------------------------
@@ -136,18 +210,32 @@
         conversationId = f.conversation_id;
         chat.dataset.conversationId = conversationId;
         history.replaceState(null, "", `/c/${conversationId}/`);
+        const title = (f.user_content || "").trim().split("\n")[0].slice(0, 60) || "Untitled";
+        panel()?.conversationStarted(conversationId, title);
+      }
+      if (edits.has(f.request_id)) {
+        // the edited message's branch leaves the view; the new version takes its place
+        removeFrom(document.getElementById(`message-${edits.get(f.request_id)}`), { inclusive: true });
+        edits.delete(f.request_id);
+      } else if (!f.user_message_id && f.parent_id) {
+        // a regenerated reply: what followed its question belongs to the other version now
+        const parent = document.getElementById(`message-${f.parent_id}`);
+        if (!parent) return; // another branch than the one shown
+        removeFrom(parent, { inclusive: false });
       }
       if (f.user_message_id && !document.getElementById(`message-${f.user_message_id}`)) {
-        const el = messageEl(f.user_message_id, "user", f.parent_id);
+        const el = messageEl(f.user_message_id, "user", f.parent_id === f.user_message_id ? "" : f.parent_id);
         el.querySelector(".content").textContent = f.user_content;
       }
       const state = reply(f.message_id);
+      if (!state.el) state.el = messageEl(f.message_id, "assistant", f.user_message_id || f.parent_id);
       state.el.dataset.status = "streaming";
+      state.el.classList.add("status-streaming");
       state.el.dataset.parentId = f.user_message_id || f.parent_id || "";
       if (f.model) state.el.querySelector(".role").textContent = f.model;
       state.el.querySelector(".usage").textContent = "streaming…";
       setStreaming(f.message_id);
-      keepScrolled();
+      keepScrolled(true);
     },
     "chat.delta"(f) {
       const state = reply(f.message_id);
@@ -155,43 +243,58 @@
       state.seq = f.seq;
       state.content += f.content || "";
       state.reasoning += f.reasoning || "";
+      if (!state.el) return;
       state.el.dataset.status = "streaming";
       setStreaming(f.message_id);
-      showContent(state);
-      keepScrolled();
+      scheduleRender(f.message_id);
     },
     "chat.snapshot"(f) {
       const state = reply(f.message_id);
       state.seq = f.seq;
       state.content = f.content || "";
       state.reasoning = f.reasoning || "";
+      if (!state.el) return;
       state.el.dataset.status = f.status;
       if (f.status === "streaming") setStreaming(f.message_id);
-      showContent(state);
-      keepScrolled();
+      scheduleRender(f.message_id);
     },
     "chat.done"(f) {
       const state = reply(f.message_id);
+      if (state.frame) cancelAnimationFrame(state.frame);
+      state.frame = 0;
+      if (streamingId === f.message_id) setStreaming(null);
+      ui.announce(f.finish_reason === "stopped" ? "Reply stopped." : "Reply finished.");
+      if (!state.el) return;
       state.el.dataset.status = f.status || "complete";
       state.el.className = `message assistant status-${state.el.dataset.status}`;
       showContent(state);
-      const footer = state.el.querySelector(".usage");
-      footer.textContent = usageText(f.usage);
+      const usage = state.el.querySelector(".usage");
+      usage.textContent = usageText(f.usage);
       if (f.usage && f.usage.estimated) {
         const mark = document.createElement("span");
         mark.className = "estimated";
         mark.title = "The provider reported no usage; counted by chatweb";
         mark.textContent = " · estimated";
-        footer.append(mark);
+        usage.append(mark);
       }
-      if (streamingId === f.message_id) setStreaming(null);
-      announcer.textContent = f.finish_reason === "stopped" ? "Reply stopped." : "Reply finished.";
-      document.dispatchEvent(new CustomEvent("chatweb:done", { detail: f }));
+      const parentId = Number(state.el.dataset.parentId) || null;
+      replies.delete(f.message_id);
+      // the stored rendering replaces the live one (same policy), with its versions navigator
+      refreshMessages([parentId, f.message_id])
+        .catch(() => {})
+        .finally(() => document.dispatchEvent(new CustomEvent("chatweb:done", { detail: f })));
     },
     "chat.error"(f) {
+      if (edits.has(f.request_id)) {
+        cancelEdit(document.getElementById(`message-${edits.get(f.request_id)}`));
+        edits.delete(f.request_id);
+      }
       showError(f);
       if (f.message_id && streamingId === f.message_id) setStreaming(null);
-      announcer.textContent = `Error: ${f.message}`;
+      ui.announce(`Error: ${f.message}`);
+    },
+    "chat.title"(f) {
+      panel()?.titleChanged(f.conversation_id, f.title);
     },
   };
 
@@ -209,31 +312,18 @@
     return `r${Date.now().toString(36)}${requestCounter}`;
   }
 
-  function collectParams() {
-    const params = {};
-    for (const field of document.querySelectorAll("[data-param]")) {
-      const raw = field.value.trim();
-      if (!raw) continue;
-      const type = field.dataset.type;
-      if (type === "int" || type === "float") params[field.dataset.param] = Number(raw);
-      else if (type === "json" || raw.startsWith("[") || raw.startsWith("{")) {
-        try { params[field.dataset.param] = JSON.parse(raw); } catch { params[field.dataset.param] = raw; }
-      } else params[field.dataset.param] = raw;
-    }
-    return params;
-  }
-
   function sendMessage(content, parentId = null) {
+    const settings = panel() ? panel().collect() : { system: "", params: {} };
+    if (!settings) return false;
     const requestId = nextRequestId();
     const frame = {
       type: "chat.send", request_id: requestId, conversation_id: conversationId, model: modelSelect.value,
-      content, system: systemInput.value, params: collectParams(),
+      content, system: settings.system, params: settings.params,
     };
     if (parentId) frame.parent_id = parentId;
     pending.set(requestId, content);
     return send(frame);
   }
-  window.chatweb = { send, sendMessage, get conversationId() { return conversationId; } };
 
   function connect() {
     const scheme = location.protocol === "https:" ? "wss" : "ws";
@@ -257,11 +347,149 @@
     });
   }
 
-  // --- controls ------------------------------------------------------------------------------------------
+  // --- message actions ------------------------------------------------------------------------------------
+  function sourceOf(el) {
+    const id = Number(el.dataset.messageId);
+    if (replies.has(id)) return replies.get(id).content;
+    const template = el.querySelector("template.source");
+    if (template) return template.content.textContent;
+    return el.querySelector(".content").textContent;
+  }
+
+  function startEdit(el) {
+    if (el.querySelector(".edit-box")) return;
+    const content = el.querySelector(".content");
+    const box = document.createElement("div");
+    box.className = "edit-box";
+    const area = document.createElement("textarea");
+    area.className = "edit-input";
+    area.rows = Math.min(12, Math.max(2, content.textContent.split("\n").length));
+    area.value = content.textContent;
+    area.setAttribute("aria-label", "Edit your message");
+    const bar = document.createElement("div");
+    bar.className = "edit-actions";
+    const cancel = button("cancel-edit", "Cancel", "secondary");
+    const save = document.createElement("button");
+    save.type = "button";
+    save.dataset.action = "send-edit";
+    save.textContent = "Send";
+    bar.append(cancel, save);
+    box.append(area, bar);
+    content.hidden = true;
+    content.after(box);
+    area.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        save.click();
+      } else if (event.key === "Escape") {
+        event.stopPropagation();
+        cancelEdit(el);
+      }
+    });
+    area.focus();
+    area.setSelectionRange(area.value.length, area.value.length);
+  }
+
+  function cancelEdit(el) {
+    if (!el) return;
+    el.querySelector(".edit-box")?.remove();
+    const content = el.querySelector(".content");
+    if (content) content.hidden = false;
+  }
+
+  function sendEdit(el) {
+    const text = el.querySelector(".edit-input").value;
+    if (!text.trim()) return;
+    const requestId = nextRequestId();
+    if (send({ type: "chat.edit", message_id: Number(el.dataset.messageId), content: text, request_id: requestId })) {
+      edits.set(requestId, Number(el.dataset.messageId));
+      el.querySelector(".edit-input").disabled = true;
+    }
+  }
+
+  async function switchVersion(target) {
+    if (!conversationId || !target) return;
+    try {
+      await ui.post(`/c/${conversationId}/branch/`, { message_id: target });
+      await refreshMessages(null);
+      for (const [id, state] of replies) {
+        reply(id);
+        if (state.el) showContent(state);
+      }
+      document.querySelector(`#message-${target} [data-action=version]:not([disabled])`)?.focus();
+      ui.announce("Showing another version.");
+    } catch (error) {
+      showError({ message: error.message });
+    }
+  }
+
+  async function deleteMessage(el) {
+    const below = [];
+    for (let next = el.nextElementSibling; next; next = next.nextElementSibling) if (next.matches("article.message")) below.push(next);
+    const what = el.dataset.role === "user" ? "this message" : "this reply";
+    const text = below.length
+      ? `Delete ${what} and the ${below.length} message${below.length > 1 ? "s" : ""} after it (with their other versions)?`
+      : `Delete ${what}${el.querySelector(".versions") ? " (this version)" : ""}?`;
+    if (!(await ui.confirm(text))) return;
+    try {
+      await ui.post(`/c/${conversationId}/m/${el.dataset.messageId}/delete/`);
+      await refreshMessages(null);
+      if (!messagesEl.querySelector("article.message")) {
+        const hint = document.createElement("p");
+        hint.className = "empty muted";
+        hint.id = "empty-hint";
+        hint.textContent = "No messages left in this conversation.";
+        messagesEl.append(hint);
+      }
+      ui.announce("Deleted.");
+    } catch (error) {
+      showError({ message: error.message });
+    }
+  }
+
+  messagesEl.addEventListener("click", (event) => {
+    const target = event.target.closest("button[data-action]");
+    const el = target?.closest("article.message");
+    if (!target || !el) return;
+    const id = Number(el.dataset.messageId);
+    switch (target.dataset.action) {
+      case "copy":
+        render.copyText(sourceOf(el), target);
+        break;
+      case "edit":
+        startEdit(el);
+        break;
+      case "cancel-edit":
+        cancelEdit(el);
+        break;
+      case "send-edit":
+        sendEdit(el);
+        break;
+      case "regenerate":
+        send({ type: "chat.regenerate", message_id: id, request_id: nextRequestId() });
+        break;
+      case "version":
+        switchVersion(Number(target.dataset.target));
+        break;
+      case "delete":
+        deleteMessage(el);
+        break;
+      default:
+    }
+  });
+
+  // --- composer ------------------------------------------------------------------------------------------
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const content = input.value;
-    if (!content.trim() || !modelSelect.value) return;
+    if (!content.trim()) {
+      input.focus();
+      return;
+    }
+    if (!modelSelect.value) {
+      showError({ message: "No model is enabled: ask an administrator to add one." });
+      return;
+    }
     if (sendMessage(content)) input.value = "";
   });
   input.addEventListener("keydown", (event) => {
@@ -274,16 +502,18 @@
     if (streamingId) send({ type: "chat.stop", message_id: streamingId });
   }
   stopButton.addEventListener("click", stop);
-  document.addEventListener("keydown", (event) => { if (event.key === "Escape") stop(); });
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape" || event.defaultPrevented) return;
+    if (document.querySelector("dialog[open]")) return; // Esc closes the dialog
+    stop();
+  });
 
   for (const el of messagesEl.querySelectorAll(".message.assistant[data-status='streaming']")) {
     setStreaming(Number(el.dataset.messageId));
   }
-  const saved = JSON.parse(document.getElementById("conversation-params")?.textContent || "{}");
-  for (const [name, value] of Object.entries(saved)) {
-    const field = document.querySelector(`[data-param="${name}"]`);
-    if (field) field.value = typeof value === "object" ? JSON.stringify(value) : value;
-  }
+  window.chatweb = {
+    send, sendMessage, showError, get conversationId() { return conversationId; }, get streamingId() { return streamingId; },
+  };
   messagesEl.scrollTop = messagesEl.scrollHeight;
   connect();
 })();
