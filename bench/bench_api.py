@@ -215,10 +215,6 @@ def main() -> int:
 
     migrate(env)
     with ThreadedUpstream(delay=args.delay, tokens=args.tokens) as upstream:
-        # The dev upstream's sockets leave Nagle's algorithm on: a reused connection then waits ~40 ms for a
-        # delayed ACK between the response head and body. Accepted sockets inherit TCP_NODELAY from the
-        # listening one (Linux), so both paths below see the upstream as a real server would be.
-        upstream._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         raw = setup_data(upstream.v1())
         daphne = Daphne(env, workdir)
         try:

@@ -167,6 +167,8 @@ CHATWEB_SIGNUP = env.str("CHATWEB_SIGNUP", default="open" if DEBUG else "closed"
 if CHATWEB_SIGNUP not in ("open", "closed"):
     raise ImproperlyConfigured("CHATWEB_SIGNUP must be 'open' or 'closed'.")
 CHATWEB_UPSTREAM_MAX_CONNECTIONS = env.int("CHATWEB_UPSTREAM_MAX_CONNECTIONS", default=1000)
+# The staff-chosen model (public name) that `auto` on /v1 prefers (conversations/api/routing.py); empty: none.
+CHATWEB_DEFAULT_MODEL = env.str("CHATWEB_DEFAULT_MODEL", default="")
 # A model (public name) that writes each conversation's title after its first reply; empty: the first line.
 CHATWEB_TITLE_MODEL = env.str("CHATWEB_TITLE_MODEL", default="")
 

@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import sync_to_async
-from django.db import connections, transaction
+from django.db import transaction
 
+from conversations.api import db
 from conversations.api.auth import api_key_authenticate, rate_limit_check
 from conversations.api.encoding import DONE, Choice, ChunkEncoder, error_chunk, usage_payload, whole_response
 from conversations.api.errors import bad_request, budget_exceeded, upstream_failure
@@ -65,10 +65,7 @@ def api_call_admit(
     rate_limit_check(key)
     request = parse_request(endpoint, json_body(raw_body))
     user = key.user
-    if endpoint == "chat":
-        prompt_messages = request.messages
-    else:
-        prompt_messages = [{"role": "user", "content": request.prompt}]
+    prompt_messages = request.messages if endpoint == "chat" else [{"role": "user", "content": request.prompt}]
     prompt_tokens = 0  # counted only when `auto` or a budget needs the worst case
     if request.model is None or user.monthly_budget is not None:
         prompt_tokens = (
@@ -110,7 +107,7 @@ async def admit(
     """api_call_admit off the event loop. A client that hangs up meanwhile gets its reservation released
     as soon as the admission finishes (instead of holding budget until the reservation goes stale)."""
     task = asyncio.ensure_future(
-        sync_to_async(api_call_admit)(
+        db.run(api_call_admit)(
             authorization=authorization, endpoint=endpoint, raw_body=raw_body, address=address
         )
     )
@@ -124,19 +121,9 @@ async def admit(
 def _release_abandoned(task: asyncio.Future[ApiCall]) -> None:
     if task.cancelled() or task.exception() is not None or task.result().reservation_id is None:
         return
-    # The request's thread may be gone by now: a worker thread of the loop, closing its connection after.
-    release = asyncio.ensure_future(
-        sync_to_async(_settle_and_close, thread_sensitive=False)(task.result().reservation_id)
-    )
+    release = asyncio.ensure_future(db.run(budget_settle)(task.result().reservation_id))
     _recording.add(release)
     release.add_done_callback(_recording.discard)
-
-
-def _settle_and_close(reservation_id: int) -> None:
-    try:
-        budget_settle(reservation_id)
-    finally:
-        connections.close_all()
 
 
 def _upstream_request(model: Model, request: ApiRequest) -> tuple[str, dict[str, Any]]:
@@ -243,7 +230,7 @@ class Relay:
         """Write the ledger row once (later calls wait for the same write). The write runs as its own task,
         so a client that disconnects while it is under way cannot cancel it."""
         if self._record is None:
-            write = sync_to_async(api_call_record)(
+            write = db.run(api_call_record)(
                 call=self.call,
                 usage=usage or self.usage,
                 completion_text=self.text(),

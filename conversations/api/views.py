@@ -7,11 +7,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from functools import wraps
 
-from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from conversations.api import relay
+from conversations.api import db, relay
 from conversations.api.catalog import model_retrieve, models_list
 from conversations.api.errors import ApiError
 from conversations.api.openapi import openapi_document
@@ -102,7 +101,7 @@ async def completions(request: HttpRequest) -> HttpResponse:
 @api_view("GET")
 async def models(request: HttpRequest) -> HttpResponse:
     return _json(
-        await sync_to_async(models_list)(
+        await db.run(models_list)(
             authorization=request.headers.get("Authorization"), address=client_address(request)
         )
     )
@@ -111,7 +110,7 @@ async def models(request: HttpRequest) -> HttpResponse:
 @api_view("GET")
 async def model(request: HttpRequest, name: str) -> HttpResponse:
     return _json(
-        await sync_to_async(model_retrieve)(
+        await db.run(model_retrieve)(
             authorization=request.headers.get("Authorization"), name=name, address=client_address(request)
         )
     )
