@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import html
+import logging
 import re
 from collections.abc import Iterable
 from typing import Any
 
 import nh3
+from django.db import DatabaseError
 from django.utils.safestring import SafeString, mark_safe
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
@@ -67,6 +69,8 @@ LINK_REL = "noopener noreferrer nofollow"
 # Bump when anything above or in _markdown() changes: every cached rendering (Message.content_html) is redone.
 RENDER_VERSION = 1
 LINK_TARGET = "_blank"
+
+log = logging.getLogger(__name__)
 
 _CLASS_RES = {tag: re.compile(pattern) for tag, pattern in CLASS_PATTERNS.items()}
 _ALIGN = re.compile(r"^text-align:(left|center|right)$")
@@ -166,4 +170,7 @@ def messages_render(messages: Iterable[Any]) -> None:
             message.content_html, message.content_html_key = str(message.html), key
             stale.append(message)
     if stale:
-        Message.objects.bulk_update(stale, ["content_html", "content_html_key"], batch_size=200)
+        try:
+            Message.objects.bulk_update(stale, ["content_html", "content_html_key"], batch_size=200)
+        except DatabaseError:  # a cache: the page is right without it (e.g. the database is busy)
+            log.warning("could not store %d renderings", len(stale), exc_info=True)

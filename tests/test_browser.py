@@ -11,6 +11,8 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+expect.set_options(timeout=15_000)  # the live server's first reply loads the tokenizer
+
 from conversations.models import Conversation, Message, Model, Preset
 from tests.browser import (
     HOSTILE,
@@ -536,9 +538,12 @@ def test_screenshots_light_dark_streaming_mobile_and_usage(browser, live_server,
     page.screenshot(path=str(SCREENSHOTS / "chat-mobile-360.png"))
     page.get_by_role("button", name="Conversations").click()
     expect(page.locator("#sidebar")).to_be_visible()
+    page.wait_for_function("() => document.getElementById('sidebar').getBoundingClientRect().left >= 0")
+    page.wait_for_timeout(300)  # the drawer's slide
     expect(page.locator("#conversation-list li")).to_have_count(4)
     page.screenshot(path=str(SCREENSHOTS / "chat-mobile-360-conversations.png"))
-    page.keyboard.press("Escape")
+    page.mouse.click(340, 500)  # beside the drawer
+    expect(page.locator("#sidebar")).to_be_hidden()
     watch.assert_clean(page)
     context.close()
 

@@ -275,6 +275,13 @@
     sidebarToggle.setAttribute("aria-expanded", String(open));
     if (open) search.focus();
   });
+  document.addEventListener("click", (event) => {
+    // a tap beside the open drawer (on the dimmed page) closes it
+    if (!document.body.classList.contains("sidebar-open")) return;
+    if (sidebar.contains(event.target) || sidebarToggle.contains(event.target)) return;
+    event.preventDefault();
+    sidebarToggle.click();
+  });
   sidebar.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && document.body.classList.contains("sidebar-open")) {
       event.stopPropagation();
