@@ -16,7 +16,8 @@ def model_for_user(user: User, public_name: str) -> Model | None:
 
 def conversation_branch(conversation: Conversation, leaf_id: int | None = None) -> list[Message]:
     """The messages from the root to `leaf_id` (default: the conversation's active leaf), in one query."""
-    messages = {m.pk: m for m in Message.objects.filter(conversation=conversation).select_related(None)}
+    # The history sent upstream needs no cached HTML: defer it (it can be larger than the text).
+    messages = {m.pk: m for m in Message.objects.filter(conversation=conversation).defer("content_html")}
     leaf_id = leaf_id or conversation.active_leaf_id
     if leaf_id is None and messages:
         leaf_id = max(messages.values(), key=lambda m: (m.created_at, m.pk)).pk

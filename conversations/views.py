@@ -10,6 +10,7 @@ from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from conversations.budgets import budget_status
 from conversations.chat import usage_payload
 from conversations.models import Conversation, Message, Model, Preset, UsageRecord, User
 from conversations.rendering import messages_render, policy
@@ -132,6 +133,7 @@ def chat_context(request: HttpRequest, conversation: Conversation | None, *, que
         "params": params,
         "presets": presets,
         "render_policy": policy(),
+        "budget": budget_status(request.user),
     }
 
 

@@ -76,3 +76,14 @@ def live_server(django_db_setup, django_db_blocker):
     server = LiveServer()
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layer():
+    """Each test gets its own channel-layer instance: every test runs its own event loop, and a layer's
+    receive state (channels_redis holds one shared reader and its lock per instance) must not outlive its loop."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends = {}
+    yield
+    channel_layers.backends = {}

@@ -392,3 +392,14 @@ def test_a_500_message_chat_renders_quickly_with_a_fixed_number_of_queries(alice
     assert runs[0][1] == small_queries  # no query per message
     assert cold_queries <= small_queries + 2  # the first render stores its renderings in bulk (batches of 200)
     assert warm < 1.0  # target 0.3 s; generous for slow CI machines
+
+
+def test_the_chat_page_shows_what_is_left_of_the_budget(client, alice):
+    from decimal import Decimal
+
+    alice.monthly_budget = Decimal("5.00")
+    alice.save()
+    client.force_login(alice)
+    body = client.get("/").content.decode()
+    assert "$5.00 of $5.00 left this month" in body
+    assert 'rel="icon"' in body

@@ -298,8 +298,16 @@
     },
   };
 
+  let idleClosed = false; // the server closed a quiet socket (4408): reconnect when the person acts again
+  const queued = []; // frames sent while reconnecting after an idle close
+
   function send(frame) {
     if (!socket || socket.readyState !== WebSocket.OPEN) {
+      if (idleClosed || socket?.readyState === WebSocket.CONNECTING) {
+        queued.push(frame);
+        if (idleClosed) { idleClosed = false; connect(); }
+        return true;
+      }
       showError({ message: "Not connected; reconnecting. Try again in a moment." });
       return false;
     }
@@ -333,13 +341,23 @@
       retryDelay = 500;
       statusEl.textContent = "Connected";
       if (conversationId) send({ type: "chat.subscribe", conversation_id: conversationId });
+      while (queued.length) socket.send(JSON.stringify(queued.shift()));
     });
     socket.addEventListener("message", (event) => {
       let frame;
       try { frame = JSON.parse(event.data); } catch { return; }
       handlers[frame.type]?.(frame);
     });
-    socket.addEventListener("close", () => {
+    socket.addEventListener("close", (event) => {
+      if (event.code === 4401) { // signed out (or the session expired): sign in again, then come back
+        location.assign(`/accounts/login/?next=${encodeURIComponent(location.pathname)}`);
+        return;
+      }
+      if (event.code === 4408) { // closed for being idle: no reconnect loop, the next action reconnects
+        idleClosed = true;
+        statusEl.textContent = "Idle; reconnects when you continue";
+        return;
+      }
       statusEl.textContent = "Disconnected; reconnecting…";
       const delay = retryDelay * (0.75 + Math.random() * 0.5);
       retryDelay = Math.min(retryDelay * 2, 8000);
@@ -515,5 +533,10 @@
     send, sendMessage, showError, get conversationId() { return conversationId; }, get streamingId() { return streamingId; },
   };
   messagesEl.scrollTop = messagesEl.scrollHeight;
+  for (const wake of ["focus", "visibilitychange"]) {
+    window.addEventListener(wake, () => {
+      if (idleClosed && document.visibilityState === "visible") { idleClosed = false; connect(); }
+    });
+  }
   connect();
 })();
