@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from conversations.budgets import budget_settle
-from conversations.models import UsageRecord
+from conversations.models import Model, UsageRecord
 from conversations.pricing import reply_cost
 from conversations.upstream.events import Usage
 from conversations.upstream.tokens import count_prompt_tokens, count_tokens
@@ -21,6 +21,10 @@ class Priced:
     model_name: str
     input_price: Decimal | None
     output_price: Decimal | None
+
+    @classmethod
+    def of(cls, model: Model) -> Priced:
+        return cls(model.provider.name, model.public_name, model.input_price, model.output_price)
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,7 @@ def title_job(*, conversation_id: int, message_id: int) -> TitleJob | None:
         path=path,
         body=body,
         prompt_messages=messages,
-        priced=Priced(model.provider.name, model.public_name, model.input_price, model.output_price),
+        priced=Priced.of(model),
         reservation_id=reservation_id,
     )
 

@@ -96,7 +96,7 @@ def api_call_admit(
         path=path,
         body=body,
         prompt_messages=prompt_messages,
-        priced=Priced(model.provider.name, model.public_name, model.input_price, model.output_price),
+        priced=Priced.of(model),
         reservation_id=reservation_id,
     )
 
