@@ -124,7 +124,8 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            # channels' in-memory layer without its per-message scans of every channel (chatweb/layers.py).
+            "BACKEND": "chatweb.layers.InMemoryChannelLayer",
             "CONFIG": {"capacity": env.int("CHATWEB_CHANNEL_CAPACITY", default=1500), "expiry": 30},
         }
     }
@@ -169,6 +170,9 @@ if CHATWEB_SIGNUP not in ("open", "closed"):
 CHATWEB_UPSTREAM_MAX_CONNECTIONS = env.int("CHATWEB_UPSTREAM_MAX_CONNECTIONS", default=1000)
 # The staff-chosen model (public name) that `auto` on /v1 prefers (conversations/api/routing.py); empty: none.
 CHATWEB_DEFAULT_MODEL = env.str("CHATWEB_DEFAULT_MODEL", default="")
+# A streaming reply whose heartbeat (written at least every 5 s, and 3x per this period) is older than this is taken
+# for dead, its process gone, and marked `interrupted` by any process's reaper (docs/deployment.md).
+CHATWEB_REAP_STALE_SECONDS = env.float("CHATWEB_REAP_STALE_SECONDS", default=30.0)
 # A model (public name) that writes each conversation's title after its first reply; empty: the first line.
 CHATWEB_TITLE_MODEL = env.str("CHATWEB_TITLE_MODEL", default="")
 

@@ -22,7 +22,7 @@ from conversations.commands import (
     CommandError,
     parse_command,
 )
-from conversations.generation import conversation_group, ensure_reaper, reply_group, reply_start
+from conversations.generation import conversation_group, ensure_reaper, on_db_thread, reply_group, reply_start
 from conversations.models import Conversation, Message
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     # --- commands -----------------------------------------------------------------------------------------
     async def start(self, service: Any, command: ChatSend | ChatRegenerate | ChatEdit) -> None:
-        plan = await database_sync_to_async(service)(user=self.user, command=command)
+        plan = await on_db_thread(service)(user=self.user, command=command)
         await self.join(conversation_group(plan.conversation_id))
         self.last_seq[plan.message_id] = 0
         reply_start(plan)
@@ -112,7 +112,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
             if message_id not in self.awaiting:
                 continue
             message = await database_sync_to_async(
-                Message.objects.for_user(self.user).filter(pk=message_id).values("content", "reasoning", "seq", "status").first
+                Message.objects.for_user(self.user).filter(pk=message_id)
+                .values("content", "reasoning", "seq", "status").first
             )()
             if message is None:
                 continue
@@ -186,7 +187,8 @@ def _streaming_replies(user: Any, conversation_id: int) -> list[int] | None:
     if not Conversation.objects.for_user(user).filter(pk=conversation_id).exists():
         return None
     return list(
-        Message.objects.filter(conversation_id=conversation_id, status=Message.Status.STREAMING).values_list("pk", flat=True)
+        Message.objects.filter(conversation_id=conversation_id, status=Message.Status.STREAMING)
+        .values_list("pk", flat=True)
     )
 
 

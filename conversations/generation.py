@@ -12,12 +12,17 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
-from channels.db import database_sync_to_async
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import connections
 
-from conversations.chat import ReplyOutcome, ReplyPlan, replies_reap, reply_checkpoint, reply_finish
+from conversations.chat import ReplyOutcome, ReplyPlan, replies_checkpoint, replies_reap, reply_finish
 from conversations.models import Message
 from conversations.titles import title_after_reply
 from conversations.upstream import client
@@ -34,14 +39,58 @@ from conversations.upstream.events import (
 log = logging.getLogger(__name__)
 
 COALESCE_SECONDS = 0.04  # deltas are batched at most this long, so a fast model cannot flood the layer
+COALESCE_PER_REPLY = 0.0002  # ... plus this per reply the process streams: 100 -> 60 ms, 1,000 -> 240 ms
+COALESCE_MAX_SECONDS = 0.25  # (issue #9: each delta costs the one core the same, whatever its length)
 COALESCE_CHARS = 4096  # ... or until this much text is waiting
-CHECKPOINT_SECONDS = 1.0  # the partial reply reaches the database at most this often
-HEARTBEAT_SECONDS = 5.0  # a reply waiting on a slow upstream still shows it is alive
+CHECKPOINT_SECONDS = 1.0  # the process's partial replies reach the database together, at most this often
+HEARTBEAT_SECONDS = 5.0  # a reply waiting on a slow upstream still shows it is alive (and 3x per stale period)
 REAP_EVERY_SECONDS = 15.0
-REAP_STALE_SECONDS = 30.0
+REAP_STALE_SECONDS = 30.0  # default of settings.CHATWEB_REAP_STALE_SECONDS
+
+# The upstream pool's size (CHATWEB_UPSTREAM_MAX_CONNECTIONS, docs/deployment.md), set before the first request.
+client.configure(max_connections=getattr(settings, "CHATWEB_UPSTREAM_MAX_CONNECTIONS", 1000))
 
 _running: dict[int, ReplyRun] = {}  # message id -> generation owned by this process
 _background: set[asyncio.Task] = set()
+
+
+# --- the chat's database thread ---------------------------------------------------------------------------
+
+_db_executor: ThreadPoolExecutor | None = None
+
+
+def _db_tidy() -> None:
+    """After a call: keep a clean SQLite connection for the next one, hand any other back (PostgreSQL: to
+    psycopg's pool, CONN_MAX_AGE 0). A connection that saw an error is kept only if still usable; one left in a
+    transaction or out of autocommit is closed, never reused dirty."""
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is None:
+            continue
+        keep = conn.vendor == "sqlite" and not conn.in_atomic_block and conn.get_autocommit()
+        if keep and conn.errors_occurred:
+            keep = conn.is_usable()
+            conn.errors_occurred = False
+        if not keep:
+            conn.close()
+
+
+def _db_call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    try:
+        return function(*args, **kwargs)
+    finally:
+        _db_tidy()
+
+
+def on_db_thread(function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """`function` as a coroutine function run on the chat's one database thread (issue #9), in call order like
+    channels' `database_sync_to_async`, but keeping its SQLite connection between calls: opening one (with the WAL
+    pragmas) cost 2-4 ms of every admission, checkpoint and finish, on the path to the first token. Every chat
+    write of the process (admission, checkpoints, finish, reaping) runs here, so they never wait on each other's
+    SQLite lock."""
+    global _db_executor
+    if _db_executor is None:
+        _db_executor = ThreadPoolExecutor(1, thread_name_prefix="chatweb-chat-db")
+    return sync_to_async(partial(_db_call, function), thread_sensitive=False, executor=_db_executor)
 
 
 def conversation_group(conversation_id: int) -> str:
@@ -74,8 +123,8 @@ class ReplyRun:
         self.wakeup = asyncio.Event()
         self.stream_task: asyncio.Task | None = None
         self.stopped = False
-        self.checkpointed_seq = 0
-        self.checkpoint_task: asyncio.Task | None = None
+        self.checkpointed_seq = 0  # seq of the text the database holds (written by the process's checkpointer)
+        self.heartbeat_at = time.monotonic()  # the admission wrote the first heartbeat
 
     # --- the task -------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -87,7 +136,8 @@ class ReplyRun:
         outcome = ReplyOutcome(content="", reasoning="", status=Message.Status.COMPLETE, finish_reason="", seq=0)
         try:
             await self._send(
-                {"type": "chat.started", "request_id": self.plan.request_id, "conversation_id": self.plan.conversation_id,
+                {"type": "chat.started", "request_id": self.plan.request_id,
+                 "conversation_id": self.plan.conversation_id,
                  "user_message_id": self.plan.user_message_id, "message_id": self.plan.message_id,
                  "parent_id": self.plan.parent_id, "user_content": self.plan.user_content,
                  "model": self.plan.priced.model_name}
@@ -146,19 +196,14 @@ class ReplyRun:
 
     # --- publishing and checkpoints -------------------------------------------------------------------
     async def _publish_loop(self) -> None:
-        """Publish what is pending right away, then at most every COALESCE_SECONDS; checkpoint and heartbeat."""
-        last_checkpoint = time.monotonic()
+        """Publish what is pending right away, then at most every COALESCE_SECONDS. (Checkpoints and heartbeats
+        are the process's checkpointer's: one write a second for every reply, see `_checkpoint_forever`.)"""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wakeup.wait(), timeout=HEARTBEAT_SECONDS)
+            await self.wakeup.wait()
             self.wakeup.clear()
             await self._flush()
-            now = time.monotonic()
-            if now - last_checkpoint >= CHECKPOINT_SECONDS:
-                last_checkpoint = now
-                self._checkpoint()
             if self.pending_size < COALESCE_CHARS:
-                await asyncio.sleep(COALESCE_SECONDS)
+                await asyncio.sleep(coalesce_seconds())
 
     async def _flush(self) -> None:
         if not self.pending_content and not self.pending_reasoning:
@@ -177,16 +222,16 @@ class ReplyRun:
             delta["reasoning"] = reasoning
         await self._send(delta, seq=self.seq)
 
-    def _checkpoint(self) -> None:
-        if self.checkpoint_task is not None and not self.checkpoint_task.done():
-            return  # the previous write is still queued: never pile up writes
-        self.checkpointed_seq = self.seq
-        self.checkpoint_task = asyncio.create_task(
-            database_sync_to_async(reply_checkpoint)(
-                message_id=self.plan.message_id, content="".join(self.content), reasoning="".join(self.reasoning),
-                seq=self.seq,
-            )
-        )
+    def checkpoint(self, now: float, heartbeat_every: float) -> tuple[int, str, str, int] | int | None:
+        """What the checkpointer should write for this reply now: its text so far (when published text changed
+        since the last write), its id for a heartbeat alone (when due), or nothing."""
+        if self.seq != self.checkpointed_seq:
+            self.checkpointed_seq, self.heartbeat_at = self.seq, now
+            return (self.plan.message_id, "".join(self.content), "".join(self.reasoning), self.seq)
+        if now - self.heartbeat_at >= heartbeat_every:
+            self.heartbeat_at = now
+            return self.plan.message_id
+        return None
 
     async def _send(self, payload: dict[str, Any], seq: int = 0) -> None:
         await self.layer.group_send(self.group, frame_event(payload, message_id=self.plan.message_id, seq=seq))
@@ -212,10 +257,9 @@ class ReplyRun:
 
     async def _finish(self, outcome: ReplyOutcome) -> None:
         outcome.content, outcome.reasoning, outcome.seq = "".join(self.content), "".join(self.reasoning), self.seq
-        if self.checkpoint_task is not None:
-            with contextlib.suppress(Exception):
-                await self.checkpoint_task
-        usage = await database_sync_to_async(reply_finish)(plan=self.plan, outcome=outcome)
+        # A checkpoint queued before this finish runs first on the same database thread; one queued after it
+        # finds the reply no longer streaming and leaves it alone.
+        usage = await on_db_thread(reply_finish)(plan=self.plan, outcome=outcome)
         if outcome.error_code:
             await self._send({"type": "chat.error", "request_id": self.plan.request_id,
                               "message_id": self.plan.message_id, "code": outcome.error_code,
@@ -238,6 +282,7 @@ def reply_start(plan: ReplyPlan) -> ReplyRun:
     ensure_reaper()
     run = ReplyRun(plan)
     _running[plan.message_id] = run
+    _ensure_checkpointer()
     task = asyncio.create_task(run.run(), name=f"reply-{plan.message_id}")
     _background.add(task)
     task.add_done_callback(_background.discard)
@@ -248,7 +293,7 @@ def running_replies() -> list[ReplyRun]:
     return list(_running.values())
 
 
-async def wait_for_replies(timeout: float = 30) -> None:
+async def wait_for_replies(timeout: float = 30) -> None:  # noqa: ASYNC109 (one deadline for them all)
     """Wait until every generation of this process has finished (tests, graceful shutdown)."""
     tasks = [t for t in _background if t.get_name().startswith("reply-")]
     if tasks:
@@ -267,12 +312,59 @@ def ensure_reaper() -> None:
     _reaper = loop.create_task(_reap_forever(), name="reaper")
 
 
+def coalesce_seconds() -> float:
+    """How long a reply batches its deltas: 40 ms alone, longer the more replies this process streams, so that
+    the frames a second (each one a channel-layer message and a websocket write per tab) stay bounded by the
+    core, not by the number of replies. The first token of every reply still goes out at once."""
+    return min(COALESCE_MAX_SECONDS, COALESCE_SECONDS + COALESCE_PER_REPLY * len(_running))
+
+
+def reap_stale_seconds() -> float:
+    """A reply whose heartbeat is older than this is taken for dead (CHATWEB_REAP_STALE_SECONDS, default 30)."""
+    return float(getattr(settings, "CHATWEB_REAP_STALE_SECONDS", REAP_STALE_SECONDS))
+
+
 async def _reap_forever() -> None:
     from datetime import timedelta
 
     while True:
+        stale = reap_stale_seconds()
         try:
-            await database_sync_to_async(replies_reap)(stale_after=timedelta(seconds=REAP_STALE_SECONDS))
+            await on_db_thread(replies_reap)(stale_after=timedelta(seconds=stale))
         except Exception:
             log.exception("reaping stale replies failed")
-        await asyncio.sleep(REAP_EVERY_SECONDS)
+        await asyncio.sleep(min(REAP_EVERY_SECONDS, stale / 2))
+
+
+_checkpointer: asyncio.Task | None = None
+
+
+def _ensure_checkpointer() -> None:
+    global _checkpointer
+    loop = asyncio.get_running_loop()
+    if _checkpointer is not None and not _checkpointer.done() and _checkpointer.get_loop() is loop:
+        return
+    _checkpointer = loop.create_task(_checkpoint_forever(), name="checkpointer")
+
+
+async def _checkpoint_forever() -> None:
+    """While this process generates replies: every CHECKPOINT_SECONDS, one database call stores the text so far
+    of every reply that published more, and a heartbeat for those that are waiting (issue #9: 1,000 replies
+    are one write a second, not a thousand). Ends when no reply is left; the next reply starts it again."""
+    heartbeat_every = min(HEARTBEAT_SECONDS, reap_stale_seconds() / 3)
+    while _running:
+        await asyncio.sleep(CHECKPOINT_SECONDS)
+        now = time.monotonic()
+        partial: list[tuple[int, str, str, int]] = []
+        alive: list[int] = []
+        for run in list(_running.values()):
+            due = run.checkpoint(now, heartbeat_every)
+            if isinstance(due, tuple):
+                partial.append(due)
+            elif due is not None:
+                alive.append(due)
+        if partial or alive:
+            try:
+                await on_db_thread(replies_checkpoint)(partial=partial, alive=alive)
+            except Exception:
+                log.exception("checkpointing %d replies failed", len(partial) + len(alive))
