@@ -8,7 +8,6 @@ conversation's group, so every tab on every process sees it, and listens on its 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -143,21 +142,38 @@ class ReplyRun:
                  "model": self.plan.priced.model_name}
             )
             self.stream_task = asyncio.create_task(self._stream(outcome, started))
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await self.stream_task
+            except asyncio.CancelledError:
+                if not self.stopped or asyncio.current_task().cancelling():
+                    raise  # not a stop: this task itself is being cancelled
             if self.stopped:
                 outcome.status, outcome.finish_reason = Message.Status.STOPPED, "stopped"
+        except asyncio.CancelledError:
+            # The process is shutting down: no time for the database. The text so far is in the last
+            # checkpoint, and the reaper marks the reply interrupted once its heartbeat is stale.
+            publisher.cancel()
+            listener.cancel()
+            _running.pop(self.plan.message_id, None)
+            raise
         except Exception:  # never lose the reply because of a bug in publishing
             log.exception("reply %s failed", self.plan.message_id)
             outcome.status, outcome.finish_reason = Message.Status.ERROR, "error"
             outcome.error_code, outcome.error_message = "internal_error", "chatweb failed while relaying this reply."
-        finally:
-            publisher.cancel()
+        publisher.cancel()
+        try:
             await self._flush()
             outcome.duration_ms = int((time.monotonic() - started) * 1000)
             await self._finish(outcome)
-            listener.cancel()
+        finally:
             await self.layer.group_discard(reply_group(self.plan.message_id), control)
+            # Never cancel a channels_redis receive(): it shares one reader with every socket of the process
+            # and a cancelled one can swallow another socket's frame. Ask the listener to return instead.
+            await self.layer.send(control, {"type": "reply.end"})
+            try:
+                await asyncio.wait_for(listener, timeout=5)
+            except TimeoutError:
+                log.warning("reply %s: control listener did not end", self.plan.message_id)
             _running.pop(self.plan.message_id, None)
 
     async def _stream(self, outcome: ReplyOutcome, started: float) -> None:
@@ -240,6 +256,8 @@ class ReplyRun:
     async def _listen(self, channel: str) -> None:
         while True:
             message = await self.layer.receive(channel)
+            if message.get("type") == "reply.end":
+                return
             if message.get("type") == "reply.stop":
                 self.stop()
             elif message.get("type") == "reply.snapshot" and message.get("reply_to"):
