@@ -11,8 +11,6 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-expect.set_options(timeout=15_000)  # the live server's first reply loads the tokenizer
-
 from conversations.models import Conversation, Message, Model, Preset
 from tests.browser import (
     HOSTILE,
@@ -28,6 +26,8 @@ from tests.browser import (
 )
 from tests.chat_helpers import make_model
 from tests.conftest import PASSWORD
+
+expect.set_options(timeout=15_000)  # the live server's first reply loads the tokenizer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
