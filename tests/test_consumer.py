@@ -292,9 +292,11 @@ async def test_anonymous_and_foreign_origin_sockets_are_refused(alice):
     anonymous = WebsocketCommunicator(application, "/ws/chat/", headers=[ORIGIN])
     connected, _ = await anonymous.connect()
     assert not connected
+    await anonymous.disconnect()  # let the refused application end in this test's event loop
     foreign = WebsocketCommunicator(application, "/ws/chat/", headers=[(b"origin", b"http://evil.example")])
     connected, _ = await foreign.connect()
     assert not connected
+    await foreign.disconnect()
 
 
 async def test_regenerate_keeps_the_old_reply_as_a_sibling(alice, dev_upstream, nonce):
