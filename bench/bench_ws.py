@@ -1,6 +1,6 @@
 """Chat websocket under load: time to first token and completion time through chatweb vs straight to the upstream.
 
-    python -m bench ws [--streams 100,250,500,1000] [--tokens 100] [--delay 0.05] [--ramp 1] [--workers 3]
+    python -m bench ws [--streams 100,250,500,1000] [--tokens 600] [--delay 0.05] [--ramp 10] [--workers 3]
                        [--seq 200] [--idle 1000] [--profile] [--no-docs]
 
 Starts the dev upstream (its own process, a fixed token rate) and one Daphne process (chatweb, DEBUG off) on a
@@ -394,6 +394,9 @@ class Bench:
             row["upstream_cpu_s"] = cpu_seconds(self.upstream.pid) - up_cpu
             row["server_rss_mb"] = rss_mb(self.daphne.pid)
             row["chatweb"] = via = summarize(results, expected)
+            row["chatweb_failed"] = [{"request_id": c["request_id"], "offset": c["offset"], **r}
+                                     for c, r, sha in zip(self.clients(n), results, expected, strict=True)
+                                     if not (r["ok"] and r["sha"] == sha)][:200]
             delta = {k: writes1.get(k, 0) - writes0.get(k, 0) for k in set(writes0) | set(writes1)}
             done = max(via["complete"], 1)
             reply_seconds = sum(r["total"] for r in results if r["ok"]) or 1
@@ -541,9 +544,9 @@ def write_docs(table: str, images: dict[str, str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench ws", description=__doc__.splitlines()[0])
     parser.add_argument("--streams", default="100,250,500,1000", help="concurrency levels, comma-separated")
-    parser.add_argument("--tokens", type=int, default=100, help="reply length in tokens (dev upstream pieces)")
+    parser.add_argument("--tokens", type=int, default=600, help="reply length in tokens (dev upstream pieces)")
     parser.add_argument("--delay", type=float, default=0.05, help="seconds between two tokens of a reply")
-    parser.add_argument("--ramp", type=float, default=1.0, help="clients start evenly over this many seconds")
+    parser.add_argument("--ramp", type=float, default=10.0, help="clients start evenly over this many seconds")
     parser.add_argument("--workers", type=int, default=3, help="load-generator processes")
     parser.add_argument("--seq", type=int, default=200, help="sequential requests each way (0: skip)")
     parser.add_argument("--idle", type=int, default=1000, help="idle websockets for the memory figure (0: skip)")

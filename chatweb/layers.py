@@ -6,8 +6,9 @@ and group send, starts a task per recipient of a group send, and deep-copies eac
 reply's deltas crossing it twice (group send, then the socket's receive), that is quadratic: at 250 streams the
 scans alone took more than the server's one core. Here expiry runs at most once a second (messages live 30 s,
 so nothing is kept noticeably longer), a group send puts the message straight on each queue, and a message of
-plain values (every chat frame) is copied shallowly. Behaviour is otherwise the same: capacity per channel,
-ChannelFull on a full channel (dropped silently by a group send), group expiry.
+plain values (every chat frame) is copied shallowly. Behaviour is otherwise the same (capacity per channel,
+ChannelFull on a full channel, dropped silently by a group send, group expiry), except that an expired message
+no longer removes its channel from every group (see `_clean_expired`).
 """
 
 from __future__ import annotations
@@ -37,10 +38,29 @@ class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
         self._cleaned_at = 0.0
 
     def _clean_expired(self) -> None:
+        """Drop expired messages, at most once a second, of channels in no group. Unlike channels' layer, an
+        expired message never removes its channel from every group, and a channel in a group keeps its messages:
+        in one process every such channel is a live consumer's (a closed socket leaves its groups), and one that
+        fell behind under load gets its frames late rather than losing one, or every later one, silently. Its
+        capacity still bounds what waits for it."""
         now = time.monotonic()
-        if now - self._cleaned_at >= CLEAN_EVERY_SECONDS:
-            self._cleaned_at = now
-            super()._clean_expired()
+        if now - self._cleaned_at < CLEAN_EVERY_SECONDS:
+            return
+        self._cleaned_at = now
+        wall = time.time()
+        members = set().union(*self.groups.values())
+        for channel, queue in list(self.channels.items()):
+            if channel in members:
+                continue  # a live consumer's: late under load, never lost (capacity still bounds it)
+            while not queue.empty() and queue._queue[0][0] < wall:  # type: ignore[attr-defined]
+                queue.get_nowait()
+                if queue.empty():  # no receiver waits on a queue that held messages: a new one is made on demand
+                    self.channels.pop(channel, None)
+        oldest = int(wall) - self.group_expiry
+        for members in self.groups.values():
+            for name, joined in list(members.items()):
+                if joined and joined < oldest:
+                    members.pop(name, None)
 
     def _put(self, channel: str, message: dict[str, Any]) -> None:
         queue = self.channels.get(channel)

@@ -293,13 +293,15 @@ def usage_payload(record: Any) -> dict[str, Any]:
     }
 
 
-def replies_reap(*, stale_after: timedelta = timedelta(seconds=30)) -> int:
-    """Mark replies left `streaming` by a process that died as `interrupted`, text kept, usage estimated."""
+def replies_reap(*, stale_after: timedelta = timedelta(seconds=30), alive: list[int] | tuple[int, ...] = ()) -> int:
+    """Mark replies left `streaming` by a process that died as `interrupted`, text kept, usage estimated.
+    `alive`: the replies the calling process is generating itself, never taken for dead, however late their
+    heartbeat (a process under heavy load writes it late)."""
     cutoff = timezone.now() - stale_after
     reaped = 0
     for message in Message.objects.filter(
         status__in=[Message.Status.STREAMING, Message.Status.PENDING], heartbeat_at__lt=cutoff
-    ).select_related("conversation", "model__provider"):
+    ).exclude(pk__in=alive).select_related("conversation", "model__provider"):
         with transaction.atomic():
             updated = Message.objects.filter(pk=message.pk, status=message.status, heartbeat_at__lt=cutoff).update(
                 status=Message.Status.INTERRUPTED, finish_reason="error", error_code="interrupted",

@@ -56,6 +56,7 @@ _background: set[asyncio.Task] = set()
 # --- the chat's database thread ---------------------------------------------------------------------------
 
 _db_executor: ThreadPoolExecutor | None = None
+_checkpoint_executor: ThreadPoolExecutor | None = None
 
 
 def _db_tidy() -> None:
@@ -80,12 +81,22 @@ def _db_call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         _db_tidy()
 
 
+def _checkpoint_call(function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """Checkpoints and heartbeats on a thread of their own, so they are never queued behind a burst of admissions
+    on the chat's database thread: under load that queue grew past a minute, and other processes' reapers
+    would have taken this process's replies for dead. (On SQLite the two threads' short write transactions take
+    turns on the lock, IMMEDIATE with a 30 s busy timeout.)"""
+    global _checkpoint_executor
+    if _checkpoint_executor is None:
+        _checkpoint_executor = ThreadPoolExecutor(1, thread_name_prefix="chatweb-checkpoint")
+    return sync_to_async(partial(_db_call, function), thread_sensitive=False, executor=_checkpoint_executor)
+
+
 def on_db_thread(function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
     """`function` as a coroutine function run on the chat's one database thread (issue #9), in call order like
     channels' `database_sync_to_async`, but keeping its SQLite connection between calls: opening one (with the WAL
-    pragmas) cost 2-4 ms of every admission, checkpoint and finish, on the path to the first token. Every chat
-    write of the process (admission, checkpoints, finish, reaping) runs here, so they never wait on each other's
-    SQLite lock."""
+    pragmas) cost 2-4 ms of every admission and finish, on the path to the first token. The chat's writes of the
+    process (admission, finish, reaping) run here one after another; checkpoints have their own thread."""
     global _db_executor
     if _db_executor is None:
         _db_executor = ThreadPoolExecutor(1, thread_name_prefix="chatweb-chat-db")
@@ -124,6 +135,8 @@ class ReplyRun:
         self.stopped = False
         self.checkpointed_seq = 0  # seq of the text the database holds (written by the process's checkpointer)
         self.heartbeat_at = time.monotonic()  # the admission wrote the first heartbeat
+        self.sending = False  # a delta's group send is in flight
+        self.closing = False  # the reply has ended: the publish loop returns after its current send
 
     # --- the task -------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -160,7 +173,7 @@ class ReplyRun:
             log.exception("reply %s failed", self.plan.message_id)
             outcome.status, outcome.finish_reason = Message.Status.ERROR, "error"
             outcome.error_code, outcome.error_message = "internal_error", "chatweb failed while relaying this reply."
-        publisher.cancel()
+        await self._stop_publisher(publisher)
         try:
             await self._flush()
             outcome.duration_ms = int((time.monotonic() - started) * 1000)
@@ -218,8 +231,24 @@ class ReplyRun:
             await self.wakeup.wait()
             self.wakeup.clear()
             await self._flush()
+            if self.closing:
+                return
             if self.pending_size < COALESCE_CHARS:
                 await asyncio.sleep(coalesce_seconds())
+
+    async def _stop_publisher(self, publisher: asyncio.Task) -> None:
+        """Stop the publish loop between two deltas, never inside one's send: a group send cancelled midway
+        (channels_redis awaits the network) loses its delta, whose text and seq are already counted, and the
+        reply reached its sockets with a hole (seen on PostgreSQL + Redis when a stream ends at once)."""
+        if self.sending:
+            self.closing = True  # the loop returns right after this send
+        else:
+            publisher.cancel()  # waiting for tokens or between two deltas: nothing is lost
+        try:
+            await publisher
+        except asyncio.CancelledError:
+            if not publisher.cancelled() or asyncio.current_task().cancelling():
+                raise  # this task itself is being cancelled
 
     async def _flush(self) -> None:
         if not self.pending_content and not self.pending_reasoning:
@@ -236,7 +265,11 @@ class ReplyRun:
                                  "content": content}
         if reasoning:
             delta["reasoning"] = reasoning
-        await self._send(delta, seq=self.seq)
+        self.sending = True
+        try:
+            await self._send(delta, seq=self.seq)
+        finally:
+            self.sending = False
 
     def checkpoint(self, now: float, heartbeat_every: float) -> tuple[int, str, str, int] | int | None:
         """What the checkpointer should write for this reply now: its text so far (when published text changed
@@ -348,7 +381,7 @@ async def _reap_forever() -> None:
     while True:
         stale = reap_stale_seconds()
         try:
-            await on_db_thread(replies_reap)(stale_after=timedelta(seconds=stale))
+            await on_db_thread(replies_reap)(stale_after=timedelta(seconds=stale), alive=list(_running))
         except Exception:
             log.exception("reaping stale replies failed")
         await asyncio.sleep(min(REAP_EVERY_SECONDS, stale / 2))
@@ -383,6 +416,6 @@ async def _checkpoint_forever() -> None:
                 alive.append(due)
         if partial or alive:
             try:
-                await on_db_thread(replies_checkpoint)(partial=partial, alive=alive)
+                await _checkpoint_call(replies_checkpoint)(partial=partial, alive=alive)
             except Exception:
                 log.exception("checkpointing %d replies failed", len(partial) + len(alive))
