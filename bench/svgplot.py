@@ -9,6 +9,7 @@ WIDTH, HEIGHT = 560, 340
 LEFT, RIGHT, TOP, BOTTOM = 64, 150, 36, 48
 COLOURS = ["#1f77b4", "#9ecae1", "#d62728", "#fc9272", "#2ca02c", "#999999"]
 DASHES = {"p99": "6 4", "ideal": "2 3"}
+FAMILY = {"direct": "#1f77b4", "chatweb": "#d62728", "ideal": "#777777"}  # one colour per source, in every chart
 
 
 def _nice_max(value: float) -> float:
@@ -26,7 +27,7 @@ def _label(v: float) -> str:
 
 
 def line_chart(title: str, xs: list[float], x_label: str, y_unit: str, series: dict[str, list[float]]) -> str:
-    """Series named "... p99" are dashed, "ideal" dotted; a NaN leaves a gap."""
+    """Series named "... p99" are dashed, "ideal" dotted; "direct ..." blue, "chatweb ..." red; a NaN leaves a gap."""
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     finite = [v for values in series.values() for v in values if v is not None and not math.isnan(v)]
     y_max = _nice_max(max(finite, default=1.0))
@@ -56,7 +57,7 @@ def line_chart(title: str, xs: list[float], x_label: str, y_unit: str, series: d
     out.append(f'<line x1="{LEFT}" y1="{TOP + plot_h}" x2="{LEFT + plot_w}" y2="{TOP + plot_h}" stroke="#333"/>')
     out.append(f'<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{TOP + plot_h}" stroke="#333"/>')
     for n, (name, values) in enumerate(series.items()):
-        colour = COLOURS[n % len(COLOURS)]
+        colour = next((c for key, c in FAMILY.items() if name.startswith(key)), COLOURS[n % len(COLOURS)])
         dash = next((d for key, d in DASHES.items() if key in name), "")
         dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
         segments: list[list[str]] = [[]]
