@@ -1,6 +1,7 @@
 """The ASGI entry point: static files, Django's HTTP views, and the chat websocket behind origin and auth checks."""
 
 import os
+from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatweb.settings")
 
@@ -12,12 +13,22 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from chatweb.apihandler import API_PREFIX, ApiHandler  # noqa: E402
 from chatweb.staticfiles import StaticFilesApp  # noqa: E402
 from conversations.routing import websocket_urlpatterns  # noqa: E402
 
+api_http = ApiHandler()
+
+
+async def http(scope: dict, receive: Any, send: Any) -> None:
+    """/v1/ to the API's handler, everything else to Django's full stack."""
+    handler = api_http if scope["path"].startswith(API_PREFIX) else django_http
+    await handler(scope, receive, send)
+
+
 application = ProtocolTypeRouter(
     {
-        "http": StaticFilesApp(django_http),
+        "http": StaticFilesApp(http),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -11,11 +13,12 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from conversations.budgets import BudgetExceeded, budget_reserve, worst_case_cost
+from conversations.catalog import model_for_user
 from conversations.commands import ChatEdit, ChatRegenerate, ChatSend
 from conversations.ledger import Priced, usage_record
 from conversations.models import Conversation, Message, Model, User
 from conversations.prompting import chat_messages, upstream_request
-from conversations.selectors import conversation_branch, model_for_user, upstream_target
+from conversations.selectors import conversation_branch, upstream_target
 from conversations.upstream.client import UpstreamTarget
 from conversations.upstream.events import Usage
 from conversations.upstream.params import ParamError, drop_unsupported, validate_params
@@ -75,21 +78,35 @@ def _clean_params(model: Model, params: dict[str, Any]) -> dict[str, Any]:
     return drop_unsupported(cleaned, model.provider.dropped_params or [])
 
 
-def _check_concurrent_replies(user: User) -> None:
+@functools.cache
+def _admission_lock_sql() -> str:
+    # Raw SQL: one statement where the ORM needed two and spent more compiling them than the database answering.
+    quote = connection.ops.quote_name
+    user, conversation, message = (quote(m._meta.db_table) for m in (User, Conversation, Message))
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""  # SQLite: BEGIN IMMEDIATE locks
+    return (  # table names from the models' own metadata, quoted: nothing here comes from a request
+        f"SELECT u.monthly_budget, (SELECT COUNT(*) FROM {message} m "  # noqa: S608
+        f"JOIN {conversation} c ON m.conversation_id = c.id WHERE c.owner_id = u.id "
+        f"AND m.role = %s AND m.status IN (%s, %s)) FROM {user} u WHERE u.id = %s{lock}"
+    )
+
+
+def _check_concurrent_replies(user: User) -> Decimal | None:
     """Refuse a reply beyond CHATWEB_MAX_CONCURRENT_REPLIES streaming at once for this user (issue #10).
-    Called in the admission transaction with the user's row locked: concurrent admissions count in turn."""
-    list(User.objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True))
+    Called in the admission transaction; locks the user's row so that concurrent admissions count in turn, and
+    returns the user's monthly budget read under that lock (None: no budget, nothing to reserve)."""
+    streaming = (Message.Role.ASSISTANT, Message.Status.STREAMING, Message.Status.PENDING)
+    with connection.cursor() as cursor:
+        cursor.execute(_admission_lock_sql(), [*streaming, user.pk])
+        budget, running = cursor.fetchone()
     limit = settings.CHATWEB_MAX_CONCURRENT_REPLIES
-    running = Message.objects.filter(
-        conversation__owner=user, role=Message.Role.ASSISTANT,
-        status__in=[Message.Status.STREAMING, Message.Status.PENDING],
-    ).count()
     if running >= limit:
         raise ChatError(
             "too_many_replies",
             f"You already have {running} replies being written (at most {limit} at once); "
             "wait for one to finish or stop it.",
         )
+    return None if budget is None else User._meta.get_field("monthly_budget").to_python(budget)
 
 
 def _admit(
@@ -98,22 +115,23 @@ def _admit(
 ) -> ReplyPlan:
     """Create the assistant message, reserve the budget and resolve the upstream request. `branch`: the history
     when the caller knows it already (a new conversation: its first message), saving a query."""
-    _check_concurrent_replies(user)
+    budget = _check_concurrent_replies(user)
     if branch is None:
         branch = conversation_branch(conversation, parent.pk if parent else None)
     messages = chat_messages(conversation.system_prompt, branch)
     path, body = upstream_request(model, messages, params)
-    prompt_tokens = count_prompt_tokens(messages)
-    reserve = worst_case_cost(
-        prompt_tokens=prompt_tokens,
-        max_tokens=params.get("max_tokens") or model.max_output_tokens,
-        input_price=model.input_price,
-        output_price=model.output_price,
-    )
-    try:
-        reservation_id = budget_reserve(user_id=user.pk, amount=reserve)
-    except BudgetExceeded as exc:
-        raise ChatError("budget_exceeded", str(exc)) from None
+    reservation_id = None
+    if budget is not None:
+        reserve = worst_case_cost(
+            prompt_tokens=count_prompt_tokens(messages),
+            max_tokens=params.get("max_tokens") or model.max_output_tokens,
+            input_price=model.input_price,
+            output_price=model.output_price,
+        )
+        try:
+            reservation_id = budget_reserve(user_id=user.pk, amount=reserve)
+        except BudgetExceeded as exc:
+            raise ChatError("budget_exceeded", str(exc)) from None
     now = timezone.now()
     reply = Message.objects.create(
         conversation=conversation, parent=parent, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING,

@@ -22,8 +22,9 @@ from django.utils import timezone
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_POST
 
+from conversations.catalog import model_for_user
 from conversations.models import Conversation, Message, Preset, User
-from conversations.selectors import message_tree, model_for_user
+from conversations.selectors import message_tree
 from conversations.upstream.params import ParamError, validate_params
 from conversations.views import conversation_for, decorate, search_results
 

@@ -12,16 +12,13 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.db import connections
 
 from conversations.chat import ReplyOutcome, ReplyPlan, replies_checkpoint, replies_reap, reply_finish
+from conversations.dbthreads import DbThreads
 from conversations.models import Message
 from conversations.titles import title_after_reply
 from conversations.upstream import client
@@ -53,32 +50,17 @@ _running: dict[int, ReplyRun] = {}  # message id -> generation owned by this pro
 _background: set[asyncio.Task] = set()
 
 
-# --- the chat's database thread ---------------------------------------------------------------------------
+# --- the chat's database threads -----------------------------------------------------------------------------
 
-_db_executor: ThreadPoolExecutor | None = None
-_checkpoint_executor: ThreadPoolExecutor | None = None
-
-
-def _db_tidy() -> None:
-    """After a call: keep a clean SQLite connection for the next one, hand any other back (PostgreSQL: to
-    psycopg's pool, CONN_MAX_AGE 0). A connection that saw an error is kept only if still usable; one left in a
-    transaction or out of autocommit is closed, never reused dirty."""
-    for conn in connections.all(initialized_only=True):
-        if conn.connection is None:
-            continue
-        keep = conn.vendor == "sqlite" and not conn.in_atomic_block and conn.get_autocommit()
-        if keep and conn.errors_occurred:
-            keep = conn.is_usable()
-            conn.errors_occurred = False
-        if not keep:
-            conn.close()
+_chat_db = DbThreads("chatweb-chat-db")
+_checkpoint_db = DbThreads("chatweb-checkpoint")
 
 
-def _db_call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    try:
-        return function(*args, **kwargs)
-    finally:
-        _db_tidy()
+def on_db_thread(function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """`function` as a coroutine function run on the chat's one database thread (issue #9), in call order like
+    channels' `database_sync_to_async`, but keeping its SQLite connection between calls (conversations/dbthreads.py).
+    The chat's writes of the process (admission, finish, reaping) run here one after another."""
+    return _chat_db.run(function)
 
 
 def _checkpoint_call(function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
@@ -86,21 +68,7 @@ def _checkpoint_call(function: Callable[..., Any]) -> Callable[..., Awaitable[An
     on the chat's database thread: under load that queue grew past a minute, and other processes' reapers
     would have taken this process's replies for dead. (On SQLite the two threads' short write transactions take
     turns on the lock, IMMEDIATE with a 30 s busy timeout.)"""
-    global _checkpoint_executor
-    if _checkpoint_executor is None:
-        _checkpoint_executor = ThreadPoolExecutor(1, thread_name_prefix="chatweb-checkpoint")
-    return sync_to_async(partial(_db_call, function), thread_sensitive=False, executor=_checkpoint_executor)
-
-
-def on_db_thread(function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
-    """`function` as a coroutine function run on the chat's one database thread (issue #9), in call order like
-    channels' `database_sync_to_async`, but keeping its SQLite connection between calls: opening one (with the WAL
-    pragmas) cost 2-4 ms of every admission and finish, on the path to the first token. The chat's writes of the
-    process (admission, finish, reaping) run here one after another; checkpoints have their own thread."""
-    global _db_executor
-    if _db_executor is None:
-        _db_executor = ThreadPoolExecutor(1, thread_name_prefix="chatweb-chat-db")
-    return sync_to_async(partial(_db_call, function), thread_sensitive=False, executor=_db_executor)
+    return _checkpoint_db.run(function)
 
 
 def conversation_group(conversation_id: int) -> str:
@@ -140,13 +108,18 @@ class ReplyRun:
 
     # --- the task -------------------------------------------------------------------------------------
     async def run(self) -> None:
-        control = await self.layer.new_channel()
-        await self.layer.group_add(reply_group(self.plan.message_id), control)
-        listener = asyncio.create_task(self._listen(control))
-        publisher = asyncio.create_task(self._publish_loop())
         started = time.monotonic()
         outcome = ReplyOutcome(content="", reasoning="", status=Message.Status.COMPLETE, finish_reason="", seq=0)
+        # The upstream request goes out first: its first token is on its way while the control channel is set up
+        # and chat.started crosses the channel layer (with Redis, three round trips). Tokens that arrive before
+        # the publisher starts wait in `pending`, so no delta can precede chat.started.
+        self.stream_task = asyncio.create_task(self._stream(outcome, started))
+        control: str | None = None
+        listener = publisher = None
         try:
+            control = await self.layer.new_channel()
+            await self.layer.group_add(reply_group(self.plan.message_id), control)
+            listener = asyncio.create_task(self._listen(control))
             await self._send(
                 {"type": "chat.started", "request_id": self.plan.request_id,
                  "conversation_id": self.plan.conversation_id,
@@ -154,7 +127,7 @@ class ReplyRun:
                  "parent_id": self.plan.parent_id, "user_content": self.plan.user_content,
                  "model": self.plan.priced.model_name}
             )
-            self.stream_task = asyncio.create_task(self._stream(outcome, started))
+            publisher = asyncio.create_task(self._publish_loop())
             try:
                 await self.stream_task
             except asyncio.CancelledError:
@@ -165,40 +138,46 @@ class ReplyRun:
         except asyncio.CancelledError:
             # The process is shutting down: no time for the database. The text so far is in the last
             # checkpoint, and the reaper marks the reply interrupted once its heartbeat is stale.
-            publisher.cancel()
-            listener.cancel()
+            for task in (self.stream_task, publisher, listener):
+                if task is not None:
+                    task.cancel()
             _running.pop(self.plan.message_id, None)
             raise
-        except Exception:  # never lose the reply because of a bug in publishing
+        except Exception:  # never lose the reply because of a bug in publishing (or a channel layer gone away)
             log.exception("reply %s failed", self.plan.message_id)
+            self.stream_task.cancel()
             outcome.status, outcome.finish_reason = Message.Status.ERROR, "error"
             outcome.error_code, outcome.error_message = "internal_error", "chatweb failed while relaying this reply."
-        await self._stop_publisher(publisher)
+        if publisher is not None:
+            await self._stop_publisher(publisher)
         try:
             await self._flush()
             outcome.duration_ms = int((time.monotonic() - started) * 1000)
             await self._finish(outcome)
         finally:
-            await self.layer.group_discard(reply_group(self.plan.message_id), control)
-            # Never cancel a channels_redis receive(): it shares one reader with every socket of the process
-            # and a cancelled one can swallow another socket's frame. Ask the listener to return instead.
-            await self.layer.send(control, {"type": "reply.end"})
-            try:
-                await asyncio.wait_for(listener, timeout=5)
-            except TimeoutError:
-                log.warning("reply %s: control listener did not end", self.plan.message_id)
+            if control is not None:
+                await self.layer.group_discard(reply_group(self.plan.message_id), control)
+            if listener is not None:
+                # Never cancel a channels_redis receive(): it shares one reader with every socket of the process
+                # and a cancelled one can swallow another socket's frame. Ask the listener to return instead.
+                await self.layer.send(control, {"type": "reply.end"})
+                try:
+                    await asyncio.wait_for(listener, timeout=5)
+                except TimeoutError:
+                    log.warning("reply %s: control listener did not end", self.plan.message_id)
             _running.pop(self.plan.message_id, None)
 
     async def _stream(self, outcome: ReplyOutcome, started: float) -> None:
         async for event in client.stream(self.plan.target, self.plan.path, self.plan.body):
-            if isinstance(event, ContentDelta | RefusalDelta):
+            if isinstance(event, ContentDelta | RefusalDelta | ReasoningDelta):
                 if event.index == 0 and event.text:
-                    self._first_token(outcome, started)
-                    self._queue(self.pending_content, event.text)
-            elif isinstance(event, ReasoningDelta):
-                if event.index == 0 and event.text:
-                    self._first_token(outcome, started)
-                    self._queue(self.pending_reasoning, event.text)
+                    self._queue(self.pending_reasoning if isinstance(event, ReasoningDelta) else self.pending_content,
+                                event.text)
+                    if outcome.ttft_ms is None:
+                        outcome.ttft_ms = int((time.monotonic() - started) * 1000)
+                        # Let the publisher send the first token before this task reads on: a fast upstream's
+                        # whole answer can already wait in the socket, and reading it first delays the first delta.
+                        await asyncio.sleep(0)
             elif isinstance(event, Usage):
                 outcome.usage = event
             elif isinstance(event, Finish):
@@ -213,10 +192,6 @@ class ReplyRun:
                     outcome.usage = Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
         if not outcome.finish_reason:
             outcome.finish_reason = "stop"
-
-    def _first_token(self, outcome: ReplyOutcome, started: float) -> None:
-        if outcome.ttft_ms is None:
-            outcome.ttft_ms = int((time.monotonic() - started) * 1000)
 
     def _queue(self, pending: list[str], text: str) -> None:
         pending.append(text)

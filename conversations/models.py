@@ -67,16 +67,6 @@ class Provider(models.Model):
         return self.api_key.last4 if self.api_key else ""
 
 
-class ModelQuerySet(models.QuerySet):
-    def usable(self) -> ModelQuerySet:
-        return self.filter(enabled=True, provider__enabled=True).select_related("provider")
-
-    def for_user(self, user: User) -> ModelQuerySet:
-        """Enabled models this user may use: unrestricted ones, or those open to one of the user's groups."""
-        qs = self.usable()
-        return qs.filter(models.Q(allowed_groups=None) | models.Q(allowed_groups__user=user)).distinct()
-
-
 class Model(models.Model):
     class Api(models.TextChoices):
         CHAT = "chat", "chat completions"
@@ -107,7 +97,7 @@ class Model(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    objects = ModelQuerySet.as_manager()
+    # Who may use which model: conversations/catalog.py (one place, cached per process).
 
     class Meta:
         ordering = ["public_name"]

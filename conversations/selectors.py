@@ -1,17 +1,12 @@
-"""Reads shared by views, consumers and the API: a user's models, a conversation's branch, a provider's target."""
+"""Reads shared by views, consumers and the API: a conversation's branch, a provider's target, the message tree."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
 
-from conversations.models import Conversation, Message, Model, Provider, User
+from conversations.models import Conversation, Message, Provider
 from conversations.upstream.client import UpstreamTarget
-
-
-def model_for_user(user: User, public_name: str) -> Model | None:
-    """The enabled model of that public name, if this user may use it."""
-    return Model.objects.for_user(user).filter(public_name=public_name).first()
 
 
 def conversation_branch(conversation: Conversation, leaf_id: int | None = None) -> list[Message]:

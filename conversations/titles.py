@@ -17,8 +17,9 @@ from django.conf import settings
 from django.db import transaction
 
 from conversations.budgets import BudgetExceeded, budget_reserve, worst_case_cost
+from conversations.catalog import usable_model
 from conversations.ledger import Priced, usage_record
-from conversations.models import Conversation, Message, Model
+from conversations.models import Conversation, Message
 from conversations.prompting import upstream_request
 from conversations.selectors import upstream_target
 from conversations.upstream import client
@@ -90,7 +91,7 @@ def title_job(*, conversation_id: int, message_id: int) -> TitleJob | None:
     start = default_title(reply.parent.content)
     if conversation.title != start:
         return None  # the user named it already
-    model = Model.objects.usable().filter(public_name=model_name).first()
+    model = usable_model(model_name)
     if model is None:
         log.warning("CHATWEB_TITLE_MODEL %r is not an enabled model; titles stay first lines", model_name)
         return None

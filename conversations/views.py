@@ -11,8 +11,9 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from conversations.budgets import budget_status
+from conversations.catalog import models_for_user
 from conversations.chat import usage_payload
-from conversations.models import Conversation, Message, Model, Preset, UsageRecord, User
+from conversations.models import Conversation, Message, Preset, UsageRecord, User
 from conversations.rendering import messages_render, policy
 from conversations.selectors import MessageTree, branch_messages, message_tree
 from conversations.upstream.params import PARAM_SPECS, range_text
@@ -102,7 +103,7 @@ def param_fields(values: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def chat_context(request: HttpRequest, conversation: Conversation | None, *, query: str = "") -> dict[str, Any]:
-    models = list(Model.objects.for_user(request.user).only("public_name", "api", "provider__name"))
+    models = models_for_user(request.user)
     if conversation is not None:
         tree = message_tree(conversation.pk)
         branch = decorate(branch_messages(conversation, tree), tree)

@@ -5,6 +5,7 @@ from decimal import Decimal
 import pytest
 from django.contrib.auth.models import Group
 
+from conversations.catalog import model_for_user, models_for_user
 from conversations.models import ApiKey, Conversation, Message, Model, Provider, UsageRecord
 
 
@@ -58,8 +59,39 @@ def test_models_restricted_to_groups(alice, bob, provider):
     team = Group.objects.create(name="team")
     team_model.allowed_groups.add(team)
     alice.groups.add(team)
-    assert set(Model.objects.for_user(alice)) == {open_model, team_model}
-    assert set(Model.objects.for_user(bob)) == {open_model}
+    assert set(models_for_user(alice)) == {open_model, team_model}
+    assert set(models_for_user(bob)) == {open_model}
+    assert model_for_user(bob, team_model.public_name) is None
+    assert model_for_user(alice, team_model.public_name) == team_model
+
+
+def test_catalog_sees_every_change_at_once(alice, provider, django_assert_num_queries):
+    """The per-process snapshot is checked against the tables before each use: no stale model survives a save,
+    a delete, a group change or a provider switched off."""
+    model = Model.objects.create(provider=provider, upstream_id="m1")
+    assert model_for_user(alice, model.public_name) == model
+    with django_assert_num_queries(1):  # unchanged: the fingerprint query alone
+        assert model_for_user(alice, model.public_name) == model
+    model.enabled = False
+    model.save()
+    assert model_for_user(alice, model.public_name) is None
+    model.enabled = True
+    model.save()
+    team = Group.objects.create(name="team")
+    model.allowed_groups.add(team)
+    assert model_for_user(alice, model.public_name) is None  # restricted to a group alice is not in
+    alice.groups.add(team)
+    assert model_for_user(alice, model.public_name) == model
+    model.allowed_groups.remove(team)
+    provider.enabled = False
+    provider.save()
+    assert models_for_user(alice) == []
+    provider.enabled = True
+    provider.save()
+    other = Model.objects.create(provider=provider, upstream_id="m2", alias="another")
+    assert [m.public_name for m in models_for_user(alice)] == ["another", model.public_name]
+    other.delete()
+    assert model_for_user(alice, "another") is None
 
 
 def test_ledger_cost_keeps_ten_decimal_places(alice):

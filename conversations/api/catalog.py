@@ -7,6 +7,7 @@ from typing import Any
 from conversations.api.auth import api_key_authenticate, rate_limit_check
 from conversations.api.errors import model_not_found
 from conversations.api.parsing import AUTO
+from conversations.catalog import model_for_user, models_for_user
 from conversations.models import Model
 
 AUTO_OBJECT_CREATED = 0
@@ -32,7 +33,7 @@ def models_list(*, authorization: str | None, address: str | None = None) -> dic
     """`{"object": "list", "data": [...]}` of the caller's models, `auto` first when there is any."""
     key = api_key_authenticate(authorization, address=address)
     rate_limit_check(key)
-    data = [_model_object(m) for m in Model.objects.for_user(key.user).order_by("public_name")]
+    data = [_model_object(m) for m in models_for_user(key.user)]
     return {"object": "list", "data": ([_auto_object()] if data else []) + data}
 
 
@@ -40,10 +41,10 @@ def model_retrieve(*, authorization: str | None, name: str, address: str | None 
     key = api_key_authenticate(authorization, address=address)
     rate_limit_check(key)
     if name == AUTO:
-        if Model.objects.for_user(key.user).exists():
+        if models_for_user(key.user):
             return _auto_object()
         raise model_not_found(name)
-    model = Model.objects.for_user(key.user).filter(public_name=name).first()
+    model = model_for_user(key.user, name)
     if model is None:
         raise model_not_found(name)
     return _model_object(model)

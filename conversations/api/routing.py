@@ -22,8 +22,8 @@ from django.conf import settings
 from conversations.api.errors import ApiError, bad_request, model_not_found
 from conversations.api.parsing import AUTO, Endpoint
 from conversations.budgets import worst_case_cost
+from conversations.catalog import model_for_user, models_for_user
 from conversations.models import Model, User
-from conversations.selectors import model_for_user
 
 KIND: dict[Endpoint, str] = {"chat": Model.Api.CHAT, "completions": Model.Api.COMPLETIONS}
 
@@ -70,7 +70,7 @@ def model_resolve(
 ) -> Model:
     """The model that will answer, with its provider loaded; ApiError 404/400 when there is none."""
     if requested is None:
-        candidates = list(Model.objects.for_user(user).filter(api=KIND[endpoint]))
+        candidates = models_for_user(user, api=KIND[endpoint])
         model = auto_pick(
             candidates, prompt_tokens=prompt_tokens, max_tokens=max_tokens, default=default_model_name()
         )

@@ -1,0 +1,95 @@
+"""Which models a user may call: the one rule, read fresh from the database on every call in one raw query.
+
+Resolving a model on every chat message and API call was a DISTINCT join over models, providers and groups
+costing ~2 ms of ORM work, the largest single part of admission (issue #9). Here one hand-written statement
+returns the usable rows (model and provider columns side by side, the group rule in SQL) and the database
+answers it in a fraction of that. Nothing is stale: every change (the admin, `manage.py providers apply`, a
+queryset update, another process) is seen by the next call. What is cached per process is only the turning of
+a row into objects (decoding JSON, decrypting the provider's key), keyed by the row's values themselves: a row
+that changed in any column is a new key and is loaded again through the ORM.
+
+The models handed out are shared by every caller of the process: read them, never change them.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from django.db import connection
+
+from conversations.models import Model, Provider, User
+
+CACHED_ROWS = 512
+
+_objects: OrderedDict[str, Model] = OrderedDict()  # repr of a row (PostgreSQL gives JSON columns as dicts) -> objects
+_lock = threading.Lock()
+
+
+@functools.cache
+def _columns() -> tuple[list[str], list[str]]:
+    return [f.column for f in Model._meta.concrete_fields], [f.column for f in Provider._meta.concrete_fields]
+
+
+@functools.cache
+def _usable_sql(by_name: bool) -> str:
+    """Usable models (enabled, on an enabled provider) open to everyone or to one of the user's groups."""
+    quote = connection.ops.quote_name
+    model_columns, provider_columns = _columns()
+    links = Model.allowed_groups.through
+    memberships = User.groups.through
+    selected = [f"m.{quote(c)}" for c in model_columns] + [f"p.{quote(c)}" for c in provider_columns]
+    # Table and column names from the models' own metadata, quoted: nothing here comes from a request.
+    return (
+        f"SELECT {', '.join(selected)} FROM {quote(Model._meta.db_table)} m "  # noqa: S608
+        f"JOIN {quote(Provider._meta.db_table)} p ON p.id = m.provider_id "
+        "WHERE m.enabled AND p.enabled "
+        f"AND (NOT EXISTS (SELECT 1 FROM {quote(links._meta.db_table)} l WHERE l.model_id = m.id) "
+        f"OR EXISTS (SELECT 1 FROM {quote(links._meta.db_table)} l JOIN {quote(memberships._meta.db_table)} g "
+        "ON g.group_id = l.group_id WHERE l.model_id = m.id AND g.user_id = %s))"
+        + (" AND m.public_name = %s" if by_name else " ORDER BY m.public_name")
+    )
+
+
+def _rows(user: User, public_name: str | None) -> list[tuple[Any, ...]]:
+    user_id = user.pk if getattr(user, "is_authenticated", False) else None
+    params: list[Any] = [user_id] if public_name is None else [user_id, public_name]
+    with connection.cursor() as cursor:
+        cursor.execute(_usable_sql(public_name is not None), params)
+        return cursor.fetchall()
+
+
+def _model(row: tuple[Any, ...]) -> Model:
+    """The objects of a row: from this process's cache when the row is unchanged, else loaded by the ORM."""
+    key = repr(row)
+    model = _objects.get(key)
+    if model is not None:
+        return model
+    model = Model.objects.select_related("provider").get(pk=row[_columns()[0].index("id")])
+    with _lock:
+        _objects[key] = model
+        while len(_objects) > CACHED_ROWS:
+            _objects.popitem(last=False)
+    return model
+
+
+def model_for_user(user: User, public_name: str) -> Model | None:
+    """The enabled model of that public name (its enabled provider loaded), if this user may use it: a model
+    open to no group in particular is open to everyone, else to members of its groups."""
+    rows = _rows(user, public_name)
+    return _model(rows[0]) if rows else None
+
+
+def models_for_user(user: User, *, api: str | None = None) -> list[Model]:
+    """Every model this user may use (of one API kind when given), by public name."""
+    models = [_model(row) for row in _rows(user, None)]
+    return [m for m in models if api is None or m.api == api]
+
+
+def usable_model(public_name: str) -> Model | None:
+    """The enabled model of that name, whatever its groups (work chatweb does for itself, such as titles)."""
+    return Model.objects.filter(public_name=public_name, enabled=True, provider__enabled=True).select_related(
+        "provider"
+    ).first()
