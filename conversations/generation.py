@@ -38,7 +38,9 @@ COALESCE_SECONDS = 0.04  # deltas are batched at most this long, so a fast model
 COALESCE_PER_REPLY = 0.0002  # ... plus this per reply the process streams: 100 -> 60 ms, 1,000 -> 240 ms
 COALESCE_MAX_SECONDS = 0.25  # (issue #9: each delta costs the one core the same, whatever its length)
 COALESCE_CHARS = 4096  # ... or until this much text is waiting
-CHECKPOINT_SECONDS = 1.0  # the process's partial replies reach the database together, at most this often
+CHECKPOINT_SECONDS = 1.0  # the process's partial replies reach the database together, at most this often ...
+CHECKPOINT_PER_REPLY = 0.004  # ... and less often the more it streams: 250 -> 1 s, 1,000 -> 4 s (each write
+CHECKPOINT_MAX_SECONDS = 4.0  # rewrites every reply's whole text so far: 9.5 % of the samples at 1,000 streams)
 HEARTBEAT_SECONDS = 5.0  # a reply waiting on a slow upstream still shows it is alive (and 3x per stale period)
 REAP_EVERY_SECONDS = 15.0
 REAP_STALE_SECONDS = 30.0  # default of settings.CHATWEB_REAP_STALE_SECONDS
@@ -345,6 +347,13 @@ def coalesce_seconds() -> float:
     return min(COALESCE_MAX_SECONDS, COALESCE_SECONDS + COALESCE_PER_REPLY * len(_running))
 
 
+def checkpoint_seconds(heartbeat_every: float) -> float:
+    """How often the checkpointer writes: every second for up to 250 streaming replies, then less often (at most
+    every CHECKPOINT_MAX_SECONDS, and never less often than heartbeats are due)."""
+    scaled = CHECKPOINT_PER_REPLY * len(_running)
+    return max(CHECKPOINT_SECONDS, min(scaled, CHECKPOINT_MAX_SECONDS, heartbeat_every))
+
+
 def reap_stale_seconds() -> float:
     """A reply whose heartbeat is older than this is taken for dead (CHATWEB_REAP_STALE_SECONDS, default 30)."""
     return float(getattr(settings, "CHATWEB_REAP_STALE_SECONDS", REAP_STALE_SECONDS))
@@ -374,12 +383,12 @@ def _ensure_checkpointer() -> None:
 
 
 async def _checkpoint_forever() -> None:
-    """While this process generates replies: every CHECKPOINT_SECONDS, one database call stores the text so far
+    """While this process generates replies: every `checkpoint_seconds()`, one database call stores the text so far
     of every reply that published more, and a heartbeat for those that are waiting (issue #9: 1,000 replies
     are one write a second, not a thousand). Ends when no reply is left; the next reply starts it again."""
     heartbeat_every = min(HEARTBEAT_SECONDS, reap_stale_seconds() / 3)
     while _running:
-        await asyncio.sleep(CHECKPOINT_SECONDS)
+        await asyncio.sleep(checkpoint_seconds(heartbeat_every))
         now = time.monotonic()
         partial: list[tuple[int, str, str, int]] = []
         alive: list[int] = []
