@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,16 +25,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runnable as `python bench/bench_api.py` from anywhere
 
+from bench.process import Service, daphne_argv, free_port  # noqa: E402
+
 MESSAGES = [
     {"role": "system", "content": "You are a helpful assistant."},
     {"role": "user", "content": "How should I structure a caching layer for my Django project?"},
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def environment(workdir: Path) -> dict[str, str]:
@@ -80,46 +75,6 @@ def setup_data(upstream_v1: str) -> str:
         max_output_tokens=1024,
     )
     return api_key_create(user=user, name="bench")[1]
-
-
-class Daphne:
-    def __init__(self, env: dict[str, str], workdir: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(workdir / "daphne.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "chatweb.asgi:application",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError((workdir / "daphne.log").read_text())
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError("daphne did not start")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.log.close()
 
 
 def one(client, model: str, tokens: int) -> tuple[float, float]:
@@ -216,7 +171,8 @@ def main() -> int:
     migrate(env)
     with ThreadedUpstream(delay=args.delay, tokens=args.tokens) as upstream:
         raw = setup_data(upstream.v1())
-        daphne = Daphne(env, workdir)
+        port = free_port()
+        daphne = Service(daphne_argv(port), env, workdir / "daphne.log", port, timeout=30)
         try:
 
             def make_direct():

@@ -26,7 +26,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runnable as `python bench/bench_ws.py` from anywhere
 
 from bench import svgplot, throwaway  # noqa: E402
+from bench.process import Service, daphne_argv, free_port  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -53,24 +53,6 @@ PROMPTS = [f"Question {k}: how would you size the connection pool of a chat serv
 # --- processes ----------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, process: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"exited early:\n{log.read_text(errors='replace')[-3000:]}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"port {port} not listening after {timeout:g} s:\n{log.read_text(errors='replace')[-3000:]}")
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -82,30 +64,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-class Service:
-    """A child process whose output goes to a log file in the work dir."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], workdir: Path, port: int) -> None:
-        self.name, self.port = name, port
-        self.log_path = workdir / f"{name}.log"
-        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        wait_port(port, self.process, self.log_path)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        self.log.close()
 
 
 def environment(workdir: Path) -> dict[str, str]:
@@ -246,8 +204,8 @@ class Bench:
         a = self.args
         port = free_port()
         self.upstream = Service(
-            "upstream", [sys.executable, "-m", "conversations.devupstream", "--port", str(port), "--log-level",
-                         "warning", "--options", f"delay={a.delay},tokens={a.tokens}"], self.env, self.workdir, port)
+            [sys.executable, "-m", "conversations.devupstream", "--port", str(port), "--log-level", "warning",
+             "--options", f"delay={a.delay},tokens={a.tokens}"], self.env, self.workdir / "upstream.log", port)
         self.services.append(self.upstream)
         self.upstream_v1 = f"http://127.0.0.1:{port}/v1"
         users = max(*a.streams, a.idle, 1)
@@ -255,8 +213,7 @@ class Bench:
         self.data = setup_data(self.env, self.upstream_v1, self.seq_upstream_v1, users)
         port = free_port()
         env = {**self.env, "BENCH_WRITES_FILE": str(self.writes_file)}
-        self.daphne = Service("daphne", [sys.executable, "-m", "bench.serve", "-b", "127.0.0.1", "-p", str(port),
-                                         "chatweb.asgi:application"], env, self.workdir, port)
+        self.daphne = Service(daphne_argv(port, "bench.serve"), env, self.workdir / "daphne.log", port)
         self.services.append(self.daphne)
         self.ws_url = f"ws://127.0.0.1:{port}/ws/chat/"
         self.origin = f"http://127.0.0.1:{port}"
