@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from contextlib import aclosing
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -384,3 +386,68 @@ async def test_concurrent_streams_share_the_pool(dev_upstream: ThreadedUpstream)
     t = target(dev_upstream, delay=0.01, tokens=20)
     results = await asyncio.gather(*(collect(t) for _ in range(50)))
     assert all(len(only(r, ContentDelta)) == 20 and not only(r, StreamError) for r in results)
+
+
+# --- HTTPS: the pool's sockets are asyncio's own (netstream.py), TLS included -----------------------------
+
+
+def _self_signed(directory: Path) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 signed by itself, and its key, as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return str(cert_path), str(key_path)
+
+
+@pytest.fixture
+def tls_upstream(tmp_path: Path) -> Iterator[ThreadedUpstream]:
+    with ThreadedUpstream(tls=_self_signed(tmp_path), delay=0.001) as upstream:
+        yield upstream
+
+
+async def test_https_upstream_streams_whole_replies_on_kept_connections(
+    tls_upstream: ThreadedUpstream, monkeypatch: pytest.MonkeyPatch, nonce: str
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", tls_upstream.tls[0])  # the pool's TLS context trusts it (httpx reads it)
+    await client.close_client()  # a pool made from now on
+    t = target(tls_upstream, key=nonce, tokens=30)
+    first, second = await collect(t), await collect(t)
+    assert len(only(first, ContentDelta)) == 30 and text_of(first) == text_of(second)
+    assert isinstance(first[-1], Usage)
+    stats = tls_upstream.stats(nonce)
+    assert stats["requests"] == 2 and stats["completed"] == 2
+    cancelled = stream(target(tls_upstream, key=nonce + "-stop", delay=0.05, tokens=100), "/chat/completions", CHAT)
+    async with aclosing(cancelled):
+        async for event in cancelled:
+            if isinstance(event, ContentDelta):
+                break  # closing the stream closes its TLS connection: the provider stops
+    assert tls_upstream.wait_for(nonce + "-stop", disconnected=1)["disconnected"] == 1
+    await client.close_client()
+
+
+async def test_https_upstream_with_an_untrusted_certificate_is_unavailable(tls_upstream: ThreadedUpstream) -> None:
+    await client.close_client()
+    events = await collect(UpstreamTarget(base_url=tls_upstream.v1(), max_retries=0))
+    assert len(events) == 1 and events[0].code == ErrorCode.UPSTREAM_UNAVAILABLE
+    await client.close_client()

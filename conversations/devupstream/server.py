@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 import time
 import urllib.request
@@ -61,9 +62,16 @@ class ThreadedUpstream:
     """
 
     def __init__(
-        self, host: str = DEFAULT_HOST, port: int = 0, *, log_level: str = "warning", **defaults: Any
+        self,
+        host: str = DEFAULT_HOST,
+        port: int = 0,
+        *,
+        log_level: str = "warning",
+        tls: tuple[str, str] | None = None,
+        **defaults: Any,
     ) -> None:
         self.app: DevUpstream = create_app(**defaults)
+        self.tls = tls  # (certificate file, key file): serve HTTPS
         self.host = host
         self._port = port
         self._log_level = log_level
@@ -79,7 +87,7 @@ class ThreadedUpstream:
     @property
     def url(self) -> str:
         """http://HOST:PORT (no /v1)."""
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     def v1(self, **switches: Any) -> str:
         """The base URL of the OpenAI-compatible API with per-request switches."""
@@ -88,7 +96,10 @@ class ThreadedUpstream:
     def stats(self, key: str | None = None) -> dict[str, int]:
         """The connection counters of one key (or the totals), read over HTTP like any client would."""
         query = f"?key={quote(key)}" if key is not None else ""
-        with urllib.request.urlopen(f"{self.url}/_stats{query}", timeout=5) as response:  # noqa: S310 (our own URL)
+        # Over HTTPS this trusts the server's own certificate (tests use a self-signed one).
+        context = ssl.create_default_context(cafile=self.tls[0]) if self.tls else None
+        url = f"{self.url}/_stats{query}"
+        with urllib.request.urlopen(url, timeout=5, context=context) as response:  # noqa: S310 (our own URL)
             return json.loads(response.read())
 
     def wait_for(self, key: str, timeout: float = 5.0, **expected: int) -> dict[str, int]:
@@ -119,6 +130,8 @@ class ThreadedUpstream:
             lifespan="off",
             backlog=4096,
             timeout_graceful_shutdown=1,
+            ssl_certfile=self.tls[0] if self.tls else None,
+            ssl_keyfile=self.tls[1] if self.tls else None,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
