@@ -680,9 +680,12 @@ async def test_a_request_abandoned_during_admission_releases_its_reservation(wor
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    for _ in range(200):  # the admission finishes in its thread, then the reservation is released
+    seen = False  # the shielded admission still takes its reservation in its thread, then it is released
+    for i in range(200):
         await asyncio.sleep(0.02)
-        if not relay._recording and await BudgetReservation.objects.acount() == 0:
+        held = await BudgetReservation.objects.acount()
+        seen = seen or held > 0 or bool(relay._recording)
+        if (seen or i >= 50) and not relay._recording and held == 0:  # held and released between two looks
             break
     assert await BudgetReservation.objects.acount() == 0
     # The same path, step by step: an admission that completed after its client left.
