@@ -73,6 +73,18 @@ async def _within(timeout: float | None, awaitable: Any) -> Any:
         return await awaitable
 
 
+async def _park(protocol: _Protocol, waiter: str, timeout: float | None, timed_out: Exception) -> None:
+    """Wait until the protocol wakes its `reader` or `writer` (data, drained, closed), or raise `timed_out`."""
+    future = asyncio.get_running_loop().create_future()
+    setattr(protocol, waiter, future)
+    try:
+        await _within(timeout, future)
+    except TimeoutError:
+        raise timed_out from None
+    finally:
+        setattr(protocol, waiter, None)
+
+
 class AsyncioStream(httpcore.AsyncNetworkStream):
     def __init__(self, transport: asyncio.Transport, protocol: _Protocol) -> None:
         self._transport = transport
@@ -81,13 +93,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         protocol = self._protocol
         if not protocol.buffer and not protocol.closed:
-            protocol.reader = asyncio.get_running_loop().create_future()
-            try:
-                await _within(timeout, protocol.reader)
-            except TimeoutError:
-                raise httpcore.ReadTimeout(f"nothing to read within {timeout} s") from None
-            finally:
-                protocol.reader = None
+            await _park(protocol, "reader", timeout, httpcore.ReadTimeout(f"nothing to read within {timeout} s"))
         if protocol.buffer:
             data = bytes(protocol.buffer[:max_bytes])
             del protocol.buffer[:max_bytes]
@@ -107,13 +113,7 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
             raise httpcore.WriteError("the connection is closed")
         self._transport.write(buffer)
         if protocol.writing_paused:
-            protocol.writer = asyncio.get_running_loop().create_future()
-            try:
-                await _within(timeout, protocol.writer)
-            except TimeoutError:
-                raise httpcore.WriteTimeout(f"could not write within {timeout} s") from None
-            finally:
-                protocol.writer = None
+            await _park(protocol, "writer", timeout, httpcore.WriteTimeout(f"could not write within {timeout} s"))
             if protocol.closed:
                 raise httpcore.WriteError("the connection was closed while writing")
 
