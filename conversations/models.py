@@ -97,7 +97,7 @@ class Model(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    # Who may use which model: conversations/catalog.py (one place, cached per process).
+    # Who may use which model: conversations/catalog.py (the one place for that rule).
 
     class Meta:
         ordering = ["public_name"]

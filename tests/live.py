@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from django.conf import settings
 from django.test.utils import override_settings
 
 from bench.process import Service, daphne_argv, free_port
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_database_url() -> str:
