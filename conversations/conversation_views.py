@@ -24,7 +24,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from conversations.catalog import model_for_user
 from conversations.models import Conversation, Message, Preset, User
-from conversations.selectors import message_tree
+from conversations.selectors import MessageTree, message_tree
 from conversations.upstream.params import ParamError, validate_params
 from conversations.views import conversation_for, decorate, search_results
 
@@ -78,13 +78,19 @@ def conversation_delete(*, user: User, conversation_id: int) -> None:
         conversation.delete()
 
 
+def _conversation_tree(user: User, conversation_id: int, message_id: int) -> tuple[Conversation, MessageTree]:
+    """The user's conversation and its message tree; 404 unless `message_id` is one of its messages."""
+    conversation = conversation_for(user, conversation_id)
+    tree = message_tree(conversation.pk)
+    if message_id not in tree.nodes:
+        raise Http404("No such message.")
+    return conversation, tree
+
+
 def conversation_switch_branch(*, user: User, conversation_id: int, message_id: int) -> int:
     """Show the newest line below `message_id` (a version of a message); returns the new active leaf."""
     with transaction.atomic():
-        conversation = conversation_for(user, conversation_id)
-        tree = message_tree(conversation.pk)
-        if message_id not in tree.nodes:
-            raise Http404("No such message.")
+        conversation, tree = _conversation_tree(user, conversation_id, message_id)
         leaf = tree.newest_leaf(message_id)
         Conversation.objects.filter(pk=conversation.pk).update(active_leaf_id=leaf)
     return leaf
@@ -94,10 +100,7 @@ def message_delete(*, user: User, conversation_id: int, message_id: int) -> int 
     """Delete a message and every message below it; the branch shown becomes the newest line left beside it.
     Returns the new active leaf."""
     with transaction.atomic():
-        conversation = conversation_for(user, conversation_id)
-        tree = message_tree(conversation.pk)
-        if message_id not in tree.nodes:
-            raise Http404("No such message.")
+        conversation, tree = _conversation_tree(user, conversation_id, message_id)
         doomed = tree.subtree_ids(message_id)
         if any(tree.nodes[pk].status in BUSY for pk in doomed):
             raise Refused("A reply there is still being written: stop it first.", 409)

@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -328,16 +328,20 @@ async def wait_for_replies(timeout: float = 30) -> None:  # noqa: ASYNC109 (one 
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout)
 
 
-_reaper: asyncio.Task | None = None
+_loop_tasks: dict[str, asyncio.Task] = {}  # the process's periodic tasks (reaper, checkpointer) by name
+
+
+def _keep_running(name: str, start: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Start `start()` as the task `name` unless it already runs on this event loop (one of each per loop)."""
+    loop = asyncio.get_running_loop()
+    task = _loop_tasks.get(name)
+    if task is None or task.done() or task.get_loop() is not loop:
+        _loop_tasks[name] = loop.create_task(start(), name=name)
 
 
 def ensure_reaper() -> None:
     """Start this process's periodic reaper (once per event loop): at start-up and every REAP_EVERY_SECONDS."""
-    global _reaper
-    loop = asyncio.get_running_loop()
-    if _reaper is not None and not _reaper.done() and _reaper.get_loop() is loop:
-        return
-    _reaper = loop.create_task(_reap_forever(), name="reaper")
+    _keep_running("reaper", _reap_forever)
 
 
 def coalesce_seconds() -> float:
@@ -371,15 +375,8 @@ async def _reap_forever() -> None:
         await asyncio.sleep(min(REAP_EVERY_SECONDS, stale / 2))
 
 
-_checkpointer: asyncio.Task | None = None
-
-
 def _ensure_checkpointer() -> None:
-    global _checkpointer
-    loop = asyncio.get_running_loop()
-    if _checkpointer is not None and not _checkpointer.done() and _checkpointer.get_loop() is loop:
-        return
-    _checkpointer = loop.create_task(_checkpoint_forever(), name="checkpointer")
+    _keep_running("checkpointer", _checkpoint_forever)
 
 
 async def _checkpoint_forever() -> None:
