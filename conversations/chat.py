@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from conversations import rows
 from conversations.budgets import BudgetExceeded, budget_reserve, worst_case_cost
 from conversations.catalog import model_for_user
 from conversations.commands import ChatEdit, ChatRegenerate, ChatSend
@@ -133,12 +134,12 @@ def _admit(
         except BudgetExceeded as exc:
             raise ChatError("budget_exceeded", str(exc)) from None
     now = timezone.now()
-    reply = Message.objects.create(
+    reply = rows.insert(Message(
         conversation=conversation, parent=parent, role=Message.Role.ASSISTANT, status=Message.Status.STREAMING,
         model=model, model_name=model.public_name, heartbeat_at=now,
-    )
+    ))
     conversation.active_leaf = reply
-    conversation.save(update_fields=["active_leaf", "updated_at"])
+    rows.update(conversation, ("active_leaf", "updated_at"))
     return ReplyPlan(
         user_id=user.pk,
         conversation_id=conversation.pk,
@@ -173,10 +174,10 @@ def reply_start_send(*, user: User, command: ChatSend) -> ReplyPlan:
         conversation_id = parent_conversation
     with transaction.atomic():
         if conversation_id is None:
-            conversation = Conversation.objects.create(
+            conversation = rows.insert(Conversation(
                 owner=user, model=model, system_prompt=command.system or "", params=command.params,
                 title=command.content.strip().splitlines()[0][:TITLE_LENGTH],
-            )
+            ))
             parent = None
         else:
             conversation = Conversation.objects.for_user(user).select_for_update().filter(pk=conversation_id).first()
@@ -192,10 +193,10 @@ def reply_start_send(*, user: User, command: ChatSend) -> ReplyPlan:
             conversation.params = command.params
             if command.system is not None:
                 conversation.system_prompt = command.system
-            conversation.save(update_fields=["model", "params", "system_prompt", "updated_at"])
-        user_message = Message.objects.create(
+            rows.update(conversation, ("model", "params", "system_prompt", "updated_at"))
+        user_message = rows.insert(Message(
             conversation=conversation, parent=parent, role=Message.Role.USER, content=command.content,
-        )
+        ))
         return _admit(
             user=user, conversation=conversation, model=model, parent=user_message, params=params,
             request_id=command.request_id, user_message=user_message,
@@ -240,9 +241,9 @@ def reply_start_edit(*, user: User, command: ChatEdit) -> ReplyPlan:
         if model is None:
             raise ChatError("not_found", "the model of this conversation is no longer available")
         params = _clean_params(model, conversation.params or {})
-        edited = Message.objects.create(
+        edited = rows.insert(Message(
             conversation=conversation, parent=original.parent, role=Message.Role.USER, content=command.content
-        )
+        ))
         return _admit(
             user=user, conversation=conversation, model=model, parent=edited, params=params,
             request_id=command.request_id, user_message=edited,

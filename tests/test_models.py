@@ -112,3 +112,34 @@ def test_api_key_is_stored_as_a_hash(alice):
     key = ApiKey.objects.create(user=alice, prefix=prefix, hashed=hashed)
     assert raw.startswith(prefix) and raw not in (key.prefix, key.hashed)
     assert ApiKey.hash(raw) == key.hashed
+
+
+def test_rows_insert_and_update_store_what_the_orm_stores(alice, provider, django_assert_num_queries):
+    """conversations/rows.py writes with cached SQL: each write one statement, the stored values the ORM's own."""
+    from django.forms.models import model_to_dict
+
+    from conversations import rows
+
+    model = Model.objects.create(provider=provider, upstream_id="m")
+    values = {"owner": alice, "model": model, "title": "Straße ✓", "params": {"temperature": 0.5, "stop": ["\n"]}}
+    by_orm = Conversation.objects.create(**values)
+    with django_assert_num_queries(1):
+        by_rows = rows.insert(Conversation(**values))
+    assert by_rows.pk and by_rows.pk != by_orm.pk and not by_rows._state.adding
+    fresh_orm, fresh_rows = Conversation.objects.get(pk=by_orm.pk), Conversation.objects.get(pk=by_rows.pk)
+    assert model_to_dict(fresh_rows, exclude=["id"]) == model_to_dict(fresh_orm, exclude=["id"])
+    assert fresh_rows.created_at and fresh_rows.updated_at >= fresh_orm.updated_at
+
+    reply = rows.insert(Message(conversation=by_rows, role="assistant", status="streaming", model=model,
+                                heartbeat_at=fresh_rows.created_at))
+    stored = Message.objects.get(pk=reply.pk)
+    assert (stored.conversation_id, stored.role, stored.status, stored.content, stored.seq, stored.heartbeat_at) == (
+        by_rows.pk, "assistant", "streaming", "", 0, fresh_rows.created_at
+    )
+    by_rows.active_leaf, by_rows.params, by_rows.title = reply, {"top_p": 1}, "changed"
+    before = fresh_rows.updated_at
+    with django_assert_num_queries(1):
+        rows.update(by_rows, ("active_leaf", "params", "updated_at"))
+    fresh_rows = Conversation.objects.get(pk=by_rows.pk)
+    assert (fresh_rows.active_leaf_id, fresh_rows.params, fresh_rows.title) == (reply.pk, {"top_p": 1}, "Straße ✓")
+    assert fresh_rows.updated_at > before
