@@ -4,9 +4,9 @@ Resolving a model on every chat message and API call was a DISTINCT join over mo
 costing ~2 ms of ORM work, the largest single part of admission (issue #9). Here one hand-written statement
 returns the usable rows (model and provider columns side by side, the group rule in SQL) and the database
 answers it in a fraction of that. Nothing is stale: every change (the admin, `manage.py providers apply`, a
-queryset update, another process) is seen by the next call. What is cached per process is only the turning of
-a row into objects (decoding JSON, decrypting the provider's key), keyed by the row's values themselves: a row
-that changed in any column is a new key and is loaded again through the ORM.
+queryset update, another process) is seen by the next call. What is cached per process (`rows.RowObjects`) is
+only the turning of a row into objects (decoding JSON, decrypting the provider's key), keyed by the row's values
+themselves: a row that changed in any column is a new key and is loaded again through the ORM.
 
 The models handed out are shared by every caller of the process: read them, never change them.
 """
@@ -14,33 +14,21 @@ The models handed out are shared by every caller of the process: read them, neve
 from __future__ import annotations
 
 import functools
-import threading
-from collections import OrderedDict
 from typing import Any
 
 from django.db import connection
 
 from conversations.models import Model, Provider, User
-
-CACHED_ROWS = 512
-
-_objects: OrderedDict[str, Model] = OrderedDict()  # repr of a row (PostgreSQL gives JSON columns as dicts) -> objects
-_lock = threading.Lock()
-
-
-@functools.cache
-def _columns() -> tuple[list[str], list[str]]:
-    return [f.column for f in Model._meta.concrete_fields], [f.column for f in Provider._meta.concrete_fields]
+from conversations.rows import RowObjects, select_columns
 
 
 @functools.cache
 def _usable_sql(by_name: bool) -> str:
     """Usable models (enabled, on an enabled provider) open to everyone or to one of the user's groups."""
     quote = connection.ops.quote_name
-    model_columns, provider_columns = _columns()
     links = Model.allowed_groups.through
     memberships = User.groups.through
-    selected = [f"m.{quote(c)}" for c in model_columns] + [f"p.{quote(c)}" for c in provider_columns]
+    selected = select_columns("m", Model) + select_columns("p", Provider)
     # Table and column names from the models' own metadata, quoted: nothing here comes from a request.
     return (
         f"SELECT {', '.join(selected)} FROM {quote(Model._meta.db_table)} m "  # noqa: S608
@@ -61,18 +49,12 @@ def _rows(user: User, public_name: str | None) -> list[tuple[Any, ...]]:
         return cursor.fetchall()
 
 
-def _model(row: tuple[Any, ...]) -> Model:
-    """The objects of a row: from this process's cache when the row is unchanged, else loaded by the ORM."""
-    key = repr(row)
-    model = _objects.get(key)
-    if model is not None:
-        return model
-    model = Model.objects.select_related("provider").get(pk=row[_columns()[0].index("id")])
-    with _lock:
-        _objects[key] = model
-        while len(_objects) > CACHED_ROWS:
-            _objects.popitem(last=False)
-    return model
+def _load(row: tuple[Any, ...]) -> Model:
+    return Model.objects.select_related("provider").get(pk=row[0])  # the first column: Model's id
+
+
+_models = RowObjects(_load)
+_model = _models.get
 
 
 def model_for_user(user: User, public_name: str) -> Model | None:

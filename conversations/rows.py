@@ -1,20 +1,25 @@
-"""Row writes on the path to the first token, with SQL compiled once per model instead of once per call.
+"""Rows on the path to the first token: writes with SQL compiled once per model, reads turned into objects once.
 
-`Model.objects.create()` and `save(update_fields=...)` build their SQL anew on every call: for the chat's
-admission (a conversation, two messages, the active leaf) that was two thirds of its time, on the way to the
-first token (issue #9). These helpers write the same rows through the same fields (defaults, `auto_now`,
-database conversions), so the stored values are those the ORM would store; only the statement text is cached.
-No signals are sent: nothing in chatweb listens to these models' saves.
+`Model.objects.create()`, `save(update_fields=...)` and a queryset's `get()` build their SQL anew on every call:
+for the chat's admission (a conversation, two messages, the active leaf) that was two thirds of its time, for
+the API's key lookup nine tenths (issue #9). `insert` and `update` write the same rows through the same fields
+(defaults, `auto_now`, database conversions), so the stored values are those the ORM would store; only the
+statement text is cached. No signals are sent: nothing in chatweb listens to these models' saves.
+`RowObjects` lets a hand-written SELECT read fresh rows on every call and keep only the objects made of them.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import TypeVar
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from django.db import connection, models
 
 M = TypeVar("M", bound=models.Model)
+T = TypeVar("T")
 
 
 @functools.cache
@@ -59,3 +64,33 @@ def update(obj: models.Model, names: tuple[str, ...]) -> None:
     values = [f.get_db_prep_save(f.pre_save(obj, add=False), connection) for f in fields]
     with connection.cursor() as cursor:
         cursor.execute(sql, [*values, obj.pk])
+
+
+def select_columns(alias: str, model: type[models.Model]) -> list[str]:
+    """`alias."column"` for each concrete field of a model, in field order (for a hand-written SELECT)."""
+    return [f"{alias}.{connection.ops.quote_name(f.column)}" for f in model._meta.concrete_fields]
+
+
+class RowObjects(Generic[T]):
+    """Objects made from rows, cached by the row's values themselves: a row read again unchanged gives the same
+    objects without the ORM; a row changed in any column is a new key and `load` makes its objects anew. So
+    nothing cached is ever stale, and the rows are still read on every call. The objects are shared by every
+    caller of the process (and its threads): read them, never change them."""
+
+    def __init__(self, load: Callable[[tuple[Any, ...]], T], size: int = 512) -> None:
+        self.load = load
+        self.size = size
+        self._objects: OrderedDict[str, T] = OrderedDict()  # repr: PostgreSQL gives JSON columns as dicts
+        self._lock = threading.Lock()
+
+    def get(self, row: tuple[Any, ...]) -> T:
+        key = repr(row)
+        found = self._objects.get(key)
+        if found is not None:
+            return found
+        made = self.load(row)
+        with self._lock:
+            self._objects[key] = made
+            while len(self._objects) > self.size:
+                self._objects.popitem(last=False)
+        return made

@@ -435,6 +435,7 @@ async def test_missing_wrong_and_revoked_keys_are_401(world, bob):
         error = assert_error(response, 401, "invalid_api_key")
         assert world.raw not in error["message"]
         assert response["WWW-Authenticate"].startswith("Bearer")
+    assert (await client.get("/v1/models", headers=world.auth)).status_code == 200  # its objects now cached
     await api_key_revoke_async(world)
     response = await client.get("/v1/models", headers=world.auth)
     assert "revoked" in assert_error(response, 401, "invalid_api_key")["message"]
@@ -468,8 +469,13 @@ async def api_key_revoke_async(world: ApiWorld) -> None:
 
 
 async def test_a_disabled_account_cannot_use_its_key(world):
-    await type(world.key.user).objects.filter(pk=world.key.user_id).aupdate(is_active=False)
+    """At once, though the key and its user were just used (their objects are cached per row, never stale)."""
+    users = type(world.key.user).objects.filter(pk=world.key.user_id)
+    assert (await AsyncClient().get("/v1/models", headers=world.auth)).status_code == 200
+    await users.aupdate(is_active=False)
     assert_error(await AsyncClient().get("/v1/models", headers=world.auth), 401, "invalid_api_key")
+    await users.aupdate(is_active=True)
+    assert (await AsyncClient().get("/v1/models", headers=world.auth)).status_code == 200
 
 
 async def test_rpm_limit(world):
