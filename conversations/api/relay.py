@@ -253,13 +253,14 @@ async def stream_open(call: ApiCall) -> AsyncIterator[bytes]:
     """Start the upstream stream and wait for its first event. A failure before any output is raised as
     ApiError (502/504/400 with the stable code) instead of a 200 stream; otherwise the SSE body iterator."""
     relay = Relay(call)
-    upstream = client.stream(call.target, call.path, call.body)
+    upstream = client.stream_batches(call.target, call.path, call.body)
     first: list[UpstreamEvent] = []
     try:
-        async for event in upstream:
-            relay.take(event)
-            first.append(event)
-            if not isinstance(event, Usage):
+        async for batch in upstream:
+            for event in batch:
+                relay.take(event)
+            first.extend(batch)
+            if not all(isinstance(event, Usage) for event in batch):
                 break
     except BaseException:  # the client disconnected while the upstream was thinking
         await upstream.aclose()
@@ -273,21 +274,24 @@ async def stream_open(call: ApiCall) -> AsyncIterator[bytes]:
 
 
 async def _sse(
-    relay: Relay, upstream: AsyncIterator[UpstreamEvent], first: list[UpstreamEvent]
+    relay: Relay, upstream: AsyncIterator[list[UpstreamEvent]], first: list[UpstreamEvent]
 ) -> AsyncIterator[bytes]:
+    """The SSE body: the chunks of each upstream read written together (one write to the client, not one each)."""
     call = relay.call
     encoder = ChunkEncoder(call.request.endpoint, call.model_name, include_usage=call.request.include_usage)
+
+    def encoded(events: list[UpstreamEvent]) -> bytes:
+        return b"".join(chunk for event in events if (chunk := encoder.encode(event)) is not None)
+
     try:
-        for event in first:
-            chunk = encoder.encode(event)
-            if chunk is not None:
-                yield chunk
+        if chunks := encoded(first):
+            yield chunks
         if relay.error is None:
-            async for event in upstream:
-                relay.take(event)
-                chunk = encoder.encode(event)
-                if chunk is not None:
-                    yield chunk
+            async for batch in upstream:
+                for event in batch:
+                    relay.take(event)
+                if chunks := encoded(batch):
+                    yield chunks
         if call.request.include_usage:
             yield encoder.usage_chunk(usage_payload(await relay.record()))
         if relay.error is not None:

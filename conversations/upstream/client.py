@@ -10,6 +10,7 @@ that may stop early should iterate under ``contextlib.aclosing(stream(...))`` so
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -359,9 +360,20 @@ async def stream(target: UpstreamTarget, path: str, payload: dict[str, Any]) -> 
     5xx, network errors, a retryable error sent as the first event) happen only before the first event
     was yielded, waiting Retry-After when 0 < it <= `retry_after_max`, else an exponential backoff.
     """
+    async with contextlib.aclosing(stream_batches(target, path, payload)) as batches:
+        async for batch in batches:
+            for event in batch:
+                yield event
+
+
+async def stream_batches(
+    target: UpstreamTarget, path: str, payload: dict[str, Any]
+) -> AsyncIterator[list[UpstreamEvent]]:
+    """`stream`, as the events of each read together: whoever relays them can write them at once (a fast
+    upstream's tokens often arrive several to a read)."""
     url = join_url(target.base_url, path)
     if (bad := _bad_url(url)) is not None:
-        yield _error_event(bad)
+        yield [_error_event(bad)]
         return
     body = _stream_body(target, payload)
     api = _api_of(path)
@@ -369,8 +381,8 @@ async def stream(target: UpstreamTarget, path: str, payload: dict[str, Any]) -> 
     while True:
         attempt_events = _attempt_stream(target, url, body, api, final=attempt >= target.max_retries)
         try:
-            async for event in attempt_events:
-                yield event
+            async for batch in attempt_events:
+                yield batch
             return
         except _Retry as retry:
             err = retry.error
@@ -389,8 +401,9 @@ async def _attempt_stream(
     api: Literal["chat", "completions"],
     *,
     final: bool,
-) -> AsyncIterator[UpstreamEvent]:
-    """One request. Raises _Retry (only before its first event, and unless `final`) to ask for another."""
+) -> AsyncIterator[list[UpstreamEvent]]:
+    """One request, its events a read at a time. Raises _Retry (only before its first event, and unless
+    `final`) to ask for another."""
     client = get_client()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + target.first_token_timeout
@@ -412,20 +425,19 @@ async def _attempt_stream(
         async with asyncio.timeout_at(deadline):
             response = await _send(client, request)
     except TimeoutError:
-        yield fail(_timed_out(f"no answer within {target.first_token_timeout:g} s"))
+        yield [fail(_timed_out(f"no answer within {target.first_token_timeout:g} s"))]
         return
     except httpx.HTTPError as exc:
-        yield fail(_transport_error(exc, target, responded=False))
+        yield [fail(_transport_error(exc, target, responded=False))]
         return
 
     try:
         if not response.is_success:
-            yield fail(await _error_from(response, deadline))
+            yield [fail(await _error_from(response, deadline))]
             return
         if response.headers.get("content-type", "").startswith("application/json"):
             # The upstream ignored `stream: true` and answered in one JSON body: relay it all the same.
-            for event in await _whole_body(response, api, target, deadline, fail):
-                yield event
+            yield await _whole_body(response, api, target, deadline, fail)
             return
 
         decoder, normalizer = SSEDecoder(), StreamNormalizer(api)
@@ -469,16 +481,17 @@ async def _attempt_stream(
                 if not relayed and _only_failure(events):
                     # An error sent in place of the first token: as good as an HTTP error status.
                     events[-1] = fail(_as_error(events[-1]))  # type: ignore[arg-type]
-                for event in events:
-                    relayed = True
-                    yield event
-                    if isinstance(event, StreamError):
-                        return
+                failed = next((i for i, e in enumerate(events) if isinstance(e, StreamError)), None)
+                relayed = True
+                if failed is not None:  # nothing after a failure
+                    yield events[: failed + 1]
+                    return
+                yield events
                 continue
             # End of the body (clean, timed out or broken): the last events, then stop.
-            for event in events:
+            if events:
                 relayed = True
-                yield event
+                yield events
             return
     finally:
         await response.aclose()
