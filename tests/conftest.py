@@ -69,6 +69,18 @@ def staff(db):
 
 
 @pytest.fixture(scope="session")
+def django_db_setup(django_db_setup):
+    """pytest-django's, plus: close psycopg's pool before the PostgreSQL test database is dropped (its idle
+    connections, left by the database threads, made the drop fail and leave `test_test_<pid>` behind)."""
+    yield
+    from django.db import connections
+
+    for alias in connections:
+        if connections[alias].vendor == "postgresql" and connections.settings[alias].get("OPTIONS", {}).get("pool"):
+            connections[alias].close_pool()
+
+
+@pytest.fixture(scope="session")
 def live_server(django_db_setup, django_db_blocker):
     """A live Daphne serving chatweb on the test database. Tests using it need `transactional_db`."""
     from tests.live import LiveServer
