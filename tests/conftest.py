@@ -69,15 +69,26 @@ def staff(db):
 
 
 @pytest.fixture(scope="session")
-def django_db_setup(django_db_setup):
-    """pytest-django's, plus: close psycopg's pool before the PostgreSQL test database is dropped (its idle
-    connections, left by the database threads, made the drop fail and leave `test_test_<pid>` behind)."""
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's, plus: before the PostgreSQL test database is dropped, end every other session on it
+    (connections some thread still held, and psycopg's pool) so that the drop does not fail and leave a
+    `test_test_<pid>` database behind."""
     yield
     from django.db import connections
 
-    for alias in connections:
-        if connections[alias].vendor == "postgresql" and connections.settings[alias].get("OPTIONS", {}).get("pool"):
-            connections[alias].close_pool()
+    with django_db_blocker.unblock():
+        for alias in connections:
+            connection = connections[alias]
+            if connection.vendor != "postgresql":
+                continue
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            connection.close()
+            if connections.settings[alias].get("OPTIONS", {}).get("pool"):
+                connection.close_pool()
 
 
 @pytest.fixture(scope="session")
