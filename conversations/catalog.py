@@ -23,29 +23,34 @@ from conversations.rows import RowObjects, select_columns
 
 
 @functools.cache
-def _usable_sql(by_name: bool) -> str:
-    """Usable models (enabled, on an enabled provider) open to everyone or to one of the user's groups."""
+def _usable_sql(by_name: bool, any_group: bool = False) -> str:
+    """Usable models (enabled, on an enabled provider) open to everyone or to one of the user's groups
+    (`any_group`: whatever their groups, for work chatweb does for itself)."""
     quote = connection.ops.quote_name
     links = Model.allowed_groups.through
     memberships = User.groups.through
     selected = select_columns("m", Model) + select_columns("p", Provider)
     # Table and column names from the models' own metadata, quoted: nothing here comes from a request.
+    open_to_user = (
+        f"AND (NOT EXISTS (SELECT 1 FROM {quote(links._meta.db_table)} l WHERE l.model_id = m.id) "  # noqa: S608
+        f"OR EXISTS (SELECT 1 FROM {quote(links._meta.db_table)} l JOIN {quote(memberships._meta.db_table)} g "
+        "ON g.group_id = l.group_id WHERE l.model_id = m.id AND g.user_id = %s))"
+    )
     return (
         f"SELECT {', '.join(selected)} FROM {quote(Model._meta.db_table)} m "  # noqa: S608
         f"JOIN {quote(Provider._meta.db_table)} p ON p.id = m.provider_id "
         "WHERE m.enabled AND p.enabled "
-        f"AND (NOT EXISTS (SELECT 1 FROM {quote(links._meta.db_table)} l WHERE l.model_id = m.id) "
-        f"OR EXISTS (SELECT 1 FROM {quote(links._meta.db_table)} l JOIN {quote(memberships._meta.db_table)} g "
-        "ON g.group_id = l.group_id WHERE l.model_id = m.id AND g.user_id = %s))"
+        + ("" if any_group else open_to_user)
         + (" AND m.public_name = %s" if by_name else " ORDER BY m.public_name")
     )
 
 
-def _rows(user: User, public_name: str | None) -> list[tuple[Any, ...]]:
-    user_id = user.pk if getattr(user, "is_authenticated", False) else None
-    params: list[Any] = [user_id] if public_name is None else [user_id, public_name]
+def _rows(user: User | None, public_name: str | None, *, any_group: bool = False) -> list[tuple[Any, ...]]:
+    params: list[Any] = [] if public_name is None else [public_name]
+    if not any_group:  # the user's id for the group rule (anonymous: models open to everyone only)
+        params.insert(0, user.pk if getattr(user, "is_authenticated", False) else None)
     with connection.cursor() as cursor:
-        cursor.execute(_usable_sql(public_name is not None), params)
+        cursor.execute(_usable_sql(public_name is not None, any_group=any_group), params)
         return cursor.fetchall()
 
 
@@ -72,6 +77,5 @@ def models_for_user(user: User, *, api: str | None = None) -> list[Model]:
 
 def usable_model(public_name: str) -> Model | None:
     """The enabled model of that name, whatever its groups (work chatweb does for itself, such as titles)."""
-    return Model.objects.filter(public_name=public_name, enabled=True, provider__enabled=True).select_related(
-        "provider"
-    ).first()
+    rows = _rows(None, public_name, any_group=True)
+    return _model(rows[0]) if rows else None

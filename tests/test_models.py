@@ -5,7 +5,7 @@ from decimal import Decimal
 import pytest
 from django.contrib.auth.models import Group
 
-from conversations.catalog import model_for_user, models_for_user
+from conversations.catalog import model_for_user, models_for_user, usable_model
 from conversations.models import ApiKey, Conversation, Message, Model, Provider, UsageRecord
 
 
@@ -63,6 +63,12 @@ def test_models_restricted_to_groups(alice, bob, provider):
     assert set(models_for_user(bob)) == {open_model}
     assert model_for_user(bob, team_model.public_name) is None
     assert model_for_user(alice, team_model.public_name) == team_model
+    # chatweb's own work (titles) may use any enabled model, whatever its groups; never a disabled one.
+    assert usable_model(team_model.public_name) == team_model
+    assert usable_model("deepinfra/off") is None
+    provider.enabled = False
+    provider.save()
+    assert usable_model(open_model.public_name) is None
 
 
 def test_catalog_sees_every_change_at_once(alice, provider, django_assert_num_queries):
