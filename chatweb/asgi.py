@@ -9,12 +9,12 @@ from django.core.asgi import get_asgi_application
 
 django_http = get_asgi_application()  # sets Django up before the imports below touch models
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from chatweb.apihandler import API_PREFIX, ApiHandler  # noqa: E402
 from chatweb.staticfiles import StaticFilesApp  # noqa: E402
+from chatweb.wsauth import auth_stack  # noqa: E402
 from conversations.routing import websocket_urlpatterns  # noqa: E402
 
 api_http = ApiHandler()
@@ -29,6 +29,6 @@ async def http(scope: dict, receive: Any, send: Any) -> None:
 application = ProtocolTypeRouter(
     {
         "http": StaticFilesApp(http),
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": AllowedHostsOriginValidator(auth_stack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -297,6 +298,32 @@ async def test_anonymous_and_foreign_origin_sockets_are_refused(alice):
     connected, _ = await foreign.connect()
     assert not connected
     await foreign.disconnect()
+
+
+async def test_a_session_ended_by_a_password_change_or_a_disabled_account_cannot_open_a_socket(alice):
+    """The session's user is read afresh for every socket (chatweb/wsauth.py), with Django's session hash check."""
+    from asgiref.sync import sync_to_async
+    from channels.testing import WebsocketCommunicator
+
+    from chatweb.asgi import application
+    from tests.chat_helpers import _session_cookie
+
+    async def opens(cookie: str) -> bool:
+        socket = WebsocketCommunicator(application, "/ws/chat/", headers=[ORIGIN, (b"cookie", cookie.encode())])
+        connected, _ = await socket.connect()
+        await socket.disconnect()
+        return connected
+
+    cookie = f"{settings.SESSION_COOKIE_NAME}={await sync_to_async(_session_cookie)(alice)}"
+    assert await opens(cookie)
+    alice.set_password("a new password, not the old one")
+    await alice.asave()
+    assert not await opens(cookie)  # the session's hash no longer matches
+    cookie = f"{settings.SESSION_COOKIE_NAME}={await sync_to_async(_session_cookie)(alice)}"
+    assert await opens(cookie)
+    alice.is_active = False
+    await alice.asave()
+    assert not await opens(cookie)
 
 
 async def test_regenerate_keeps_the_old_reply_as_a_sibling(alice, dev_upstream, nonce):
