@@ -170,28 +170,30 @@ class ReplyRun:
             _running.pop(self.plan.message_id, None)
 
     async def _stream(self, outcome: ReplyOutcome, started: float) -> None:
-        async for event in client.stream(self.plan.target, self.plan.path, self.plan.body):
-            if isinstance(event, ContentDelta | RefusalDelta | ReasoningDelta):
-                if event.index == 0 and event.text:
-                    self._queue(self.pending_reasoning if isinstance(event, ReasoningDelta) else self.pending_content,
-                                event.text)
+        async for batch in client.stream_batches(self.plan.target, self.plan.path, self.plan.body):
+            for event in batch:  # the events of one read
+                if isinstance(event, ContentDelta | RefusalDelta | ReasoningDelta):
+                    if event.index != 0 or not event.text:
+                        continue
+                    pending = self.pending_reasoning if isinstance(event, ReasoningDelta) else self.pending_content
+                    self._queue(pending, event.text)
                     if outcome.ttft_ms is None:
                         outcome.ttft_ms = int((time.monotonic() - started) * 1000)
-                        # Let the publisher send the first token before this task reads on: a fast upstream's
-                        # whole answer can already wait in the socket, and reading it first delays the first delta.
+                        # Let the publisher send the first token before this task reads on: a fast upstream's whole
+                        # answer can already wait in the socket, and reading it first delays the first delta.
                         await asyncio.sleep(0)
-            elif isinstance(event, Usage):
-                outcome.usage = event
-            elif isinstance(event, Finish):
-                if event.index == 0:
-                    outcome.finish_reason = event.reason
-            elif isinstance(event, StreamError):
-                outcome.status, outcome.finish_reason = Message.Status.ERROR, "error"
-                outcome.error_code = event.code
-                outcome.error_message = _error_text(event)
-                if event.status and event.status >= 400 and not self.content and not self.pending_content:
-                    # Refused with an HTTP error before any output: the provider charged nothing.
-                    outcome.usage = Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
+                elif isinstance(event, Usage):
+                    outcome.usage = event
+                elif isinstance(event, Finish):
+                    if event.index == 0:
+                        outcome.finish_reason = event.reason
+                elif isinstance(event, StreamError):
+                    outcome.status, outcome.finish_reason = Message.Status.ERROR, "error"
+                    outcome.error_code = event.code
+                    outcome.error_message = _error_text(event)
+                    if event.status and event.status >= 400 and not self.content and not self.pending_content:
+                        # Refused with an HTTP error before any output: the provider charged nothing.
+                        outcome.usage = Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
         if not outcome.finish_reason:
             outcome.finish_reason = "stop"
 
