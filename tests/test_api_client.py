@@ -95,6 +95,9 @@ def test_reasoning_content_reaches_the_client(client):
         client.chat.completions.create(model="dev/dev-reasoner", messages=HELLO, max_tokens=60, stream=True)
     )
     assert any((c.choices[0].delta.model_extra or {}).get("reasoning_content") for c in chunks if c.choices)
+    # A stream without a usage chunk is recorded just after [DONE]: wait for it, so that this test's end (the
+    # tables truncated) never races the server's ledger write (a deadlock on PostgreSQL, seen once in CI).
+    wait_for_record(model_name="dev/dev-reasoner", id__gt=UsageRecord.objects.order_by("id").first().id)
 
 
 def test_completions_whole_and_streamed(client):
