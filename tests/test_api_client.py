@@ -39,6 +39,17 @@ def wait_for_record(timeout: float = 10, **filters) -> UsageRecord:
         time.sleep(0.05)
 
 
+def wait_for_records(count: int, timeout: float = 10) -> list[UsageRecord]:
+    """The ledger once it holds `count` rows: a stream's row is written just after its [DONE], with the numbers
+    its usage chunk gave (conversations/api/relay.py)."""
+    deadline = time.monotonic() + timeout
+    while len(records := list(UsageRecord.objects.order_by("id"))) < count:
+        assert time.monotonic() < deadline, f"{len(records)} usage records, not {count}"
+        time.sleep(0.02)
+    assert len(records) == count
+    return records
+
+
 def test_list_and_retrieve_models(client):
     ids = [m.id for m in client.models.list()]
     assert ids == ["auto", "dev/dev-chat", "dev/dev-complete", "dev/dev-reasoner"]
@@ -84,8 +95,9 @@ def test_chat_streamed_usage_chunk_only_when_asked(client):
         and last.usage.total_tokens == last.usage.prompt_tokens + last.usage.completion_tokens
     )
     assert last.usage.model_extra["estimated_cost"] > 0
-    record = UsageRecord.objects.order_by("-id").first()
+    record = wait_for_records(2)[-1]
     assert last.usage.completion_tokens == record.completion_tokens and record.usage_estimated is False
+    assert Decimal(str(last.usage.model_extra["estimated_cost"])) == record.estimated_cost
 
 
 def test_reasoning_content_reaches_the_client(client):
@@ -114,6 +126,7 @@ def test_completions_whole_and_streamed(client):
     )
     assert "".join(c.choices[0].text for c in chunks if c.choices) == whole.choices[0].text
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    assert wait_for_records(2)[-1].completion_tokens == whole.usage.completion_tokens
 
 
 def test_auto_names_the_model_that_answered(client, live_server, world):
@@ -221,7 +234,8 @@ async def test_async_client(aclient, world):
     assert text.choices[0].text
     with pytest.raises(openai.NotFoundError):
         await aclient.chat.completions.create(model="nope", messages=HELLO)
-    assert await UsageRecord.objects.filter(api_key_id=world.key.pk).acount() == 3
+    records = await sync_to_async(wait_for_records)(3)
+    assert {r.api_key_id for r in records} == {world.key.pk}
     await sync_to_async(Provider.objects.filter(pk=world.provider.pk).update)(enabled=False)
     with pytest.raises(openai.NotFoundError):
         await aclient.chat.completions.create(model="dev/dev-chat", messages=HELLO)

@@ -23,7 +23,7 @@ from conversations.api.errors import bad_request, budget_exceeded, upstream_fail
 from conversations.api.parsing import ApiRequest, Endpoint, json_body, parse_request
 from conversations.api.routing import model_resolve, request_cost
 from conversations.budgets import BudgetExceeded, budget_reserve, budget_settle
-from conversations.ledger import Priced, usage_record
+from conversations.ledger import Priced, Reckoning, reckon, usage_record, usage_reported
 from conversations.models import Model, UsageRecord
 from conversations.prompting import upstream_request
 from conversations.selectors import upstream_target
@@ -167,9 +167,11 @@ def api_call_record(
     finish_reason: str,
     ttft_ms: int | None,
     duration_ms: int,
+    reckoning: Reckoning | None = None,
 ) -> UsageRecord:
     """The call's ledger row (source `api`), settling its budget reservation."""
     return usage_record(
+        reckoning=reckoning,
         user_id=call.user_id,
         source=UsageRecord.Source.API,
         priced=call.priced,
@@ -197,6 +199,7 @@ class Relay:
         self.choices: dict[int, Choice] = {}
         self.usage: Usage | None = None
         self.error: StreamError | None = None
+        self._reckoning: Reckoning | None = None
         self._record: asyncio.Task[UsageRecord] | None = None
 
     def take(self, event: UpstreamEvent) -> None:
@@ -226,6 +229,17 @@ class Relay:
         first = self.choices.get(0)
         return (first.finish_reason if first else None) or "stop"
 
+    async def reckon(self) -> Reckoning:
+        """The numbers the ledger row will hold, worked out once, so that the client can be told them before the
+        row is written (the write is then off the client's total time) and the two always agree."""
+        if self._reckoning is None:
+            text = self.text()
+            args = {"priced": self.call.priced, "usage": self.usage, "prompt_messages": self.call.prompt_messages,
+                    "completion_text": text}
+            # Counting tokens offline (no usage reported) can take milliseconds: not on the event loop.
+            self._reckoning = reckon(**args) if usage_reported(self.usage, text) else await db.run(reckon)(**args)
+        return self._reckoning
+
     async def record(self, finish_reason: str | None = None, *, usage: Usage | None = None) -> UsageRecord:
         """Write the ledger row once (later calls wait for the same write). The write runs as its own task,
         so a client that disconnects while it is under way cannot cancel it."""
@@ -237,6 +251,7 @@ class Relay:
                 finish_reason=finish_reason or self.finish_reason(),
                 ttft_ms=self.ttft_ms,
                 duration_ms=int((time.monotonic() - self.started) * 1000),
+                reckoning=None if usage is not None else self._reckoning,
             )
             self._record = asyncio.ensure_future(write)
             _recording.add(self._record)
@@ -293,12 +308,13 @@ async def _sse(
                 if chunks := encoded(batch):
                     yield chunks
         if call.request.include_usage:
-            yield encoder.usage_chunk(usage_payload(await relay.record()))
+            yield encoder.usage_chunk(usage_payload(await relay.reckon()))
         if relay.error is not None:
             yield error_chunk(relay.error)
         yield DONE
-        # Without a usage chunk the client need not wait for the ledger: it is written after [DONE] (a client
-        # that hangs up at [DONE], as the official ones do, cannot cancel the write: see Relay.record).
+        # The client need not wait for the ledger: the row is written after [DONE], with the numbers the usage
+        # chunk gave (a client that hangs up at [DONE], as the official ones do, cannot cancel the write: see
+        # Relay.record).
         await relay.record()
     finally:
         # Reached on a normal end, and when the client disconnects (Django cancels the response task, or
