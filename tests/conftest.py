@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 
@@ -72,9 +73,14 @@ def staff(db):
 def django_db_setup(django_db_setup, django_db_blocker):
     """pytest-django's, plus: before the PostgreSQL test database is dropped, end every other session on it
     (connections some thread still held, and psycopg's pool) so that the drop does not fail and leave a
-    `test_test_<pid>` database behind."""
+    `test_test_<pid>` database behind. SQLite: the database threads' open connections leave the file's `-wal`
+    and `-shm` behind when it is deleted; they are removed at the end of the session."""
     yield
     from django.db import connections
+
+    for alias in connections:
+        if connections[alias].vendor == "sqlite" and (name := connections[alias].settings_dict["NAME"]):
+            _sqlite_leftovers.extend(f"{name}{suffix}" for suffix in ("-wal", "-shm"))
 
     with django_db_blocker.unblock():
         for alias in connections:
@@ -89,6 +95,16 @@ def django_db_setup(django_db_setup, django_db_blocker):
             connection.close()
             if connections.settings[alias].get("OPTIONS", {}).get("pool"):
                 connection.close_pool()
+
+
+_sqlite_leftovers: list[str] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    for path in _sqlite_leftovers:
+        if not os.path.exists(path.rsplit("-", 1)[0]):  # the database itself is gone
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
 
 
 @pytest.fixture(scope="session")
