@@ -318,14 +318,14 @@ _SUMS = [
 
 
 class UsageDay(models.Model):
-    """The ledger rolled up per local day of its owner (in `tz`), kept on write: what usage pages read."""
+    """The ledger rolled up per local day of its owner (in `tz`), provider and model, kept on write: what
+    usage pages read for totals, days, models, providers and users."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     tz = models.CharField(max_length=64, help_text="The owner's time zone the day was counted in.")
     day = models.DateField()
     provider_name = models.CharField(max_length=64)
     model_name = models.CharField(max_length=320)
-    conversation_id = models.BigIntegerField(default=0, help_text="0: no conversation (API calls).")
     requests = models.BigIntegerField(default=0)
     prompt_tokens = models.BigIntegerField(default=0)
     completion_tokens = models.BigIntegerField(default=0)
@@ -341,25 +341,74 @@ class UsageDay(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["user", "tz", "day", "provider_name", "model_name", "conversation_id"],
-                name="usageday_key",
+                fields=["user", "tz", "day", "provider_name", "model_name"], name="usageday_owner_day"
             )
         ]
         # Covering indexes (every column a read needs is in the index): an owner's days, and everyone's days
         # in GROUP BY order. On SQLite they make reads 4-8x faster; PostgreSQL can answer from them alone.
         indexes = [
             models.Index(
-                fields=["user", "tz", "day", "provider_name", "model_name", "conversation_id", *_SUMS],
-                name="usageday_owner_cover",
+                fields=["user", "tz", "day", "provider_name", "model_name", *_SUMS], name="usageday_owner_sums"
             ),
             models.Index(
-                fields=["day", "provider_name", "model_name", "user", "conversation_id", *_SUMS],
-                name="usageday_day_cover",
+                fields=["day", "provider_name", "model_name", "user", *_SUMS], name="usageday_day_sums"
             ),
         ]
 
     def __str__(self) -> str:
         return f"{self.day} {self.model_name} {self.requests} requests"
+
+
+class ConversationDay(models.Model):
+    """The ledger rolled up per conversation and local day of its owner (in `tz`): a conversation's usage in a
+    span, kept after the conversation is deleted."""
+
+    conversation_id = models.BigIntegerField()
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    tz = models.CharField(max_length=64)
+    day = models.DateField()
+    requests = models.BigIntegerField(default=0)
+    total_tokens = models.BigIntegerField(default=0)
+    cost_units = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["conversation_id", "user", "tz", "day"], name="conversationday_key")
+        ]
+        indexes = [models.Index(fields=["user", "tz", "day"], name="conversationday_owner")]
+
+    def __str__(self) -> str:
+        return f"conversation {self.conversation_id} on {self.day}"
+
+
+class ConversationTotal(models.Model):
+    """A conversation's usage over all time and its first and last local day: the bound that lets the usage
+    pages rank conversations without grouping every day of a long span (conversations/usage/ranking.py)."""
+
+    conversation_id = models.BigIntegerField()
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    first_day = models.DateField()
+    last_day = models.DateField()
+    requests = models.BigIntegerField(default=0)
+    total_tokens = models.BigIntegerField(default=0)
+    cost_units = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["conversation_id", "user"], name="conversationtotal_key")]
+        # Most expensive first, with the days in the index: ranking walks it and stops after a few entries.
+        indexes = [
+            models.Index(
+                fields=["-cost_units", "-total_tokens", "conversation_id", "first_day", "last_day"],
+                name="conversationtotal_rank",
+            ),
+            models.Index(
+                fields=["user", "-cost_units", "-total_tokens", "conversation_id", "first_day", "last_day"],
+                name="conversationtotal_owner_rank",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"conversation {self.conversation_id}: {self.requests} requests"
 
 
 class BudgetReservation(models.Model):

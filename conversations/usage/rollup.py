@@ -15,6 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
+from functools import cache
 from zoneinfo import ZoneInfo
 
 from django.db import IntegrityError, connection, transaction
@@ -26,14 +27,15 @@ from django.db.models import (
     F,
     Max,
     Min,
+    Model,
     Q,
     QuerySet,
     Sum,
     Value,
 )
-from django.db.models.functions import Cast, Coalesce, Round, TruncDate
+from django.db.models.functions import Cast, Round, TruncDate
 
-from conversations.models import UsageDay, UsageRecord, User
+from conversations.models import ConversationDay, ConversationTotal, UsageDay, UsageRecord, User
 from conversations.usage.days import UTC, day_span, zone_named
 
 log = logging.getLogger(__name__)
@@ -108,36 +110,59 @@ EVERYONE = None  # a subject of None: every user's usage, each record on its own
 
 # --- Writing ------------------------------------------------------------------------------------------
 
-def _upsert_sql() -> str:
-    table = connection.ops.quote_name(UsageDay._meta.db_table)
-    key = ("user_id", "tz", "day", "provider_name", "model_name", "conversation_id")
-    columns = (*key, *SUMMED)
-    updates = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in SUMMED)
-    # ON CONFLICT ... DO UPDATE: one atomic statement on SQLite (3.24+) and PostgreSQL alike.
+CONVERSATION_SUMMED = ("requests", "total_tokens", "cost_units")  # what a conversation's usage shows and ranks by
+
+
+def _upsert_sql(model: type[Model], key: tuple[str, ...], summed: tuple[str, ...], *, widen: bool = False) -> str:
+    """INSERT (key, summed) ... ON CONFLICT (key) DO UPDATE adding the sums: one atomic statement on SQLite
+    (3.24+) and PostgreSQL alike. `widen` also moves first_day / last_day (inserted last) out to the new day."""
+    table = connection.ops.quote_name(model._meta.db_table)
+    updates = [f"{c} = {table}.{c} + excluded.{c}" for c in summed]
+    if widen:  # portable MIN / MAX of two values (SQLite's min() is PostgreSQL's LEAST())
+        updates += [
+            f"first_day = CASE WHEN excluded.first_day < {table}.first_day THEN excluded.first_day "
+            f"ELSE {table}.first_day END",
+            f"last_day = CASE WHEN excluded.last_day > {table}.last_day THEN excluded.last_day "
+            f"ELSE {table}.last_day END",
+        ]
+    inserted = (*key, *summed, *(("first_day", "last_day") if widen else ()))
     return (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))}) "  # noqa: S608 (names from the model)
-        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+        f"INSERT INTO {table} ({', '.join(inserted)}) VALUES ({', '.join(['%s'] * len(inserted))}) "  # noqa: S608 (names from the model)
+        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {', '.join(updates)}"
+    )
+
+
+@cache
+def _upserts() -> tuple[str, str, str]:
+    return (
+        _upsert_sql(UsageDay, ("user_id", "tz", "day", "provider_name", "model_name"), SUMMED),
+        _upsert_sql(ConversationDay, ("conversation_id", "user_id", "tz", "day"), CONVERSATION_SUMMED),
+        _upsert_sql(ConversationTotal, ("conversation_id", "user_id"), CONVERSATION_SUMMED, widen=True),
     )
 
 
 def usage_day_add(*, record: UsageRecord, tz: str | None = None) -> None:
-    """Fold one new ledger row into its owner's day; call in the transaction that wrote it.
+    """Fold one new ledger row into its owner's day (and its conversation's); call in the transaction that
+    wrote it.
 
     `tz` is the owner's time zone when the caller has it at hand (saves a query).
     """
     if tz is None:
         tz = User.objects.values_list("timezone", flat=True).get(pk=record.user_id)
     zone = zone_named(tz)
-    day = record.created_at.astimezone(zone).date()
-    values = [
-        record.user_id, zone.key, connection.ops.adapt_datefield_value(day), record.provider_name,
-        record.model_name, record.conversation_id or 0,
-        1, record.prompt_tokens, record.completion_tokens, record.total_tokens,
-        cost_units(record.estimated_cost),
-        int(record.cost_source == UsageRecord.CostSource.ESTIMATED), int(bool(record.usage_estimated)),
-    ]
+    day = connection.ops.adapt_datefield_value(record.created_at.astimezone(zone).date())
+    cost = cost_units(record.estimated_cost)
+    day_sql, conversation_day_sql, conversation_total_sql = _upserts()
     with connection.cursor() as cursor:
-        cursor.execute(_upsert_sql(), values)
+        cursor.execute(day_sql, [
+            record.user_id, zone.key, day, record.provider_name, record.model_name,
+            1, record.prompt_tokens, record.completion_tokens, record.total_tokens, cost,
+            int(record.cost_source == UsageRecord.CostSource.ESTIMATED), int(bool(record.usage_estimated)),
+        ])
+        if record.conversation_id:
+            sums = [1, record.total_tokens, cost]
+            cursor.execute(conversation_day_sql, [record.conversation_id, record.user_id, zone.key, day, *sums])
+            cursor.execute(conversation_total_sql, [record.conversation_id, record.user_id, *sums, day, day])
 
 
 _WIDE = DecimalField(max_digits=32, decimal_places=0)
@@ -161,10 +186,12 @@ def ledger_sums() -> dict:
 
 
 def usage_days_rebuild(*, user_id: int, tz: str, first: date | None = None, last: date | None = None) -> int:
-    """Recount the owner's local days first..last (None: unbounded) from the ledger, in zone `tz`.
+    """Recount the owner's local days first..last (None: unbounded) from the ledger, in zone `tz`: their
+    UsageDay and ConversationDay rows, then their ConversationTotal rows from those.
 
-    Rows the owner had counted in another zone are dropped (they would count some records twice).
-    Returns the number of ledger records counted.
+    Rows the owner had counted in another zone are dropped (they would count some records twice). Ledger
+    rows of deleted conversations (their conversation is gone) count for the user's days, no longer for a
+    conversation. Returns the number of ledger records counted.
     """
     zone = zone_named(tz)
     days = Q()
@@ -175,30 +202,60 @@ def usage_days_rebuild(*, user_id: int, tz: str, first: date | None = None, last
     if last is not None:
         days &= Q(day__lte=last)
         records = records.filter(created_at__lt=day_span(zone, last, last)[1])
-    grouped = (
-        records.order_by()
-        .annotate(d=TruncDate("created_at", tzinfo=zone), conv=Coalesce("conversation_id", 0))
-        .values("d", "provider_name", "model_name", "conv")
-        .annotate(**ledger_sums())
-    )
+    by_day = records.order_by().annotate(d=TruncDate("created_at", tzinfo=zone))
+    owner_days = Q(user_id=user_id) & (days | ~Q(tz=zone.key))
     for attempt in range(3):
         try:
             with transaction.atomic():
-                UsageDay.objects.filter(Q(user_id=user_id) & (days | ~Q(tz=zone.key))).delete()
-                rows = [
-                    UsageDay(
-                        user_id=user_id, tz=zone.key, day=g["d"], provider_name=g["provider_name"],
-                        model_name=g["model_name"], conversation_id=g["conv"],
-                        **{k: g[k] or 0 for k in SUMMED},
-                    )
-                    for g in grouped
-                ]
-                UsageDay.objects.bulk_create(rows, batch_size=2000)
+                UsageDay.objects.filter(owner_days).delete()
+                ConversationDay.objects.filter(owner_days).delete()
+                rows = UsageDay.objects.bulk_create(
+                    (
+                        UsageDay(
+                            user_id=user_id, tz=zone.key, day=g["d"], provider_name=g["provider_name"],
+                            model_name=g["model_name"], **{k: g[k] or 0 for k in SUMMED},
+                        )
+                        for g in by_day.values("d", "provider_name", "model_name").annotate(**ledger_sums())
+                    ),
+                    batch_size=2000,
+                )
+                ConversationDay.objects.bulk_create(
+                    (
+                        ConversationDay(
+                            conversation_id=g["conversation_id"], user_id=user_id, tz=zone.key, day=g["d"],
+                            **{k: g[k] or 0 for k in CONVERSATION_SUMMED},
+                        )
+                        for g in by_day.filter(conversation_id__isnull=False)
+                        .values("d", "conversation_id").annotate(**_only(ledger_sums(), CONVERSATION_SUMMED))
+                    ),
+                    batch_size=2000,
+                )
+                _conversation_totals_rebuild(user_id)
             return sum(r.requests for r in rows)
         except IntegrityError:  # a concurrent write added a day row between the delete and the insert: redo
             if attempt == 2:
                 raise
     return 0  # pragma: no cover
+
+
+def _only(sums: dict, keys: tuple[str, ...]) -> dict:
+    return {k: sums[k] for k in keys}
+
+
+def _conversation_totals_rebuild(user_id: int) -> None:
+    """The owner's ConversationTotal rows summed again from their ConversationDay rows."""
+    ConversationTotal.objects.filter(user_id=user_id).delete()
+    ConversationTotal.objects.bulk_create(
+        (
+            ConversationTotal(
+                conversation_id=g["conversation_id"], user_id=user_id, first_day=g["first"], last_day=g["last"],
+                **{k: g[f"all_{k}"] for k in CONVERSATION_SUMMED},
+            )
+            for g in ConversationDay.objects.filter(user_id=user_id).order_by().values("conversation_id")
+            .annotate(first=Min("day"), last=Max("day"), **{f"all_{k}": Sum(k) for k in CONVERSATION_SUMMED})
+        ),
+        batch_size=2000,
+    )
 
 
 # --- Reading ------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from django.db.models import QuerySet
 
 from conversations.models import Conversation, UsageRecord, User
 from conversations.usage.days import days_between, local_today, month_first, zone_named
+from conversations.usage.ranking import top_conversations
 from conversations.usage.rollup import EVERYONE, Owner, Totals, ledger_q, rolled_up, rollup_verify
 
 MAX_SPAN_DAYS = 3660  # ten years: a bound on what one request may ask the database to group
@@ -144,22 +145,17 @@ class ConversationUsage:
 
 
 def usage_by_conversation(scope: UsageScope, limit: int = 10) -> list[ConversationUsage]:
-    """The scope's most expensive conversations (API calls have none), with their titles: two queries."""
-    top = list(
-        _grouped(scope, "conversation_id").exclude(conversation_id=0)
-        .order_by("-cost_units", "-total_tokens", "conversation_id")[:limit]
-    )
-    conversations = Conversation.objects.filter(pk__in=[row["conversation_id"] for row in top])
+    """The scope's most expensive conversations (API calls have none), with their titles (ranking.py)."""
+    _checked(scope)
+    top = top_conversations(scope.owner, scope.first, scope.last, limit)
+    conversations = Conversation.objects.filter(pk__in=[pk for pk, _ in top])
     if scope.subject is not None:
         conversations = conversations.filter(owner=scope.subject)
     titles = dict(conversations.values_list("pk", "title"))
-    result = []
-    for row in top:
-        pk, totals = row["conversation_id"], Totals()
-        totals.add(row)
-        title = (titles[pk] or f"Conversation {pk}") if pk in titles else None
-        result.append(ConversationUsage(pk, title, totals))
-    return result
+    return [
+        ConversationUsage(pk, (titles[pk] or f"Conversation {pk}") if pk in titles else None, totals)
+        for pk, totals in top
+    ]
 
 
 @dataclass
@@ -170,13 +166,16 @@ class UserUsage:
 
 
 def usage_by_user(scope: UsageScope) -> list[UserUsage]:
-    """Staff: each user's totals in the scope, most expensive first (one query)."""
-    rows = _grouped(scope, "user_id", "user__username")
+    """Staff: each user's totals in the scope, most expensive first (two queries: grouping by the user's id
+    alone lets the database sum in index order; the names are read for the few users found)."""
     result = []
-    for row in rows:
+    for row in _grouped(scope, "user_id"):
         totals = Totals()
         totals.add(row)
-        result.append(UserUsage(row["user_id"], row["user__username"], totals))
+        result.append(UserUsage(row["user_id"], "", totals))
+    names = dict(User.objects.filter(pk__in=[u.user_id for u in result]).values_list("pk", "username"))
+    for usage in result:
+        usage.username = names.get(usage.user_id, "")
     return sorted(result, key=lambda u: (-u.totals.cost_units, -u.totals.total_tokens, u.username))
 
 

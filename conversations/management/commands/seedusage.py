@@ -14,9 +14,9 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.db import connection, transaction
 from django.utils import timezone
 
-from conversations.models import Conversation, UsageDay, UsageRecord, User
+from conversations.models import Conversation, ConversationDay, ConversationTotal, UsageDay, UsageRecord, User
 from conversations.usage.days import zone_named
-from conversations.usage.rollup import SUMMED, cost_units
+from conversations.usage.rollup import CONVERSATION_SUMMED, SUMMED, cost_units
 
 BATCH = 5000
 QUANTUM = Decimal("1E-10")
@@ -86,6 +86,36 @@ def _insert_records(rows: list[tuple]) -> None:
         cursor.executemany(sql, adapted)
 
 
+def _rollups(rollup: dict[tuple, list[int]]) -> tuple[list, list, list]:
+    """The three roll-ups (what conversations/usage/rollup.usage_day_add keeps) from sums keyed by
+    (user, tz, day, provider, model, conversation or 0)."""
+    days: dict[tuple, list[int]] = defaultdict(lambda: [0] * len(SUMMED))
+    by_conversation: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for (user_id, tz, day, provider, model, conversation_id), sums in rollup.items():
+        day_sums = days[user_id, tz, day, provider, model]
+        for i, value in enumerate(sums):
+            day_sums[i] += value
+        if conversation_id:
+            kept = by_conversation[conversation_id, user_id, tz, day]
+            for i, k in enumerate(CONVERSATION_SUMMED):
+                kept[i] += sums[SUMMED.index(k)]
+    totals: dict[int, ConversationTotal] = {}
+    for (conversation_id, user_id, _tz, day), (requests, tokens, cost) in sorted(by_conversation.items()):
+        total = totals.setdefault(conversation_id, ConversationTotal(
+            conversation_id=conversation_id, user_id=user_id, first_day=day, last_day=day))
+        total.last_day = day  # sorted: days in order
+        total.requests += requests
+        total.total_tokens += tokens
+        total.cost_units += cost
+    return (
+        [UsageDay(user_id=k[0], tz=k[1], day=k[2], provider_name=k[3], model_name=k[4],
+                  **dict(zip(SUMMED, v, strict=True))) for k, v in days.items()],
+        [ConversationDay(conversation_id=k[0], user_id=k[1], tz=k[2], day=k[3],
+                         **dict(zip(CONVERSATION_SUMMED, v, strict=True))) for k, v in by_conversation.items()],
+        list(totals.values()),
+    )
+
+
 class Command(BaseCommand):
     help = (
         "Replace the usage of users PREFIX-001..PREFIX-N (created if missing) with ROWS ledger rows spread "
@@ -113,17 +143,13 @@ class Command(BaseCommand):
         for user, rows in zip(users, shares, strict=True):
             written += self._seed_user(user, rows, options["days"], rng, rollup)
             self.stdout.write(f"  {user.username} ({user.timezone}): {rows} rows", ending="\n")
-        days = [
-            UsageDay(
-                user_id=k[0], tz=k[1], day=k[2], provider_name=k[3], model_name=k[4], conversation_id=k[5],
-                **dict(zip(SUMMED, v, strict=True)),
-            )
-            for k, v in rollup.items()
-        ]
+        days, conversation_days, conversation_totals = _rollups(rollup)
         UsageDay.objects.bulk_create(days, batch_size=BATCH)
+        ConversationDay.objects.bulk_create(conversation_days, batch_size=BATCH)
+        ConversationTotal.objects.bulk_create(conversation_totals, batch_size=BATCH)
         if connection.vendor == "postgresql":  # what autovacuum soon does after a bulk load
             with connection.cursor() as cursor:
-                for model in (UsageRecord, UsageDay):
+                for model in (UsageRecord, UsageDay, ConversationDay, ConversationTotal):
                     cursor.execute(f"VACUUM ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
         self.stdout.write(
             f"seeded {written} usage records ({len(days)} daily roll-up rows) for {len(users)} users "
@@ -145,7 +171,8 @@ class Command(BaseCommand):
     def _clear(self, users: list[User]) -> None:
         ids = [u.pk for u in users]
         with transaction.atomic():
-            UsageDay.objects.filter(user_id__in=ids).delete()
+            for rolled in (UsageDay, ConversationDay, ConversationTotal):
+                rolled.objects.filter(user_id__in=ids).delete()
             UsageRecord.objects.filter(user_id__in=ids)._raw_delete(UsageRecord.objects.db)
             Conversation.objects.filter(owner_id__in=ids, title__startswith="Seeded ").delete()
 
