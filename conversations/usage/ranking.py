@@ -12,10 +12,8 @@ from __future__ import annotations
 
 from datetime import date
 
-from django.db.models import Sum
-
 from conversations.models import ConversationDay, ConversationTotal
-from conversations.usage.rollup import CONVERSATION_SUMMED, Owner, Totals, rollup_q
+from conversations.usage.rollup import CONVERSATION_SUMMED, SUMS, Owner, Totals, rollup_q
 
 FIRST_BATCH = 2  # × limit
 
@@ -44,7 +42,7 @@ def top_conversations(
         rows = list(candidates[offset : offset + batch])
         sums = (
             in_span.filter(conversation_id__in=[r[0] for r in rows]).values("conversation_id", "user_id")
-            .annotate(**{k: Sum(k) for k in CONVERSATION_SUMMED})
+            .annotate(**{k: SUMS[k] for k in CONVERSATION_SUMMED})
         )
         for s in sums:
             if (s["conversation_id"], s["user_id"]) in seen:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date
+from operator import add
+from typing import Any
 
 from django.db.models import QuerySet
 
 from conversations.models import Conversation, UsageRecord, User
+from conversations.rows import raw_rows
 from conversations.usage.days import days_between, local_today, month_first, zone_named
 from conversations.usage.ranking import top_conversations
-from conversations.usage.rollup import EVERYONE, Owner, Totals, ledger_q, rolled_up, rollup_verify
+from conversations.usage.rollup import EVERYONE, SUMMED, Owner, Totals, ledger_q, rolled_up, rollup_verify
 
 MAX_SPAN_DAYS = 3660  # ten years: a bound on what one request may ask the database to group
 
@@ -113,24 +115,44 @@ def _most_expensive(groups: dict[str, Totals]) -> dict[str, Totals]:
     return dict(sorted(groups.items(), key=lambda kv: (-kv[1].cost_units, -kv[1].total_tokens, kv[0])))
 
 
+def _fold(groups: dict[Any, list[int]], key: Any, sums: list[int]) -> None:
+    kept = groups.get(key)
+    groups[key] = sums if kept is None else list(map(add, kept, sums))
+
+
+def _summed(groups: dict[Any, list[int]]) -> dict[Any, Totals]:
+    return {key: Totals(**{k: int(v or 0) for k, v in zip(SUMMED, sums, strict=True)}) for key, sums in groups.items()}
+
+
+def _day(value: date | str) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(value)  # SQLite gives dates as text
+
+
 def usage_summary(scope: UsageScope) -> Summary:
     """Totals, by day, by model, by provider and the unpriced models of the scope (one roll-up query)."""
-    rows = list(rolled_up(scope.owner, scope.first, scope.last, "day", "provider_name", "model_name"))
-    if not _checked(scope, rolled=sum(int(r["requests"] or 0) for r in rows)):
-        rows = list(rolled_up(scope.owner, scope.first, scope.last, "day", "provider_name", "model_name"))
+    group = ("day", "provider_name", "model_name")
+    query = rolled_up(scope.owner, scope.first, scope.last, *group).values_list(*group, *SUMMED)
+    rows = raw_rows(query)
+    if not _checked(scope, rolled=sum(r[3] or 0 for r in rows)):
+        rows = raw_rows(query)
+    # Lists of sums folded in one pass: a year of every user is thousands of rows, and a Totals.add per row
+    # and breakdown took longer than the query.
+    by_day: dict[Any, list[int]] = {}
+    by_provider_model: dict[tuple[str, str], list[int]] = {}
+    for day, provider, model, *sums in rows:
+        _fold(by_day, day, sums)
+        _fold(by_provider_model, (provider, model), sums)
+    by_model: dict[str, list[int]] = {}  # by public name: a name may have served under two providers
+    by_provider: dict[str, list[int]] = {}
+    for (provider, model), sums in by_provider_model.items():
+        _fold(by_model, model, sums)
+        _fold(by_provider, provider, sums)
     summary = Summary()
-    by_day: dict[date, Totals] = defaultdict(Totals)
-    by_model: dict[str, Totals] = defaultdict(Totals)
-    by_provider: dict[str, Totals] = defaultdict(Totals)
-    for row in rows:
-        by_day[row["day"]].add(row)
-        by_model[row["model_name"]].add(row)
-        by_provider[row["provider_name"]].add(row)
-    for totals in by_day.values():
+    summary.by_day = dict(sorted((_day(day), totals) for day, totals in _summed(by_day).items()))
+    for totals in summary.by_day.values():
         summary.totals.add(totals)
-    summary.by_day = dict(sorted(by_day.items()))
-    summary.by_model = _most_expensive(by_model)
-    summary.by_provider = _most_expensive(by_provider)
+    summary.by_model = _most_expensive(_summed(by_model))
+    summary.by_provider = _most_expensive(_summed(by_provider))
     summary.unpriced_models = {
         model: t.unpriced_requests for model, t in summary.by_model.items() if t.unpriced_requests
     }
