@@ -451,3 +451,49 @@ async def test_https_upstream_with_an_untrusted_certificate_is_unavailable(tls_u
     events = await collect(UpstreamTarget(base_url=tls_upstream.v1(), max_retries=0))
     assert len(events) == 1 and events[0].code == ErrorCode.UPSTREAM_UNAVAILABLE
     await client.close_client()
+
+
+# --- One timer per stream ---------------------------------------------------------------------------------
+
+async def test_read_deadline_keeps_one_timer_and_only_times_out_reads() -> None:
+    """Reads under a deadline that moves on share one timer; it firing between reads cancels nothing; a read
+    past its deadline raises TimeoutError; a cancel from outside stays a cancel."""
+    loop = asyncio.get_running_loop()
+    reads = client._ReadDeadline()
+    try:
+        assert await reads.read(asyncio.sleep(0.01, "a"), loop.time() + 0.05) == "a"
+        for _ in range(10):  # each read within its own deadline, together well past the first one
+            assert await reads.read(asyncio.sleep(0.01, "b"), loop.time() + 0.05) == "b"
+        await asyncio.sleep(0.1)  # the timer fires between reads: nothing is cancelled
+        assert await reads.read(asyncio.sleep(0, "c"), loop.time() + 0.05) == "c"
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            await reads.read(asyncio.sleep(5), loop.time() + 0.05)
+        assert loop.time() - started < 1
+        assert asyncio.current_task().cancelling() == 0
+        assert await reads.read(asyncio.sleep(0, "d"), loop.time() + 0.05) == "d"  # usable after a timeout
+
+        async def read_forever() -> None:
+            await reads.read(asyncio.sleep(5), loop.time() + 10)
+
+        task = asyncio.create_task(read_forever())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        reads.close()
+
+
+async def test_read_deadline_creates_timers_per_deadline_not_per_read(monkeypatch) -> None:
+    loop = asyncio.get_running_loop()
+    made = []
+    call_at = loop.call_at
+    monkeypatch.setattr(loop, "call_at", lambda *args, **kw: made.append(args[0]) or call_at(*args, **kw))
+    reads = client._ReadDeadline()
+    try:
+        for _ in range(200):
+            await reads.read(asyncio.sleep(0), loop.time() + 30)
+    finally:
+        reads.close()
+    assert len(made) == 1, made

@@ -394,6 +394,55 @@ async def stream_batches(
         attempt += 1
 
 
+class _ReadDeadline:
+    """Times the reads of one stream with one timer, not one per read (an `asyncio.timeout` per read was a timer
+    made and cancelled for every chunk: 7 % of the server's samples at 1,000 streams). `read(awaitable, when)`
+    awaits under a deadline; the timer only moves when it fires early (the deadline moved on) or must fire sooner.
+    Like `asyncio.timeout`, expiry cancels the task and the read raises TimeoutError; between reads nothing is
+    cancelled, whenever the timer fires."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task | None = None
+        self._when = math.inf  # the deadline of the read in progress; inf between reads
+        self._timer: asyncio.TimerHandle | None = None
+        self._expired = False
+
+    async def read(self, awaitable: Any, when: float) -> Any:
+        if self._task is None:
+            self._task = asyncio.current_task()
+        self._when = when
+        if self._timer is None or when < self._timer.when():
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_at(when, self._fire)
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if self._expired:
+                self._expired = False
+                if self._task is not None and self._task.uncancel() == 0:  # ours alone: a timeout
+                    raise TimeoutError from None
+            raise
+        finally:
+            self._when = math.inf
+
+    def _fire(self) -> None:
+        self._timer = None
+        if self._when == math.inf:
+            return  # between reads: the next read arms it again
+        if self._loop.time() < self._when:
+            self._timer = self._loop.call_at(self._when, self._fire)  # the deadline moved on: fire later
+        elif self._task is not None and not self._expired:
+            self._expired = True
+            self._task.cancel()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
 async def _attempt_stream(
     target: UpstreamTarget,
     url: str,
@@ -431,6 +480,7 @@ async def _attempt_stream(
         yield [fail(_transport_error(exc, target, responded=False))]
         return
 
+    reads = _ReadDeadline()
     try:
         if not response.is_success:
             yield [fail(await _error_from(response, deadline))]
@@ -444,12 +494,9 @@ async def _attempt_stream(
         chunks = response.aiter_bytes()
         while True:
             try:
-                if not relayed:
-                    async with asyncio.timeout_at(deadline):
-                        data = await anext(chunks)
-                else:
-                    async with asyncio.timeout(AFTER_DONE_GRACE if normalizer.done else target.read_timeout):
-                        data = await anext(chunks)
+                if relayed:
+                    deadline = loop.time() + (AFTER_DONE_GRACE if normalizer.done else target.read_timeout)
+                data = await reads.read(anext(chunks), deadline)
             except StopAsyncIteration:
                 events = [e for sse in decoder.close() for e in normalizer.feed(sse)]
                 events.extend(normalizer.finish())
@@ -494,6 +541,7 @@ async def _attempt_stream(
                 yield events
             return
     finally:
+        reads.close()
         await response.aclose()
 
 
