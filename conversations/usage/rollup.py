@@ -226,7 +226,8 @@ def usage_days_rebuild(*, user_id: int, tz: str, first: date | None = None, last
                             **{k: g[k] or 0 for k in CONVERSATION_SUMMED},
                         )
                         for g in by_day.filter(conversation_id__isnull=False)
-                        .values("d", "conversation_id").annotate(**_only(ledger_sums(), CONVERSATION_SUMMED))
+                        .values("d", "conversation_id")
+                        .annotate(**{k: v for k, v in ledger_sums().items() if k in CONVERSATION_SUMMED})
                     ),
                     batch_size=2000,
                 )
@@ -236,10 +237,6 @@ def usage_days_rebuild(*, user_id: int, tz: str, first: date | None = None, last
             if attempt == 2:
                 raise
     return 0  # pragma: no cover
-
-
-def _only(sums: dict, keys: tuple[str, ...]) -> dict:
-    return {k: sums[k] for k in keys}
 
 
 def _conversation_totals_rebuild(user_id: int) -> None:
