@@ -249,7 +249,7 @@ def _conversation_totals_rebuild(user_id: int) -> None:
                 **{k: g[f"all_{k}"] for k in CONVERSATION_SUMMED},
             )
             for g in ConversationDay.objects.filter(user_id=user_id).order_by().values("conversation_id")
-            .annotate(first=Min("day"), last=Max("day"), **{f"all_{k}": Sum(k) for k in CONVERSATION_SUMMED})
+            .annotate(first=Min("day"), last=Max("day"), **{f"all_{k}": SUMS[k] for k in CONVERSATION_SUMMED})
         ),
         batch_size=2000,
     )
