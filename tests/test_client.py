@@ -388,7 +388,7 @@ async def test_concurrent_streams_share_the_pool(dev_upstream: ThreadedUpstream)
     assert all(len(only(r, ContentDelta)) == 20 and not only(r, StreamError) for r in results)
 
 
-# --- HTTPS: the pool's sockets are asyncio's own (netstream.py), TLS included -----------------------------
+# --- HTTPS: the pool's sockets are asyncio's own (http11.py), TLS included -----------------------------
 
 
 def _self_signed(directory: Path) -> tuple[str, str]:
