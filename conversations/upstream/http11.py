@@ -233,48 +233,49 @@ class _Body(httpx.AsyncByteStream):
         return data
 
     def _chunked(self, connection: _Connection) -> bytes:
-        """Decode every whole piece of chunked framing in the buffer; the data of several chunks comes out as one."""
+        """Decode every whole piece of chunked framing in the buffer; the data of several chunks comes out as one.
+        `_left` is the state: > 0 data of the current chunk to come, 0 a size line, -1 the CRLF closing a chunk's
+        data, -2 the trailer lines after the last chunk."""
         buffer = connection.protocol.buffer
-        out = bytearray()
-        while buffer:
-            if self._left > 0:  # data of the current chunk
-                size = min(self._left, len(buffer))
-                out += buffer[:size]
-                del buffer[:size]
-                self._left -= size
-                if self._left == 0:
-                    self._left = -1  # its closing CRLF next
-                continue
-            if self._left == -1:
-                if len(buffer) < 2:
+        if not buffer:
+            return b""
+        wire = bytes(buffer)  # parsed by position, removed from the buffer once at the end
+        at, size, left = 0, len(wire), self._left
+        out: list[bytes] = []
+        while at < size:
+            if left > 0:
+                end = min(at + left, size)
+                out.append(wire[at:end])
+                left -= end - at
+                at = end
+                if left == 0:
+                    left = -1
+            elif left == -1:
+                if size - at < 2:
                     break
-                if buffer[:2] != b"\r\n":
+                if wire[at:at + 2] != b"\r\n":
                     raise httpx.RemoteProtocolError("a chunk does not end with CRLF")
-                del buffer[:2]
-                self._left = 0
-                continue
-            end = buffer.find(b"\r\n")
-            if end < 0:
-                if len(buffer) > MAX_CHUNK_LINE:
-                    raise httpx.RemoteProtocolError("a chunk's size line is too long")
-                break
-            if self._left == -2:  # after the last chunk: trailer lines, then an empty line
-                del buffer[: end + 2]
-                if end == 0:
-                    self._done = True
+                at += 2
+                left = 0
+            else:
+                end = wire.find(b"\r\n", at)
+                if end < 0:
+                    if size - at > MAX_CHUNK_LINE:
+                        raise httpx.RemoteProtocolError("a chunk's size line is too long")
                     break
-                continue
-            line = bytes(buffer[:end]).split(b";", 1)[0].strip()
-            del buffer[: end + 2]
-            try:
-                size = int(line, 16)
-            except ValueError:
-                raise httpx.RemoteProtocolError(f"invalid chunk size {line[:20]!r}") from None
-            if size < 0:
-                raise httpx.RemoteProtocolError(f"invalid chunk size {line[:20]!r}")
-            self._left = size if size else -2
-        connection._resume()
-        return bytes(out)
+                line, at = wire[at:end], end + 2
+                if left == -2:  # a trailer line, or the empty line that ends the message
+                    if not line:
+                        self._done = True
+                        break
+                    continue
+                digits = line.split(b";", 1)[0].strip()
+                if not digits or digits.strip(b"0123456789abcdefABCDEF"):
+                    raise httpx.RemoteProtocolError(f"invalid chunk size {digits[:20]!r}")
+                left = int(digits, 16) or -2
+        self._left = left
+        connection.skip(at)
+        return b"".join(out)
 
     async def aclose(self) -> None:
         connection, self._connection = self._connection, None
