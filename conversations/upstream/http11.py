@@ -81,7 +81,6 @@ class _Connection:
         self.transport = transport
         self.protocol = protocol
         self.idle_since = 0.0
-        self.requests = 0
 
     def reusable(self, now: float, expiry: float) -> bool:
         """Idle, open, and nothing unasked-for received (a server that closed it or sent garbage)."""
@@ -321,7 +320,6 @@ class Http11Transport(httpx.AsyncBaseTransport):
                 reused = connection is not None
                 if connection is None:
                     connection = await self._connect(origin, timeouts.get("connect"))
-                connection.requests += 1
                 try:
                     await connection.write(message, timeouts.get("write"))
                     status, reason, version, headers = await self._response_head(
