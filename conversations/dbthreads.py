@@ -64,14 +64,19 @@ class DbThreads:
                 self._pid = os.getpid()
             return self._executor
 
+    def submit(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        """Start `function(*args, **kwargs)` on these threads; its future (no task around it: a caller that must
+        outlive a cancellation shields this future itself)."""
+        # The loop's own executor call, in a copy of the caller's context: what asgiref's sync_to_async does for a
+        # given executor, without its bookkeeping for thread-sensitive code (a third of each hop's cost).
+        call = partial(contextvars.copy_context().run, _call, function, *args, **kwargs)
+        return asyncio.get_running_loop().run_in_executor(self._get_executor(), call)
+
     def run(self, function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
         """`function` as a coroutine function that runs it on these threads."""
 
         @wraps(function)
         async def runner(*args: Any, **kwargs: Any) -> Any:
-            # The loop's own executor call, in a copy of the caller's context: what asgiref's sync_to_async does for
-            # a given executor, without its bookkeeping for thread-sensitive code (a third of each hop's cost).
-            call = partial(contextvars.copy_context().run, _call, function, *args, **kwargs)
-            return await asyncio.get_running_loop().run_in_executor(self._get_executor(), call)
+            return await self.submit(function, *args, **kwargs)
 
         return runner

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conversations.upstream.http11 import Http11Transport, _Body, _Connection, _Protocol
+from conversations.upstream.http11 import HIGH_WATER, Http11Transport, _Body, _Connection, _Protocol
 
 Answer = list[bytes] | Callable[[bytes], list[bytes]]
 
@@ -201,6 +201,27 @@ async def test_limits_one_connection_at_a_time_and_idle_ones_kept() -> None:
         pool = transport(max_keepalive=1)
         await asyncio.gather(*(fetch(pool, server.url) for _ in range(3)))
         assert server.connections == 3 and pool._idle_count == 1
+        await pool.aclose()
+
+
+async def test_a_slow_reader_pauses_the_socket_and_loses_nothing() -> None:
+    """A body far larger than the buffer's high-water mark, read slowly: the socket is paused and resumed, the
+    body arrives whole and in order."""
+    body = bytes(range(256)) * 4096  # 1 MiB
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
+    async with Scripted([[head, body]]) as server:
+        pool = transport()
+        response = await pool.handle_async_request(httpx.Request("POST", server.url, content=b"{}"))
+        received = bytearray()
+        largest = 0
+        async for chunk in response.aiter_raw():  # a read takes all that is buffered
+            received += chunk
+            largest = max(largest, len(chunk))
+            await asyncio.sleep(0.01)
+        await response.aclose()
+        assert bytes(received) == body
+        assert largest > HIGH_WATER, "the buffer passed its mark, so the socket was paused (and resumed: all came)"
+        assert (await fetch(pool, server.url))[1] == body and server.connections == 1, "and the connection is kept"
         await pool.aclose()
 
 

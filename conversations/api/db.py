@@ -11,4 +11,6 @@ from conversations.dbthreads import DbThreads
 
 DB_THREADS = 4
 
-run = DbThreads("chatweb-api-db", DB_THREADS).run
+_threads = DbThreads("chatweb-api-db", DB_THREADS)
+run = _threads.run
+submit = _threads.submit

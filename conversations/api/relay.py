@@ -106,22 +106,20 @@ async def admit(
 ) -> ApiCall:
     """api_call_admit off the event loop. A client that hangs up meanwhile gets its reservation released
     as soon as the admission finishes (instead of holding budget until the reservation goes stale)."""
-    task = asyncio.ensure_future(
-        db.run(api_call_admit)(
-            authorization=authorization, endpoint=endpoint, raw_body=raw_body, address=address
-        )
+    admission = db.submit(
+        api_call_admit, authorization=authorization, endpoint=endpoint, raw_body=raw_body, address=address
     )
     try:
-        return await asyncio.shield(task)
+        return await asyncio.shield(admission)
     except asyncio.CancelledError:
-        task.add_done_callback(_release_abandoned)
+        admission.add_done_callback(_release_abandoned)
         raise
 
 
-def _release_abandoned(task: asyncio.Future[ApiCall]) -> None:
-    if task.cancelled() or task.exception() is not None or task.result().reservation_id is None:
+def _release_abandoned(admission: asyncio.Future[ApiCall]) -> None:
+    if admission.cancelled() or admission.exception() is not None or admission.result().reservation_id is None:
         return
-    release = asyncio.ensure_future(db.run(budget_settle)(task.result().reservation_id))
+    release = db.submit(budget_settle, admission.result().reservation_id)
     _recording.add(release)
     release.add_done_callback(_recording.discard)
 
@@ -200,7 +198,7 @@ class Relay:
         self.usage: Usage | None = None
         self.error: StreamError | None = None
         self._reckoning: Reckoning | None = None
-        self._record: asyncio.Task[UsageRecord] | None = None
+        self._record: asyncio.Future[UsageRecord] | None = None
 
     def take(self, event: UpstreamEvent) -> None:
         if isinstance(event, Usage):
@@ -241,10 +239,11 @@ class Relay:
         return self._reckoning
 
     async def record(self, finish_reason: str | None = None, *, usage: Usage | None = None) -> UsageRecord:
-        """Write the ledger row once (later calls wait for the same write). The write runs as its own task,
-        so a client that disconnects while it is under way cannot cancel it."""
+        """Write the ledger row once (later calls wait for the same write). The write runs on a database thread
+        with its own future, so a client that disconnects while it is under way cannot cancel it."""
         if self._record is None:
-            write = db.run(api_call_record)(
+            self._record = db.submit(
+                api_call_record,
                 call=self.call,
                 usage=usage or self.usage,
                 completion_text=self.text(),
@@ -253,14 +252,13 @@ class Relay:
                 duration_ms=int((time.monotonic() - self.started) * 1000),
                 reckoning=None if usage is not None else self._reckoning,
             )
-            self._record = asyncio.ensure_future(write)
             _recording.add(self._record)
             self._record.add_done_callback(_recording.discard)
         return await asyncio.shield(self._record)
 
     async def stopped(self) -> None:
         """The client went away: record what was generated so far (usage estimated unless reported)."""
-        with contextlib.suppress(asyncio.CancelledError):  # cancelled again: the write goes on in its task
+        with contextlib.suppress(asyncio.CancelledError):  # cancelled again: the write goes on, on its thread
             await self.record("stopped")
 
 
