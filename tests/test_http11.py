@@ -105,14 +105,17 @@ async def test_length_close_and_interim_answers() -> None:
     answers: list[Answer] = [
         [b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel", b"lo"],
         [b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the ", b"close"],
+        [b"HTTP/1.1 200 OK\nContent-Length: 7\nX-Note: bare LF, as h11 took\n\nlf only"],
     ]
     async with Scripted(answers) as server:
         pool = transport()
         assert (await fetch(pool, server.url))[1] == b"hello"
         assert (await fetch(pool, server.url))[1] == b"until the close"  # no length: the body ends with the socket
         assert server.connections == 1
-        assert (await fetch(pool, server.url))[1] == b"until the close"
+        response, data = await fetch(pool, server.url)
+        assert data == b"lf only" and response.headers["x-note"] == "bare LF, as h11 took"
         assert server.connections == 2, "a connection the server closes is not reused"
+        assert (await fetch(pool, server.url))[1] == b"lf only" and server.connections == 2
         await pool.aclose()
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ import httpx
 HIGH_WATER = 256 * 1024  # bytes buffered before the socket stops being read (a slow consumer)
 MAX_HEAD = 64 * 1024  # a response's status line and headers
 MAX_CHUNK_LINE = 4096  # a chunk's size line, extensions included
+_HEAD_END = re.compile(rb"\n\r?\n")  # the blank line after a response's head (CRLF, or a bare LF as h11 took)
 
 Origin = tuple[str, str, int]
 
@@ -169,8 +171,9 @@ def _head(request: httpx.Request, body: bytes) -> bytes:
 
 
 def _parse_head(head: bytes) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]:
-    """(status, reason, version, headers) of a response head without its final blank line."""
-    status_line, *lines = head.split(b"\r\n")
+    """(status, reason, version, headers) of a response head without its final blank line. Lines may end in a bare
+    LF, as h11 allowed (RFC 9112 §2.2)."""
+    status_line, *lines = (line[:-1] if line[-1:] == b"\r" else line for line in head.split(b"\n"))
     version, _, rest = status_line.partition(b" ")
     code, _, reason = rest.partition(b" ")
     if not version.startswith(b"HTTP/1.") or len(code) != 3 or not code.isdigit():
@@ -381,11 +384,12 @@ class Http11Transport(httpx.AsyncBaseTransport):
         protocol = connection.protocol
         searched = 0
         while True:
-            end = protocol.buffer.find(b"\r\n\r\n", searched)
+            found = _HEAD_END.search(protocol.buffer, searched)
+            end = found.start() if found else -1
             if end < 0 or end > MAX_HEAD:
                 if max(end, len(protocol.buffer)) > MAX_HEAD:
                     raise httpx.RemoteProtocolError("the response's head is too large")
-                searched = max(0, len(protocol.buffer) - 3)
+                searched = max(0, len(protocol.buffer) - 2)
                 if protocol.closed:
                     if reused and not protocol.buffer:
                         raise _Stale()
@@ -394,7 +398,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
                     raise connection.ended()
                 await connection.fill(timeout)
                 continue
-            head = connection.take(end + 4)[:-4]
+            head = connection.take(found.end())[:end]  # type: ignore[union-attr]
             searched = 0
             status, reason, version, headers = _parse_head(head)
             if 100 <= status < 200:
