@@ -179,9 +179,10 @@ class ReplyRun:
                     self._queue(pending, event.text)
                     if outcome.ttft_ms is None:
                         outcome.ttft_ms = int((time.monotonic() - started) * 1000)
-                        # Let the publisher send the first token before this task reads on: a fast upstream's whole
-                        # answer can already wait in the socket, and reading it first delays the first delta.
-                        await asyncio.sleep(0)
+                        # Let the first delta reach the socket before this task reads on: a fast upstream's whole
+                        # answer can already wait in the buffer, and processing it first delayed the first delta (one
+                        # turn of the loop was not enough: publisher, consumer and Daphne's write take several).
+                        await asyncio.sleep(client.FIRST_TOKEN_PAUSE)
                 elif isinstance(event, Usage):
                     outcome.usage = event
                 elif isinstance(event, Finish):

@@ -382,6 +382,20 @@ async def _client_in_new_loop() -> object:
     return c
 
 
+async def test_the_first_token_is_handed_over_before_the_rest_of_its_read(dev_upstream: ThreadedUpstream) -> None:
+    """A fast upstream's whole answer can arrive in one read: the first batch is the first token alone (the rest of
+    the read follows in the next), so that it is not held until everything that arrived with it is normalised."""
+    t = target(dev_upstream, delay=0, tokens=200)
+    batches = []
+    async with aclosing(client.stream_batches(t, "/chat/completions", CHAT)) as stream_of_batches:
+        async for batch in stream_of_batches:
+            batches.append(batch)
+    events = [e for batch in batches for e in batch]
+    assert len(only(events, ContentDelta)) == 200 and isinstance(events[-1], Usage)
+    assert [type(e) for e in batches[0]] == [ContentDelta]
+    assert max(len(batch) for batch in batches) > 1, "later reads still come a read at a time"
+
+
 async def test_concurrent_streams_share_the_pool(dev_upstream: ThreadedUpstream) -> None:
     t = target(dev_upstream, delay=0.01, tokens=20)
     results = await asyncio.gather(*(collect(t) for _ in range(50)))

@@ -39,6 +39,9 @@ BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
 # After `[DONE]` the body should end at once; a server that keeps it open is waited for this long only.
 AFTER_DONE_GRACE = 1.0
+# After a reply's first token is handed over, its reader steps aside this long, so that the token reaches the
+# client before the rest of a read is processed (a fast upstream's whole answer can arrive in one read).
+FIRST_TOKEN_PAUSE = 0.001
 MAX_ERROR_BODY = 64 * 1024  # bytes of an error answer kept (proxies send whole HTML pages)
 MAX_JSON_BODY = 16 * 1024 * 1024  # a non-streaming answer larger than this is refused
 
@@ -452,18 +455,29 @@ async def _attempt_stream(
                 logger.warning("upstream %s: stream broken: %s: %s", _where(target), type(exc).__name__, exc)
                 events = normalizer.finish()
             else:
-                events = [e for sse in decoder.feed(data) for e in normalizer.feed(sse)]
-                if not events:
-                    continue
-                if not relayed and _only_failure(events):
-                    # An error sent in place of the first token: as good as an HTTP error status.
-                    events[-1] = fail(_as_error(events[-1]))  # type: ignore[arg-type]
-                failed = next((i for i, e in enumerate(events) if isinstance(e, StreamError)), None)
-                relayed = True
-                if failed is not None:  # nothing after a failure
-                    yield events[: failed + 1]
-                    return
-                yield events
+                sses, start = decoder.feed(data), 0
+                while start < len(sses):
+                    if relayed:
+                        events = [e for sse in sses[start:] for e in normalizer.feed(sse)]
+                        start = len(sses)
+                    else:
+                        # The first token goes as soon as it is known: a fast upstream's whole answer can come in
+                        # one read, and normalising all of it first delayed the first token by as much.
+                        events = []
+                        while start < len(sses) and all(isinstance(e, Usage) for e in events):
+                            events.extend(normalizer.feed(sses[start]))
+                            start += 1
+                    if not events:
+                        continue
+                    if not relayed and _only_failure(events):
+                        # An error sent in place of the first token: as good as an HTTP error status.
+                        events[-1] = fail(_as_error(events[-1]))  # type: ignore[arg-type]
+                    failed = next((i for i, e in enumerate(events) if isinstance(e, StreamError)), None)
+                    relayed = True
+                    if failed is not None:  # nothing after a failure
+                        yield events[: failed + 1]
+                        return
+                    yield events
                 continue
             # End of the body (clean, timed out or broken): the last events, then stop.
             if events:
