@@ -179,10 +179,9 @@ class ReplyRun:
                     self._queue(pending, event.text)
                     if outcome.ttft_ms is None:
                         outcome.ttft_ms = int((time.monotonic() - started) * 1000)
-                        # Let the first delta reach the socket before this task reads on: a fast upstream's whole
-                        # answer can already wait in the buffer, and processing it first delayed the first delta (one
-                        # turn of the loop was not enough: publisher, consumer and Daphne's write take several).
-                        await asyncio.sleep(client.FIRST_TOKEN_PAUSE)
+                        # Let the publisher send the first token before this task reads on (the client steps aside
+                        # too, when more of the answer is already there: FIRST_TOKEN_PAUSE).
+                        await asyncio.sleep(0)
                 elif isinstance(event, Usage):
                     outcome.usage = event
                 elif isinstance(event, Finish):

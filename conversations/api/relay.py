@@ -28,7 +28,7 @@ from conversations.models import Model, UsageRecord
 from conversations.prompting import upstream_request
 from conversations.selectors import upstream_target
 from conversations.upstream import client
-from conversations.upstream.client import FIRST_TOKEN_PAUSE, UpstreamTarget
+from conversations.upstream.client import UpstreamTarget
 from conversations.upstream.events import StreamError, UpstreamEvent, Usage
 from conversations.upstream.params import drop_unsupported
 from conversations.upstream.tokens import count_prompt_tokens, count_tokens
@@ -299,7 +299,6 @@ async def _sse(
     try:
         if chunks := encoded(first):
             yield chunks
-            await asyncio.sleep(FIRST_TOKEN_PAUSE)
         if relay.error is None:
             async for batch in upstream:
                 for event in batch:

@@ -39,8 +39,9 @@ BACKOFF_BASE = 0.5
 BACKOFF_CAP = 8.0
 # After `[DONE]` the body should end at once; a server that keeps it open is waited for this long only.
 AFTER_DONE_GRACE = 1.0
-# After a reply's first token is handed over, its reader steps aside this long, so that the token reaches the
-# client before the rest of a read is processed (a fast upstream's whole answer can arrive in one read).
+# When more of the answer has arrived with a reply's first token (a fast upstream's whole answer can come in one
+# read), the reader steps aside this long after handing the token over, so that it reaches the client first: a
+# turn of the loop is not enough for the relay, the consumer and Daphne's write.
 FIRST_TOKEN_PAUSE = 0.001
 MAX_ERROR_BODY = 64 * 1024  # bytes of an error answer kept (proxies send whole HTML pages)
 MAX_JSON_BODY = 16 * 1024 * 1024  # a non-streaming answer larger than this is refused
@@ -473,11 +474,13 @@ async def _attempt_stream(
                         # An error sent in place of the first token: as good as an HTTP error status.
                         events[-1] = fail(_as_error(events[-1]))  # type: ignore[arg-type]
                     failed = next((i for i, e in enumerate(events) if isinstance(e, StreamError)), None)
-                    relayed = True
+                    first, relayed = not relayed, True
                     if failed is not None:  # nothing after a failure
                         yield events[: failed + 1]
                         return
                     yield events
+                    if first and (start < len(sses) or _more_arrived(response)):
+                        await asyncio.sleep(FIRST_TOKEN_PAUSE)
                 continue
             # End of the body (clean, timed out or broken): the last events, then stop.
             if events:
@@ -487,6 +490,11 @@ async def _attempt_stream(
     finally:
         reads.close()
         await response.aclose()
+
+
+def _more_arrived(response: httpx.Response) -> bool:
+    buffered = getattr(response.stream, "buffered", None)  # http11's body; another stream cannot tell
+    return bool(buffered and buffered())
 
 
 def _body_chunks(response: httpx.Response) -> AsyncIterator[bytes]:

@@ -223,6 +223,10 @@ class _Body(httpx.AsyncByteStream):
                     raise connection.ended()
                 await connection.fill(self._timeout)
 
+    def buffered(self) -> bool:
+        """Whether more of the body has arrived already (the next step will not wait)."""
+        return self._connection is not None and bool(self._connection.protocol.buffer)
+
     def _plain(self, connection: _Connection) -> bytes:
         buffer = connection.protocol.buffer
         if not buffer:
