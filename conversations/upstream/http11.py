@@ -84,11 +84,14 @@ class _Connection:
         self.protocol = protocol
         self.idle_since = 0.0
 
-    def reusable(self, now: float, expiry: float) -> bool:
-        """Idle, open, and nothing unasked-for received (a server that closed it or sent garbage)."""
+    def quiet(self) -> bool:
+        """Open, and nothing unasked-for received (a server that closed it or sent garbage)."""
         protocol = self.protocol
-        return (not protocol.closed and not protocol.buffer and not self.transport.is_closing()
-                and now - self.idle_since < expiry)
+        return not protocol.closed and not protocol.buffer and not self.transport.is_closing()
+
+    def reusable(self, now: float, expiry: float) -> bool:
+        """Quiet and idle for less than `expiry` seconds."""
+        return self.quiet() and now - self.idle_since < expiry
 
     async def fill(self, timeout: float | None) -> None:  # noqa: ASYNC109 (httpx hands each request its timeouts)
         """Wait until more bytes arrive or the connection ends; httpx.ReadTimeout after `timeout` seconds."""
@@ -109,10 +112,8 @@ class _Connection:
 
     def take(self, size: int) -> bytes:
         """Up to `size` buffered bytes, removed from the buffer."""
-        buffer = self.protocol.buffer
-        data = bytes(buffer[:size])
-        del buffer[:size]
-        self._resume()
+        data = bytes(self.protocol.buffer[:size])
+        self.skip(size)
         return data
 
     def skip(self, size: int) -> None:
@@ -415,7 +416,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
         """A response is done with its connection: keep it for the next request, or close it."""
         assert self._slots is not None
         self._slots.release()
-        if reuse and not connection.protocol.buffer and not connection.protocol.closed:
+        if reuse and connection.quiet():
             if self._idle_count >= self._max_keepalive:
                 self._evict_one()
             if self._idle_count < self._max_keepalive:
