@@ -62,7 +62,7 @@ def setup_data(upstream_v1: str) -> str:
     django.setup()
     from decimal import Decimal
 
-    from conversations.api.keys import api_key_create
+    from conversations.accounts.apikeys import api_key_create
     from conversations.models import Model, Provider, User
 
     user = User.objects.create_user(username="bench", password=secrets.token_urlsafe(12))

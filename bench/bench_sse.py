@@ -13,7 +13,7 @@ sys.path.insert(0, str(ROOT))  # runnable as `python bench/bench_sse.py` from an
 from conversations.upstream.normalize import StreamNormalizer  # noqa: E402
 from conversations.upstream.sse import SSEDecoder  # noqa: E402
 
-STREAM = ROOT.parent / "shared" / "sse-corpus" / "openai" / "d61558011839.sse"
+STREAM = ROOT / "tests" / "upstream" / "fixtures" / "openai" / "d61558011839.sse"
 TARGET_EVENTS = 20_000
 READ_SIZE = 1024  # bytes per simulated network read
 ROUNDS = 15  # best of N in CPU time, so that other processes on the machine skew the figure less

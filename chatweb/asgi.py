@@ -16,7 +16,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from chatweb.apihandler import API_PREFIX, ApiHandler  # noqa: E402
 from chatweb.staticfiles import StaticFilesApp  # noqa: E402
 from chatweb.wsauth import auth_stack  # noqa: E402
-from conversations.routing import websocket_urlpatterns  # noqa: E402
+from conversations.chat.routing import websocket_urlpatterns  # noqa: E402
 
 api_http = ApiHandler()
 

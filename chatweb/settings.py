@@ -199,7 +199,7 @@ SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
 
-# Cache: the sign-in and API-key failure counters (conversations/throttle.py). Per process by default; in
+# Cache: the sign-in and API-key failure counters (conversations/accounts/throttle.py). Per process by default; in
 # Redis when REDIS_URL is set, so every Daphne process sees the same counters.
 _cache_prefix = env.str("CHATWEB_CHANNEL_PREFIX", default="chatweb")  # one namespace per deployment
 if REDIS_URL:
@@ -218,6 +218,6 @@ CHATWEB_THROTTLE_ACCOUNT_FAILURES = env.int("CHATWEB_THROTTLE_ACCOUNT_FAILURES",
 CHATWEB_THROTTLE_ADDRESS_FAILURES = env.int("CHATWEB_THROTTLE_ADDRESS_FAILURES", default=20)  # shared NATs
 CHATWEB_THROTTLE_LOCK_SECONDS = env.int("CHATWEB_THROTTLE_LOCK_SECONDS", default=15 * 60)
 
-# Websocket limits (conversations/commands.py holds the frame and message sizes).
+# Websocket limits (conversations/chat/commands.py holds the frame and message sizes).
 CHATWEB_MAX_CONCURRENT_REPLIES = env.int("CHATWEB_MAX_CONCURRENT_REPLIES", default=4)  # streaming, per user
 CHATWEB_WS_IDLE_SECONDS = env.int("CHATWEB_WS_IDLE_SECONDS", default=900)  # then the socket is closed (4408)

@@ -7,7 +7,7 @@ from typing import Any
 from channels.auth import AuthMiddleware, get_user
 from channels.sessions import CookieMiddleware, SessionMiddleware
 
-from conversations.dbthreads import DbThreads
+from conversations.db import DbThreads
 
 _auth_db = DbThreads("chatweb-ws-auth", 2)
 _get_user = _auth_db.run(get_user.func)  # channels' own lookup (session -> user, with its hash check)
@@ -15,7 +15,7 @@ _get_user = _auth_db.run(get_user.func)  # channels' own lookup (session -> user
 
 class ThreadAuthMiddleware(AuthMiddleware):
     """channels' AuthMiddleware, with the session and the user read on two long-lived threads that keep their
-    SQLite connection (conversations/dbthreads.py). channels runs that read through `database_sync_to_async`,
+    SQLite connection (conversations/db.py). channels runs that read through `database_sync_to_async`,
     which opened and closed a connection for every socket (WAL pragmas included): ~4-5.5 ms a connect here."""
 
     async def resolve_scope(self, scope: dict[str, Any]) -> None:

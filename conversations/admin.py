@@ -20,7 +20,6 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
-from conversations import budgets
 from conversations.admin_forms import ProviderForm
 from conversations.audit import (
     CHANGED,
@@ -33,10 +32,11 @@ from conversations.audit import (
     audit_set_fields,
     audited_fields,
 )
+from conversations.catalog.checks import provider_import_models, provider_test_connections
+from conversations.catalog.presets import PRESETS, preset_get
 from conversations.models import ApiKey, AuditLog, Model, Provider, UsageRecord, User
-from conversations.presets import PRESETS, preset_get
-from conversations.provider_checks import provider_import_models, provider_test_connections
 from conversations.upstream.errors import UpstreamError
+from conversations.usage import budgets
 
 sensitive_key = method_decorator(sensitive_post_parameters("api_key"))
 

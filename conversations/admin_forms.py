@@ -6,7 +6,7 @@ from typing import Any
 
 from django import forms
 
-from conversations.crypto import Secret
+from conversations.catalog.crypto import Secret
 from conversations.models import Provider
 from conversations.upstream.params import PARAM_SPECS
 

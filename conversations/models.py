@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
-from conversations.crypto import EncryptedTextField
+from conversations.catalog.crypto import EncryptedTextField
 
 USD = {"max_digits": 20, "decimal_places": 10}  # money: exact, at least 10 decimal places
 PRICE = {"max_digits": 14, "decimal_places": 6}  # USD per 1M tokens
@@ -97,7 +97,7 @@ class Model(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    # Who may use which model: conversations/catalog.py (the one place for that rule).
+    # Who may use which model: conversations/catalog/access.py (the one place for that rule).
 
     class Meta:
         ordering = ["public_name"]
@@ -189,7 +189,7 @@ class Message(models.Model):
     model_name = models.CharField(max_length=320, blank=True, default="", help_text="Public name as it was.")
     seq = models.PositiveIntegerField(default=0, help_text="Delta events sent so far (resume point).")
     heartbeat_at = models.DateTimeField(null=True, blank=True, help_text="Last sign of life while streaming.")
-    # A cache of `content` rendered by conversations/rendering.py, valid while `content_html_key` matches
+    # A cache of `content` rendered by conversations/chat/rendering.py, valid while `content_html_key` matches
     # rendering.html_key(content) (the key covers the text and the rendering policy's version).
     content_html = models.TextField(blank=True, default="", editable=False)
     content_html_key = models.CharField(max_length=32, blank=True, default="", editable=False)

@@ -22,10 +22,10 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from conversations.audit import audit_describe
+from conversations.catalog.presets import PRESETS
+from conversations.catalog.providers_file import providers_apply, providers_export
 from conversations.devupstream.server import ThreadedUpstream
 from conversations.models import ApiKey, AuditLog, Model, Provider, UsageRecord, User
-from conversations.presets import PRESETS
-from conversations.providers import providers_apply, providers_export
 from conversations.upstream.params import PARAM_SPECS
 from tests.conftest import PASSWORD
 from tests.live import LiveServer

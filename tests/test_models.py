@@ -5,7 +5,7 @@ from decimal import Decimal
 import pytest
 from django.contrib.auth.models import Group
 
-from conversations.catalog import model_for_user, models_for_user, usable_model
+from conversations.catalog.access import model_for_user, models_for_user, usable_model
 from conversations.models import ApiKey, Conversation, Message, Model, Provider, UsageRecord
 
 

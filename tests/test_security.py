@@ -27,8 +27,9 @@ from django.urls import reverse
 
 from chatweb import security
 from chatweb.asgi import application
-from conversations import generation, throttle
-from conversations.commands import MAX_CONTENT_CHARS, MAX_FRAME_BYTES, MAX_SYSTEM_CHARS
+from conversations.accounts import throttle
+from conversations.chat import generation
+from conversations.chat.commands import MAX_CONTENT_CHARS, MAX_FRAME_BYTES, MAX_SYSTEM_CHARS
 from conversations.devupstream.server import ThreadedUpstream
 from conversations.models import Message, Model, Provider
 from conversations.upstream import client as upstream_client

@@ -18,7 +18,7 @@ from datetime import timedelta
 from django.db import connection
 from django.utils import timezone
 
-from conversations import throttle
+from conversations.accounts import throttle
 from conversations.api.errors import invalid_api_key, rate_limited, too_many_failures
 from conversations.models import ApiKey, User
 from conversations.rows import RowObjects, select_columns
@@ -46,7 +46,7 @@ def api_key_authenticate(authorization: str | None, *, address: str | None = Non
 
     The key row is found by its public prefix, then the SHA-256 of the presented key is compared with the
     stored hash by hmac.compare_digest, so the comparison takes the same time wherever they differ.
-    With the client's `address`, wrong keys are throttled per address (conversations/throttle.py, as
+    With the client's `address`, wrong keys are throttled per address (conversations/accounts/throttle.py, as
     sign-ins are): while the address is blocked every request from it is answered 429, key unchecked.
     """
     if address is not None:

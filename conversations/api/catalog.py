@@ -7,7 +7,7 @@ from typing import Any
 from conversations.api.auth import api_key_authenticate, rate_limit_check
 from conversations.api.errors import model_not_found
 from conversations.api.parsing import AUTO
-from conversations.catalog import model_for_user, models_for_user
+from conversations.catalog.access import model_for_user, models_for_user
 from conversations.models import Model
 
 AUTO_OBJECT_CREATED = 0

@@ -1,4 +1,4 @@
-"""The API's database work off the event loop: DB_THREADS long-lived threads (conversations/dbthreads.py).
+"""The API's database work off the event loop: DB_THREADS long-lived threads (conversations/db.py).
 
 Django runs each request's thread-sensitive code in a thread of its own, so `sync_to_async` in a view opened a
 new database connection for every request (~1.1-1.8 ms on SQLite, on the path to the first token). Calls that
@@ -7,7 +7,7 @@ overlap (several requests admitted at once) get up to DB_THREADS threads, each w
 
 from __future__ import annotations
 
-from conversations.dbthreads import DbThreads
+from conversations.db import DbThreads
 
 DB_THREADS = 4
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from django.http import HttpResponse
 
-from conversations import throttle
+from conversations.accounts import throttle
 from conversations.upstream.errors import ErrorCode
 from conversations.upstream.events import StreamError
 

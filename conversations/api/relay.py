@@ -22,16 +22,16 @@ from conversations.api.encoding import DONE, Choice, ChunkEncoder, error_chunk, 
 from conversations.api.errors import bad_request, budget_exceeded, upstream_failure
 from conversations.api.parsing import ApiRequest, Endpoint, json_body, parse_request
 from conversations.api.routing import model_resolve, request_cost
-from conversations.budgets import BudgetExceeded, budget_reserve, budget_settle
-from conversations.ledger import Priced, Reckoning, reckon, usage_record, usage_reported
+from conversations.chat.prompting import upstream_request
+from conversations.chat.selectors import upstream_target
 from conversations.models import Model, UsageRecord
-from conversations.prompting import upstream_request
-from conversations.selectors import upstream_target
 from conversations.upstream import client
 from conversations.upstream.client import UpstreamTarget
 from conversations.upstream.events import StreamError, UpstreamEvent, Usage
 from conversations.upstream.params import drop_unsupported
 from conversations.upstream.tokens import count_prompt_tokens, count_tokens
+from conversations.usage.budgets import BudgetExceeded, budget_reserve, budget_settle
+from conversations.usage.ledger import Priced, Reckoning, reckon, usage_record, usage_reported
 
 NO_USAGE = Usage(0, 0, 0)  # an upstream that refused before generating anything bills nothing
 _recording: set[asyncio.Future] = set()  # ledger writes outliving a cancelled request

@@ -21,9 +21,9 @@ from django.conf import settings
 
 from conversations.api.errors import ApiError, bad_request, model_not_found
 from conversations.api.parsing import AUTO, Endpoint
-from conversations.budgets import worst_case_cost
-from conversations.catalog import model_for_user, models_for_user
+from conversations.catalog.access import model_for_user, models_for_user
 from conversations.models import Model, User
+from conversations.usage.budgets import worst_case_cost
 
 KIND: dict[Endpoint, str] = {"chat": Model.Api.CHAT, "completions": Model.Api.COMPLETIONS}
 

@@ -10,12 +10,12 @@ from functools import wraps
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from conversations.accounts.throttle import client_address
 from conversations.api import db, relay
 from conversations.api.catalog import model_retrieve, models_list
 from conversations.api.errors import ApiError
 from conversations.api.openapi import openapi_document
 from conversations.api.parsing import MAX_BODY_BYTES, Endpoint, too_large
-from conversations.throttle import client_address
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The upstream client: SSE decoding, provider dialects normalised to typed events, HTTP to providers (no Django)."""

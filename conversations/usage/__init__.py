@@ -1,1 +1,1 @@
-"""Usage: the ledger's daily roll-up, its aggregations, the /usage/ pages, CSV export and summary JSON."""
+"""Usage: the ledger and its cost rules, budgets, the daily roll-ups, the /usage/ pages, export and summary."""

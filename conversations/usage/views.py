@@ -24,8 +24,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from conversations.budgets import budget_status
 from conversations.models import UsageRecord, User
+from conversations.usage.budgets import budget_status
 from conversations.usage.charts import Bar, bar_chart, chart_table, money_axis, tokens_axis
 from conversations.usage.days import UTC, local_today, month_first, previous_month, zone_named
 from conversations.usage.rollup import Totals, money_text

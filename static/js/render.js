@@ -1,4 +1,4 @@
-// Markdown of replies in the browser, while they stream: the same policy as conversations/rendering.py, which the
+// Markdown of replies in the browser, while they stream: the same policy as conversations/chat/rendering.py, which the
 // page hands over in #render-policy (markdown-it without raw HTML, then DOMPurify with that allowlist). Code blocks
 // get syntax highlighting (highlight.js) and a copy button.
 (() => {

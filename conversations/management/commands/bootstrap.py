@@ -9,7 +9,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from conversations.localdev import DEV_MODELS, DEV_PROVIDER_NAME
+from conversations.catalog.localdev import DEV_MODELS, DEV_PROVIDER_NAME
 from conversations.models import Model, Provider
 
 

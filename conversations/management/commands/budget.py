@@ -6,8 +6,8 @@ from decimal import Decimal, InvalidOperation
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from conversations.budgets import budget_status, user_budget_set
 from conversations.models import User
+from conversations.usage.budgets import budget_status, user_budget_set
 
 SOURCE = "budget command"
 

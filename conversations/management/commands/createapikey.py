@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from conversations.api.keys import ApiKeyLimit, api_key_create
+from conversations.accounts.apikeys import ApiKeyLimit, api_key_create
 
 
 class Command(BaseCommand):

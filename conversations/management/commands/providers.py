@@ -4,7 +4,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from conversations.providers import ProviderFileError, providers_apply, providers_export
+from conversations.catalog.providers_file import ProviderFileError, providers_apply, providers_export
 
 
 class Command(BaseCommand):

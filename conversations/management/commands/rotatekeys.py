@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 
 from conversations.audit import CHANGED, audit_record
-from conversations.crypto import rotate
+from conversations.catalog.crypto import rotate
 from conversations.models import Provider
 
 

@@ -1,0 +1,1 @@
+"""Accounts: sign-in and signup (throttled), the settings page, personal API keys."""

@@ -1,0 +1,84 @@
+"""The /settings/ page: a user's personal API keys — create (shown once), list (prefix, last use), revoke."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
+
+from conversations.accounts.apikeys import ApiKeyLimit, api_key_create, api_key_revoke
+from conversations.models import ApiKey
+
+
+class ApiKeyCreateForm(forms.Form):
+    name = forms.CharField(
+        max_length=100, required=False, help_text="To tell your keys apart, e.g. “laptop”."
+    )
+    rpm_limit = forms.IntegerField(
+        min_value=1,
+        max_value=100_000,
+        required=False,
+        label="Requests per minute",
+        help_text="Optional cap for this key; empty: none.",
+    )
+
+
+class ApiKeyRevokeForm(forms.Form):
+    key_id = forms.IntegerField(min_value=1)
+
+
+def _page(
+    request: HttpRequest,
+    *,
+    form: ApiKeyCreateForm | None = None,
+    new_key: str | None = None,
+    new_key_row: ApiKey | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    keys = ApiKey.objects.for_user(request.user).order_by("revoked_at", "-created_at")
+    context = {
+        "form": form or ApiKeyCreateForm(),
+        "keys": keys,
+        "new_key": new_key,
+        "new_key_row": new_key_row,
+        "api_base": request.build_absolute_uri("/v1"),
+    }
+    response = render(request, "settings.html", context, status=status)
+    if new_key:
+        response["Cache-Control"] = "no-store"  # the page holding the raw key is never cached
+    return response
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def settings_page(request: HttpRequest) -> HttpResponse:
+    if request.method == "GET":
+        return _page(request)
+    action = request.POST.get("action")
+    if action == "create_key":
+        form = ApiKeyCreateForm(request.POST)
+        if not form.is_valid():
+            return _page(request, form=form, status=400)
+        try:
+            key, raw = api_key_create(
+                user=request.user, name=form.cleaned_data["name"], rpm_limit=form.cleaned_data["rpm_limit"]
+            )
+        except ApiKeyLimit as exc:
+            form.add_error(None, str(exc))
+            return _page(request, form=form, status=400)
+        # Rendered here, not after a redirect: the raw key is never stored, not even in the session.
+        return _page(request, new_key=raw, new_key_row=key, status=201)
+    if action == "revoke_key":
+        form = ApiKeyRevokeForm(request.POST)
+        if not form.is_valid():
+            raise Http404("No such key.")
+        try:
+            key = api_key_revoke(user=request.user, key_id=form.cleaned_data["key_id"])
+        except ApiKey.DoesNotExist:
+            raise Http404("No such key.") from None
+        messages.success(request, f"Key {key.prefix}… revoked; requests with it are refused from now on.")
+        return redirect("settings")
+    return _page(request, status=400)

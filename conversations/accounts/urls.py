@@ -1,0 +1,14 @@
+"""URLs under /accounts/: sign in and out, password change, signup."""
+
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from conversations.accounts import views as accounts
+
+urlpatterns = [
+    path("login/", accounts.login_view, name="login"),  # throttled (issue #10)
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("password_change/", auth_views.PasswordChangeView.as_view(), name="password_change"),
+    path("password_change/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),
+    path("signup/", accounts.signup, name="signup"),
+]

@@ -1,0 +1,1 @@
+"""Chat: websocket commands, admission, the generation of replies, and the chat pages."""

@@ -1,0 +1,246 @@
+"""The chat websocket (/ws/chat/): decodes frames into commands, checks access, calls services, forwards events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from channels.consumer import get_handler_name
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from conversations.chat.commands import (
+    ChatEdit,
+    ChatRegenerate,
+    ChatSend,
+    ChatStop,
+    ChatSubscribe,
+    CommandError,
+    parse_command,
+)
+from conversations.chat.generation import conversation_group, ensure_reaper, on_db_thread, reply_group, reply_start
+from conversations.chat.replies import ChatError, reply_start_edit, reply_start_regenerate, reply_start_send
+from conversations.models import Conversation, Message
+
+log = logging.getLogger(__name__)
+
+IDLE_CLOSE_CODE = 4408  # no frame from the client and nothing streamed to it for CHATWEB_WS_IDLE_SECONDS
+SNAPSHOT_WAIT_SECONDS = 2.0  # how long a resuming socket waits for the owning process before using the checkpoint
+
+
+class ChatConsumer(AsyncWebsocketConsumer):
+    async def connect(self) -> None:
+        self.user = self.scope.get("user")
+        if self.user is None or not self.user.is_authenticated:
+            await self.close(code=4401)
+            return
+        self.groups_joined: set[str] = set()
+        self.last_seq: dict[int, int] = {}  # message id -> last seq forwarded
+        self.awaiting: dict[int, list[dict]] = {}  # message id -> frames held until its snapshot
+        await self.accept()
+        ensure_reaper()
+        self.following: set[int] = set()  # replies seen streaming to this socket (the idle check asks the DB)
+        self.idle = IdleTimer(settings.CHATWEB_WS_IDLE_SECONDS, self.close_idle, busy=self.is_following_a_reply)
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """channels' dispatch, without the thread hop it makes before every message to close stale database
+        connections (issue #9: one hop per delta per socket, the largest cost of relaying at 1,000 streams).
+        This consumer touches the database only through database_sync_to_async and on_db_thread, which look
+        after their connections themselves."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def disconnect(self, code: int) -> None:
+        if hasattr(self, "idle"):
+            self.idle.cancel()
+        for group in getattr(self, "groups_joined", ()):
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        self.idle.begin()  # issue #10: a socket is not idle while its frame is being handled
+        command = None
+        try:
+            command = parse_command(text_data)
+            await self.dispatch_command(command)
+        except CommandError as exc:
+            await self.send_error(exc.code, exc.message, request_id=exc.request_id, message_id=exc.message_id)
+        except ChatError as exc:
+            await self.send_error(exc.code, exc.message, request_id=getattr(command, "request_id", None))
+        self.idle.end()
+
+    async def dispatch_command(self, command: Any) -> None:
+        if isinstance(command, ChatSend):
+            await self.start(reply_start_send, command)
+        elif isinstance(command, ChatRegenerate):
+            await self.start(reply_start_regenerate, command)
+        elif isinstance(command, ChatEdit):
+            await self.start(reply_start_edit, command)
+        elif isinstance(command, ChatStop):
+            await self.stop(command)
+        elif isinstance(command, ChatSubscribe):
+            await self.subscribe(command.conversation_id)
+
+    # --- commands -----------------------------------------------------------------------------------------
+    async def start(self, service: Any, command: ChatSend | ChatRegenerate | ChatEdit) -> None:
+        plan = await on_db_thread(service)(user=self.user, command=command)
+        await self.join(conversation_group(plan.conversation_id))
+        self.last_seq[plan.message_id] = 0
+        reply_start(plan)
+
+    async def stop(self, command: ChatStop) -> None:
+        owned = await database_sync_to_async(
+            Message.objects.for_user(self.user).filter(pk=command.message_id, role=Message.Role.ASSISTANT).exists
+        )()
+        if not owned:
+            raise CommandError("not_found", "no such reply", message_id=command.message_id)
+        # Whichever process owns the generation is in its reply group; it stops within one event.
+        await self.channel_layer.group_send(reply_group(command.message_id), {"type": "reply.stop"})
+
+    async def subscribe(self, conversation_id: int) -> None:
+        streaming = await database_sync_to_async(_streaming_replies)(self.user, conversation_id)
+        if streaming is None:
+            raise CommandError("not_found", "no such conversation")
+        await self.join(conversation_group(conversation_id))
+        for message_id in streaming:
+            self.awaiting.setdefault(message_id, [])
+            await self.channel_layer.group_send(
+                reply_group(message_id), {"type": "reply.snapshot", "reply_to": self.channel_name}
+            )
+        if streaming:
+            asyncio.get_running_loop().call_later(
+                SNAPSHOT_WAIT_SECONDS, lambda: asyncio.ensure_future(self.snapshot_fallback(streaming))
+            )
+
+    async def snapshot_fallback(self, message_ids: list[int]) -> None:
+        """No process answered for these replies (its owner died): resume from the stored checkpoint."""
+        for message_id in message_ids:
+            if message_id not in self.awaiting:
+                continue
+            message = await database_sync_to_async(
+                Message.objects.for_user(self.user).filter(pk=message_id)
+                .values("content", "reasoning", "seq", "status").first
+            )()
+            if message is None:
+                continue
+            await self.deliver_snapshot(
+                message_id, message["seq"],
+                json.dumps({"type": "chat.snapshot", "message_id": message_id, **message}, ensure_ascii=False),
+            )
+
+    # --- events from the channel layer ------------------------------------------------------------------
+    async def chat_frame(self, event: dict[str, Any]) -> None:
+        message_id, seq, kind = event["message_id"], event["seq"], event["kind"]
+        self.idle.touch()  # issue #10: a reply streaming to this socket keeps it open
+        if kind == "chat.done":
+            self.following.discard(message_id)
+        elif kind in ("chat.started", "chat.delta"):
+            self.following.add(message_id)
+        if kind == "chat.snapshot":
+            await self.deliver_snapshot(message_id, seq, event["frame"])
+            return
+        if message_id in self.awaiting:
+            self.awaiting[message_id].append(event)
+            return
+        if kind == "chat.delta":
+            if seq <= self.last_seq.get(message_id, 0):
+                return  # already part of a snapshot this socket sent
+            self.last_seq[message_id] = seq
+        await self.send(text_data=event["frame"])
+
+    async def deliver_snapshot(self, message_id: int, seq: int, frame: str) -> None:
+        held = self.awaiting.pop(message_id, None)
+        if held is None:
+            return  # answered already (owner and fallback may both answer)
+        await self.send(text_data=frame)
+        self.last_seq[message_id] = seq
+        for event in held:
+            await self.chat_frame(event)
+
+    # --- helpers ---------------------------------------------------------------------------------------------
+    async def join(self, group: str) -> None:
+        if group not in self.groups_joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+            self.groups_joined.add(group)
+
+    async def close_idle(self) -> None:
+        await self.close(code=IDLE_CLOSE_CODE, reason="idle")
+
+    async def is_following_a_reply(self) -> bool:
+        """Whether a reply this socket follows is still streaming, or has just ended and its `chat.done` may still be
+        on its way (one query, and only when the socket looks idle)."""
+        if not self.following:
+            return False
+        self.following = await database_sync_to_async(_still_streaming)(self.following)
+        return True
+
+    async def send_error(self, code: str, message: str, *, request_id: str | None = None,
+                         message_id: int | None = None) -> None:
+        frame: dict[str, Any] = {"type": "chat.error", "code": code, "message": message, "request_id": request_id}
+        if message_id is not None:
+            frame["message_id"] = message_id
+        await self.send(text_data=json.dumps(frame))
+
+
+def _still_streaming(message_ids: set[int]) -> set[int]:
+    return set(
+        Message.objects.filter(pk__in=message_ids, status=Message.Status.STREAMING).values_list("pk", flat=True)
+    )
+
+
+def _streaming_replies(user: Any, conversation_id: int) -> list[int] | None:
+    """Ids of the conversation's replies still streaming, or None if it is not this user's conversation."""
+    if not Conversation.objects.for_user(user).filter(pk=conversation_id).exists():
+        return None
+    return list(
+        Message.objects.filter(conversation_id=conversation_id, status=Message.Status.STREAMING)
+        .values_list("pk", flat=True)
+    )
+
+
+class IdleTimer:
+    """Calls `on_idle` once nothing has touched it for `seconds` and `busy()` says no (seconds <= 0: never).
+    Issue #10."""
+
+    def __init__(
+        self, seconds: float, on_idle: Callable[[], Awaitable[None]], *, busy: Callable[[], Awaitable[bool]]
+    ) -> None:
+        self.seconds = float(seconds)
+        self.on_idle = on_idle
+        self.busy = busy
+        self.deadline = 0.0
+        self.handling = 0  # frames being handled
+        self.touch()
+        self.task = asyncio.create_task(self._watch()) if self.seconds > 0 else None
+
+    def touch(self) -> None:
+        self.deadline = asyncio.get_running_loop().time() + self.seconds
+
+    def begin(self) -> None:
+        self.handling += 1
+        self.touch()
+
+    def end(self) -> None:
+        self.handling -= 1
+        self.touch()
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            left = self.deadline - loop.time()
+            if left > 0:
+                await asyncio.sleep(left)
+            elif self.handling or await self.busy():
+                self.touch()
+            else:
+                break
+        await self.on_idle()

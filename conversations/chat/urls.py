@@ -1,0 +1,24 @@
+"""URLs of the chat pages and of what the chat page does besides chatting (conversation_views)."""
+
+from django.urls import path
+
+from conversations.chat import conversation_views, views
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("c/<int:conversation_id>/", views.conversation, name="conversation"),
+    path("c/<int:conversation_id>/messages/", conversation_views.messages, name="conversation-messages"),
+    path("c/<int:conversation_id>/rename/", conversation_views.rename, name="conversation-rename"),
+    path("c/<int:conversation_id>/delete/", conversation_views.delete, name="conversation-delete"),
+    path("c/<int:conversation_id>/branch/", conversation_views.switch_branch, name="conversation-branch"),
+    path("c/<int:conversation_id>/export.md", conversation_views.export_markdown, name="conversation-export-md"),
+    path("c/<int:conversation_id>/export.json", conversation_views.export_json, name="conversation-export-json"),
+    path(
+        "c/<int:conversation_id>/m/<int:message_id>/delete/",
+        conversation_views.delete_message,
+        name="message-delete",
+    ),
+    path("search/", conversation_views.search, name="conversation-search"),
+    path("presets/", conversation_views.preset_create, name="preset-create"),
+    path("presets/<int:preset_id>/delete/", conversation_views.preset_delete, name="preset-delete"),
+]

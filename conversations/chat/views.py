@@ -1,0 +1,149 @@
+"""The chat pages: `/` (a new chat) and `/c/<id>/` (a conversation rendered server-side), and what they share
+with the fragments the page fetches (conversations/chat/conversation_views.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.decorators import login_required
+from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from conversations.catalog.access import models_for_user
+from conversations.chat.rendering import messages_render, policy
+from conversations.chat.replies import usage_payload
+from conversations.chat.selectors import MessageTree, branch_messages, message_tree
+from conversations.models import Conversation, Message, Preset, UsageRecord, User
+from conversations.upstream.params import PARAM_SPECS, range_text
+from conversations.usage.budgets import budget_status
+
+SIDEBAR_SIZE = 100
+SEARCH_SIZE = 50
+SNIPPET_CHARS = 140
+
+
+def conversation_for(user: User, conversation_id: int) -> Conversation:
+    """The user's conversation of that id, or 404 (another user's conversation answers 404 too)."""
+    found = Conversation.objects.for_user(user).select_related("model").filter(pk=conversation_id).first()
+    if found is None:
+        raise Http404("No such conversation.")
+    return found
+
+
+def sidebar_conversations(user: User, query: str = "") -> QuerySet[Conversation]:
+    """The user's conversations, newest first; with a query, those whose title or any message matches it, each
+    with `snippet_source`: the text of a matching message (one query either way)."""
+    qs = Conversation.objects.for_user(user).only("pk", "title", "updated_at").order_by("-updated_at")
+    query = query.strip()
+    if not query:
+        return qs[:SIDEBAR_SIZE]
+    matching = Message.objects.filter(conversation=OuterRef("pk"), content__icontains=query)
+    return qs.annotate(
+        snippet_source=Subquery(matching.order_by("created_at").values("content")[:1]),
+    ).filter(Q(title__icontains=query) | Exists(matching))[:SEARCH_SIZE]
+
+
+def snippet(text: str | None, query: str) -> str:
+    """A short piece of `text` around the first match of `query`, for search results."""
+    if not text:
+        return ""
+    at = text.lower().find(query.lower())
+    if at < 0:
+        return ""
+    start = max(0, at - SNIPPET_CHARS // 3)
+    piece = " ".join(text[start : start + SNIPPET_CHARS].split())
+    return ("…" if start else "") + piece + ("…" if start + SNIPPET_CHARS < len(text) else "")
+
+
+def search_results(user: User, query: str) -> list[Conversation]:
+    results = list(sidebar_conversations(user, query))
+    for conversation in results:
+        conversation.snippet = snippet(getattr(conversation, "snippet_source", None), query.strip())
+    return results
+
+
+def decorate(messages: list[Message], tree: MessageTree) -> list[Message]:
+    """What the message partial shows beside the text: rendered HTML, usage, versions (one query for usage)."""
+    messages_render(messages)
+    replies = [m.pk for m in messages if m.role == Message.Role.ASSISTANT]
+    records = UsageRecord.objects.filter(message_id__in=replies) if replies else []
+    usage = {r.message_id: usage_payload(r) for r in records}
+    for message in messages:
+        message.usage_info = usage.get(message.pk)
+        siblings = getattr(message, "sibling_ids", None) or tree.siblings(message.pk)
+        index = siblings.index(message.pk) if message.pk in siblings else 0
+        message.version_index = index + 1
+        message.version_count = len(siblings)
+        message.version_prev = siblings[index - 1] if index > 0 else None
+        message.version_next = siblings[index + 1] if index + 1 < len(siblings) else None
+    return messages
+
+
+def param_fields(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """The parameters panel: every parameter with its range, help, input kind and this conversation's value."""
+    fields = []
+    for spec in PARAM_SPECS.values():
+        value = values.get(spec.name)
+        numeric = spec.type in ("number", "integer")
+        small = numeric and all(b is None or abs(b) < 2**53 for b in (spec.min, spec.max))
+        fields.append(
+            {
+                "spec": spec,
+                "range": range_text(spec),
+                "numeric": numeric,
+                # min/max attributes only where they are exact and inclusive; the script checks the rest
+                "min": spec.min if small and spec.min is not None and spec.min_inclusive else None,
+                "max": spec.max if small and spec.max is not None and spec.max_inclusive else None,
+                "step": "1" if spec.type == "integer" else "any",
+                "value": value,
+            }
+        )
+    return fields
+
+
+def chat_context(request: HttpRequest, conversation: Conversation | None, *, query: str = "") -> dict[str, Any]:
+    models = models_for_user(request.user)
+    if conversation is not None:
+        tree = message_tree(conversation.pk)
+        branch = decorate(branch_messages(conversation, tree), tree)
+    else:
+        branch = []
+    current_model = conversation.model.public_name if conversation and conversation.model else None
+    presets = [
+        {
+            "id": p.pk,
+            "name": p.name,
+            "model": p.model.public_name if p.model else "",
+            "system_prompt": p.system_prompt,
+            "params": p.params,
+        }
+        for p in Preset.objects.filter(owner=request.user).select_related("model")
+    ]
+    params = (conversation.params if conversation else {}) or {}
+    return {
+        "conversation": conversation,
+        "conversations": search_results(request.user, query),
+        "query": query,
+        # not "messages": that name belongs to django.contrib.messages (base.html shows them as notices)
+        "chat_messages": branch,
+        "streaming": any(m.status == Message.Status.STREAMING for m in branch),
+        "models": models,
+        "current_model": current_model or (models[0].public_name if models else ""),
+        "param_fields": param_fields(params),
+        "params": params,
+        "presets": presets,
+        "render_policy": policy(),
+        "budget": budget_status(request.user),
+    }
+
+
+@login_required
+def index(request: HttpRequest) -> HttpResponse:
+    return render(request, "chat.html", chat_context(request, None, query=request.GET.get("q", "")))
+
+
+@login_required
+def conversation(request: HttpRequest, conversation_id: int) -> HttpResponse:
+    found = conversation_for(request.user, conversation_id)
+    return render(request, "chat.html", chat_context(request, found, query=request.GET.get("q", "")))

@@ -1,0 +1,123 @@
+"""The usage ledger's one writer: tokens (reported, or estimated offline and marked), cost, and the budget settle."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from conversations.models import Model, UsageRecord
+from conversations.upstream.events import Usage
+from conversations.upstream.tokens import count_prompt_tokens, count_tokens
+from conversations.usage.budgets import budget_settle
+from conversations.usage.pricing import reply_cost
+from conversations.usage.rollup import usage_day_add
+
+
+@dataclass(frozen=True)
+class Priced:
+    """The names and prices a request ran under, as they were at the time."""
+
+    provider_name: str
+    model_name: str
+    input_price: Decimal | None
+    output_price: Decimal | None
+
+    @classmethod
+    def of(cls, model: Model) -> Priced:
+        return cls(model.provider.name, model.public_name, model.input_price, model.output_price)
+
+
+@dataclass(frozen=True)
+class TokenCounts:
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    estimated: bool
+
+
+def usage_reported(usage: Usage | None, completion_text: str) -> bool:
+    """Whether the upstream's counts are real ones (else they are counted offline, which takes a while)."""
+    return usage is not None and (usage.total_tokens > 0 or usage.prompt_tokens > 0 or not completion_text)
+
+
+def token_counts(*, usage: Usage | None, prompt_messages: list[dict], completion_text: str) -> TokenCounts:
+    """The upstream's counts when it gave real ones; otherwise counted offline from what was sent and received."""
+    if usage is not None and usage_reported(usage, completion_text):
+        total = usage.total_tokens or usage.prompt_tokens + usage.completion_tokens
+        return TokenCounts(usage.prompt_tokens, usage.completion_tokens, total, estimated=False)
+    prompt = count_prompt_tokens(prompt_messages)
+    completion = count_tokens(completion_text) if completion_text else 0
+    return TokenCounts(prompt, completion, prompt + completion, estimated=True)
+
+
+@dataclass(frozen=True)
+class Reckoning:
+    """What a reply costs, as its ledger row says it: tokens (reported, or estimated and marked) and cost."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    usage_estimated: bool
+    estimated_cost: Decimal
+    cost_source: str
+
+
+def reckon(*, priced: Priced, usage: Usage | None, prompt_messages: list[dict], completion_text: str) -> Reckoning:
+    """The numbers of a ledger row, before it is written (the API tells them to the client first)."""
+    counts = token_counts(usage=usage, prompt_messages=prompt_messages, completion_text=completion_text)
+    # A provider's own cost wins; else tokens × prices (over estimated tokens, marked so); else 0, "estimated".
+    cost, cost_source = reply_cost(
+        usage=usage,
+        prompt_tokens=counts.prompt_tokens,
+        completion_tokens=counts.completion_tokens,
+        input_price=priced.input_price,
+        output_price=priced.output_price,
+    )
+    return Reckoning(
+        counts.prompt_tokens, counts.completion_tokens, counts.total_tokens, counts.estimated, cost, cost_source
+    )
+
+
+def usage_record(
+    *,
+    user_id: int,
+    source: str,
+    priced: Priced,
+    usage: Usage | None,
+    prompt_messages: list[dict],
+    completion_text: str,
+    finish_reason: str,
+    ttft_ms: int | None,
+    duration_ms: int | None,
+    conversation_id: int | None = None,
+    message_id: int | None = None,
+    api_key_id: int | None = None,
+    reservation_id: int | None = None,
+    reckoning: Reckoning | None = None,
+) -> UsageRecord:
+    """Write one ledger row and its daily roll-up, release the budget reservation; call inside a transaction.
+    `reckoning`: its numbers when they were worked out (and told) already."""
+    r = reckoning or reckon(
+        priced=priced, usage=usage, prompt_messages=prompt_messages, completion_text=completion_text
+    )
+    record = UsageRecord.objects.create(
+        user_id=user_id,
+        source=source,
+        conversation_id=conversation_id,
+        message_id=message_id,
+        api_key_id=api_key_id,
+        provider_name=priced.provider_name,
+        model_name=priced.model_name,
+        prompt_tokens=r.prompt_tokens,
+        completion_tokens=r.completion_tokens,
+        total_tokens=r.total_tokens,
+        estimated_cost=r.estimated_cost,
+        cost_source=r.cost_source,
+        usage_estimated=r.usage_estimated,
+        finish_reason=finish_reason,
+        ttft_ms=ttft_ms,
+        duration_ms=duration_ms,
+    )
+    usage_day_add(record=record)  # the dashboard's daily roll-up moves with the ledger, in one transaction
+    budget_settle(reservation_id)
+    return record
