@@ -1,0 +1,211 @@
+"""A newcomer's first ten minutes in Debian's Chromium, through the visible controls: a refused send keeps the draft,
+a message sent while a reply streams waits for it, deleting the open conversation leaves its address, reloading the
+settings page after creating a key creates no second key, no page scrolls sideways on a phone, math is typeset and
+stays inert, the account menu, cut-off replies."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from conversations.models import ApiKey, Conversation, Message, Model
+from tests.browser import Watch, chromium, last_reply, new_page, send, sign_in, wait_connected, wait_reply_done
+from tests.chat_helpers import make_model
+from tests.conftest import PASSWORD
+
+expect.set_options(timeout=15_000)
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 375, "height": 740}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def page(browser, live_server, alice) -> Iterator[tuple[Page, Watch]]:
+    context, page, watch = new_page(browser, viewport=DESKTOP)
+    sign_in(page, live_server.url, "alice", PASSWORD)
+    yield page, watch
+    context.close()
+
+
+def model(dev_upstream, name: str, **switches) -> Model:
+    return make_model(dev_upstream.v1(**switches), name=name, upstream_id="dev-chat")
+
+
+def paste(page: Page, text: str) -> None:
+    """As a paste: the whole text at once, then the input event the page listens to."""
+    page.locator("#composer-input").evaluate(
+        "(el, text) => { el.value = text; el.dispatchEvent(new Event('input', { bubbles: true })); }", text
+    )
+
+
+def test_a_refused_send_keeps_the_draft(page, live_server, alice, dev_upstream, nonce):
+    page, watch = page
+    model(dev_upstream, "quick", key=nonce, delay=0.002, tokens=8)
+    page.reload()
+    wait_connected(page)
+    box = page.locator("#composer-input")
+    counter = page.locator("#composer-count")
+    expect(counter).to_be_hidden()
+
+    # over the limit: refused before sending, with a counter, the draft stays
+    paste(page, "x" * 200_000)
+    expect(counter).to_be_visible()
+    expect(counter).to_have_text("200,000 / 100,000")
+    box.press("Enter")
+    expect(page.locator("#composer-notice")).to_contain_text("at most 100,000 characters")
+    assert len(box.input_value()) == 200_000
+    expect(page.locator("#messages article.message")).to_have_count(0)
+    assert not Message.objects.exists()
+    # near the limit the counter shows, within it the send goes through
+    paste(page, "y" * 95_000)
+    expect(counter).to_have_text("95,000 / 100,000")
+    paste(page, "")
+    expect(counter).to_be_hidden()
+
+    # an empty send says so
+    box.press("Enter")
+    expect(page.locator("#composer-notice")).to_contain_text("Type a message")
+
+    # refused by the server (the conversation was deleted in another tab): the draft stays, Retry resends it
+    send(page, "first")
+    wait_reply_done(page)
+    expect(box).to_have_value("")
+    conversation = Conversation.objects.get()
+    Conversation.objects.filter(pk=conversation.pk).delete()
+    send(page, "my long careful question")
+    error = page.locator(".message-error").last
+    expect(error).to_contain_text("no such conversation")
+    expect(box).to_have_value("my long careful question")
+    expect(box).to_be_editable()
+
+    # over budget: refused, the draft stays
+    page.goto(f"{live_server.url}/")
+    wait_connected(page)
+    type(alice).objects.filter(pk=alice.pk).update(monthly_budget=0)
+    send(page, "an expensive question")
+    expect(page.locator(".message-error").last).to_contain_text("budget")
+    expect(box).to_have_value("an expensive question")
+    type(alice).objects.filter(pk=alice.pk).update(monthly_budget=None)
+    page.locator(".message-error .retry").last.click()
+    wait_reply_done(page)
+    expect(box).to_have_value("")
+    assert Message.objects.filter(role="user", content="an expensive question").count() == 1
+    watch.assert_clean(page)
+
+
+def test_a_message_sent_while_a_reply_streams_waits_for_it(page, dev_upstream, nonce):
+    page, watch = page
+    model(dev_upstream, "slow", key=nonce, delay=0.03, tokens=60)
+    page.reload()
+    wait_connected(page)
+    send(page, "first question")
+    expect(page.locator("#messages article.message.assistant[data-status=streaming]")).to_have_count(1)
+    first_reply = int(last_reply(page).get_attribute("data-message-id"))
+    send(page, "second question")
+    notice = page.locator("#composer-notice")
+    expect(notice).to_contain_text("Queued")
+    expect(page.locator("#composer-input")).to_have_value("second question")
+    expect(page.locator("#messages article.message.user")).to_have_count(1)
+    # it goes once the first reply has ended, after that reply
+    expect(page.locator("#messages article.message.user")).to_have_count(2, timeout=20_000)
+    wait_reply_done(page)
+    expect(page.locator("#composer-input")).to_have_value("")
+    expect(notice).to_be_hidden()
+    second = Message.objects.get(role="user", content="second question")
+    assert second.parent_id == first_reply
+    assert Message.objects.get(pk=first_reply).status == "complete"
+
+    # a queued message can be taken back
+    send(page, "third question")
+    expect(page.locator("#messages article.message.assistant[data-status=streaming]")).to_have_count(0)
+    send(page, "fourth")
+    send(page, "fourth")  # not doubled
+    page.wait_for_timeout(100)
+    if page.locator("#composer-notice").is_visible():
+        page.locator("#composer-notice").get_by_role("button", name="Cancel").click()
+        expect(page.locator("#composer-input")).to_be_editable()
+    wait_reply_done(page)
+    watch.assert_clean(page)
+
+
+def test_deleting_the_open_conversation_leaves_its_address(page, live_server, dev_upstream, nonce):
+    page, watch = page
+    model(dev_upstream, "quick", key=nonce, delay=0.002, tokens=8)
+    page.reload()
+    wait_connected(page)
+    send(page, "short lived")
+    wait_reply_done(page)
+    conversation = Conversation.objects.get()
+    expect(page).to_have_url(f"{live_server.url}/c/{conversation.pk}/")
+    page.locator("#delete-conversation-button").click()
+    page.locator("#confirm-dialog").get_by_role("button", name="Delete").click()
+    expect(page).to_have_url(f"{live_server.url}/")
+    assert not Conversation.objects.exists()
+    response = page.reload()
+    assert response is not None and response.status == 200
+    watch.assert_clean(page)
+
+
+def test_reloading_settings_after_creating_a_key_creates_no_second_key(page, live_server, alice):
+    page, watch = page
+    page.goto(f"{live_server.url}/settings/")
+    page.get_by_label("Name (optional)").fill("laptop")
+    page.get_by_role("button", name="Create key").click()
+    raw = page.get_by_role("textbox", name="API key").input_value()
+    assert raw and ApiKey.objects.filter(owner=alice).count() == 1
+    expect(page).to_have_url(f"{live_server.url}/settings/")
+    page.get_by_role("button", name="Copy key").click()
+    expect(page.get_by_role("button", name="Copy key")).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == raw
+    page.reload()
+    assert ApiKey.objects.filter(owner=alice).count() == 1
+    expect(page.get_by_role("textbox", name="API key")).to_have_count(0)  # shown once
+    watch.assert_clean(page)
+
+
+def _scroll_width(page: Page) -> int:
+    return page.evaluate("document.documentElement.scrollWidth")
+
+
+def test_no_page_scrolls_sideways_on_a_phone(browser, live_server, alice, dev_upstream, nonce):
+    model(dev_upstream, "a-model-with-a-rather-long-name", key=nonce, delay=0.002, tokens=40)
+    anonymous, page, watch = new_page(browser, viewport=PHONE, is_mobile=True, has_touch=True)
+    for path in ("/accounts/login/", "/accounts/signup/"):
+        page.goto(f"{live_server.url}{path}")
+        assert _scroll_width(page) <= 375, path
+    anonymous.close()
+
+    context, page, watch = new_page(browser, viewport=PHONE, is_mobile=True, has_touch=True)
+    sign_in(page, live_server.url, "alice", PASSWORD)
+    assert _scroll_width(page) <= 375
+    send(page, "Show a table and some code, please")
+    wait_reply_done(page)
+    conversation = Conversation.objects.get()
+    page.goto(f"{live_server.url}/settings/")
+    page.get_by_label("Name (optional)").fill("a key with a long enough name")
+    page.get_by_role("button", name="Create key").click()
+    expect(page.get_by_role("textbox", name="API key")).to_be_visible()
+    for path in (f"/c/{conversation.pk}/", "/usage/", "/settings/", "/accounts/password_change/"):
+        page.goto(f"{live_server.url}{path}")
+        if path.startswith("/c/"):
+            wait_connected(page)
+        assert _scroll_width(page) <= 375, path
+    # the chat header takes one line
+    page.goto(f"{live_server.url}/c/{conversation.pk}/")
+    tops = page.evaluate(
+        "() => [...document.querySelectorAll('.topbar > *, .topbar nav > *')].filter((el) => el.offsetParent)"
+        ".map((el) => Math.round(el.getBoundingClientRect().top + el.getBoundingClientRect().height / 2))"
+    )
+    assert max(tops) - min(tops) <= 4, tops
+    watch.assert_clean(page)
+    context.close()
