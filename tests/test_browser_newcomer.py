@@ -162,13 +162,13 @@ def test_reloading_settings_after_creating_a_key_creates_no_second_key(page, liv
     page.get_by_label("Name (optional)").fill("laptop")
     page.get_by_role("button", name="Create key").click()
     raw = page.get_by_role("textbox", name="API key").input_value()
-    assert raw and ApiKey.objects.filter(owner=alice).count() == 1
+    assert raw and ApiKey.objects.filter(user=alice).count() == 1
     expect(page).to_have_url(f"{live_server.url}/settings/")
     page.get_by_role("button", name="Copy key").click()
     expect(page.get_by_role("button", name="Copy key")).to_have_text("Copied")
     assert page.evaluate("navigator.clipboard.readText()") == raw
     page.reload()
-    assert ApiKey.objects.filter(owner=alice).count() == 1
+    assert ApiKey.objects.filter(user=alice).count() == 1
     expect(page.get_by_role("textbox", name="API key")).to_have_count(0)  # shown once
     watch.assert_clean(page)
 
