@@ -111,7 +111,7 @@
       openPanel();
       for (const spec of specs) showFieldError(spec.name, check(spec, settings.raw[spec.name] || "").error);
       panel.querySelector(`#param-${first}`)?.focus();
-      ui.announce("A parameter is not valid; see the settings panel.");
+      ui.announce("A parameter is not valid; see the parameters panel.");
       return null;
     }
     return { system: settings.system, params };
