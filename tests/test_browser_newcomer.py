@@ -209,3 +209,67 @@ def test_no_page_scrolls_sideways_on_a_phone(browser, live_server, alice, dev_up
     assert max(tops) - min(tops) <= 4, tops
     watch.assert_clean(page)
     context.close()
+
+
+MATH = "\n\n".join(
+    [
+        r"Euler: $e^{i\pi} + 1 = 0$, prices $5 and $6 stay text, and \(a_1 * b_2 * c_3\) is inline.",
+        "$$\n\\int_0^1 x^2 \\, dx = \\frac{1}{3}\n$$",
+        r"\[\sqrt{2} \approx 1.414\]",
+        "$<img src=x onerror=\"window.__pwned = 3\">$ and $\\href{javascript:window.__pwned=4}{click}$",
+        r"\(\url{javascript:alert(1)}\) \(\htmlClass{x}{y}\) \(\includegraphics{https://example.com/x.png}\)",
+    ]
+)
+
+# Nothing in the replies that can run or fetch: KaTeX's own elements are allowed only inside its output.
+MATH_INERT = """() => {
+  const bad = [];
+  for (const el of document.querySelectorAll("#messages .content *")) {
+    const tag = el.localName;
+    const inKatex = el.closest(".katex, .katex-error");
+    if (["script", "iframe", "object", "embed", "img", "image", "style", "link", "form", "foreignobject", "use"]
+        .includes(tag)) bad.push(`element ${tag}`);
+    if (["svg", "math", "path", "line"].includes(tag) && !inKatex) bad.push(`element ${tag} outside KaTeX`);
+    for (const attr of el.attributes) {
+      if (attr.name.startsWith("on") || ["src", "srcdoc", "href", "xlink:href", "action"].includes(attr.name)) {
+        if (!(tag === "a" && attr.name === "href" && /^(https?:|mailto:)/i.test(attr.value)))
+          bad.push(`${tag}[${attr.name}=${attr.value}]`);
+      }
+      if (attr.name === "style" && !inKatex) bad.push(`${tag}[style] outside KaTeX`);
+      if (/javascript:|url\\(/i.test(attr.value)) bad.push(`${tag}[${attr.name}=${attr.value}]`);
+    }
+  }
+  if (document.querySelector("#messages .katex a")) bad.push("a link in math");
+  if (window.__pwned) bad.push(`ran: ${window.__pwned}`);
+  return bad;
+}"""
+
+
+def test_math_is_typeset_live_and_after_reload_and_stays_inert(page, dev_upstream, nonce):
+    page, watch = page
+    make_model(dev_upstream.v1(key=nonce, echo=1, delay=0.004), name="echo", upstream_id="dev-chat")
+    page.reload()
+    wait_connected(page)
+    send(page, MATH)
+    expect(page.locator("#messages article.message.assistant[data-status=streaming]")).to_have_count(1)
+    page.wait_for_function("() => document.querySelector('article.message.assistant .katex')")
+    assert page.evaluate(MATH_INERT) == []
+    wait_reply_done(page)
+    reply = last_reply(page)
+    for _ in range(2):
+        content = reply.locator(".content")
+        expect(content.locator(".math-inline > .katex")).to_have_count(6)
+        expect(content.locator(".math-inline > .katex-error")).to_have_count(1)  # the TeX does not parse: shown as text
+        expect(content.locator(".math-display .katex-display")).to_have_count(2)
+        expect(content).to_contain_text("prices $5 and $6 stay text")
+        # the TeX is there for a screen reader (MathML) and for copying
+        expect(content.locator("annotation").first).to_have_text(r"e^{i\pi} + 1 = 0")
+        assert (bad := page.evaluate(MATH_INERT)) == [], bad
+        page.reload()
+        wait_connected(page)
+        reply = last_reply(page)
+        reply.scroll_into_view_if_needed()
+        page.wait_for_function("() => document.querySelector('article.message.assistant .katex')")
+    stored = Message.objects.get(pk=int(reply.get_attribute("data-message-id")))
+    assert stored.content == MATH
+    watch.assert_clean(page)
