@@ -12,7 +12,6 @@ from django.views.decorators.http import require_http_methods
 from conversations.accounts.apikeys import ApiKeyLimit, api_key_create, api_key_revoke
 from conversations.models import ApiKey
 
-
 NEW_KEY_SESSION = "chatweb_new_api_key"
 
 

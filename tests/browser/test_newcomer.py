@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from conversations.models import ApiKey, Conversation, Message, Model
-from tests.browser import Watch, chromium, last_reply, new_page, send, sign_in, wait_connected, wait_reply_done
+from tests.browser.pages import Watch, chromium, last_reply, new_page, send, sign_in, wait_connected, wait_reply_done
 from tests.chat_helpers import make_model
 from tests.conftest import PASSWORD
 
