@@ -327,6 +327,14 @@
     "chat.title"(f) {
       panel()?.titleChanged(f.conversation_id, f.title);
     },
+    "chat.deleted"(f) {
+      // deleted here or in another tab: its address must not stay in the bar (a reload would be a 404)
+      panel()?.conversationDeleted(f.conversation_id);
+      if (f.conversation_id === conversationId) {
+        history.replaceState(null, "", "/");
+        location.replace("/");
+      }
+    },
   };
 
   let idleClosed = false; // the server closed a quiet socket (4408): reconnect when the person acts again

@@ -156,6 +156,39 @@ def test_deleting_the_open_conversation_leaves_its_address(page, live_server, de
     watch.assert_clean(page)
 
 
+def test_rename_and_delete_reach_the_other_tabs(page, live_server, alice, dev_upstream, nonce):
+    page, watch = page
+    chat_model = model(dev_upstream, "quick", key=nonce, delay=0.002, tokens=8)
+    tides = Conversation.objects.create(owner=alice, title="Tides", model=chat_model)
+    Message.objects.create(conversation=tides, role="user", content="Why does the sea rise?")
+    other_chat = Conversation.objects.create(owner=alice, title="Bread", model=chat_model)
+    page.goto(f"{live_server.url}/c/{tides.pk}/")
+    wait_connected(page)
+    same = page.context.new_page()  # the same conversation in another tab
+    same.goto(f"{live_server.url}/c/{tides.pk}/")
+    wait_connected(same)
+    elsewhere = page.context.new_page()  # another conversation: its sidebar lists this one
+    elsewhere.goto(f"{live_server.url}/c/{other_chat.pk}/")
+    wait_connected(elsewhere)
+
+    page.get_by_role("button", name="Rename").click()
+    title = page.get_by_role("textbox", name="Conversation title")
+    title.fill("Moon and tides")
+    title.press("Enter")
+    expect(same.locator("#conversation-title")).to_have_text("Moon and tides")
+    for tab in (same, elsewhere):
+        expect(tab.locator(f"#conversation-list a[data-conversation-id='{tides.pk}']")).to_have_text("Moon and tides")
+
+    page.locator("#delete-conversation-button").click()
+    page.locator("#confirm-dialog").get_by_role("button", name="Delete").click()
+    for tab in (page, same):
+        expect(tab).to_have_url(f"{live_server.url}/")
+    expect(elsewhere.locator(f"#conversation-list a[data-conversation-id='{tides.pk}']")).to_have_count(0)
+    expect(elsewhere).to_have_url(f"{live_server.url}/c/{other_chat.pk}/")
+    assert page.reload().status == 200 and same.reload().status == 200
+    watch.assert_clean(page)
+
+
 def test_reloading_settings_after_creating_a_key_creates_no_second_key(page, live_server, alice):
     page, watch = page
     page.goto(f"{live_server.url}/settings/")
