@@ -26,6 +26,7 @@
   const edits = new Map(); // request_id -> id of the user message being edited
   const replies = new Map(); // message id -> {seq, content, reasoning, frame}
   let streamingId = null;
+  const CONTINUE_PROMPT = "Continue exactly where your previous reply stopped.";
   // The composer's text stays until the server accepts it (`chat.started` for its request): `draft` is that request,
   // in flight; `queued` says the text waits for the streaming reply to end, so the next prompt holds that reply.
   let draft = null; // {requestId, content}
@@ -424,7 +425,8 @@
     box.className = "edit-box";
     const area = document.createElement("textarea");
     area.className = "edit-input";
-    area.rows = Math.min(12, Math.max(2, content.textContent.split("\n").length));
+    area.rows = Math.min(20, Math.max(5, content.textContent.split("\n").length + 1));
+    el.classList.add("editing"); // the editor takes the conversation's full width
     area.value = content.textContent;
     area.setAttribute("aria-label", "Edit your message");
     const bar = document.createElement("div");
@@ -454,6 +456,7 @@
   function cancelEdit(el) {
     if (!el) return;
     el.querySelector(".edit-box")?.remove();
+    el.classList.remove("editing");
     const content = el.querySelector(".content");
     if (content) content.hidden = false;
   }
@@ -525,6 +528,9 @@
         break;
       case "send-edit":
         sendEdit(el);
+        break;
+      case "continue": // a follow-up after this reply: its text stays, the model goes on from it
+        sendMessage(CONTINUE_PROMPT, id);
         break;
       case "regenerate":
         send({ type: "chat.regenerate", message_id: id, request_id: nextRequestId() });

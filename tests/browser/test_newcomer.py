@@ -306,3 +306,35 @@ def test_math_is_typeset_live_and_after_reload_and_stays_inert(page, dev_upstrea
     stored = Message.objects.get(pk=int(reply.get_attribute("data-message-id")))
     assert stored.content == MATH
     watch.assert_clean(page)
+
+
+def test_a_stopped_reply_is_marked_and_continues_and_the_editor_is_wide(page, dev_upstream, nonce):
+    page, watch = page
+    model(dev_upstream, "slow", key=nonce, delay=0.03, tokens=80)
+    page.reload()
+    wait_connected(page)
+    send(page, "A long story")
+    page.wait_for_function(
+        "() => document.querySelector('article.message.assistant[data-status=streaming] .content')"
+        "?.textContent.length > 5"
+    )
+    page.locator("#stop-button").click()
+    reply = last_reply(page)
+    expect(reply).to_have_attribute("data-status", "stopped")
+    expect(reply.locator(".cutoff-badge")).to_have_text("Stopped")
+    stopped_id = int(reply.get_attribute("data-message-id"))
+    reply.get_by_role("button", name="Continue").click()
+    wait_reply_done(page)
+    follow_up = Message.objects.get(role="user", parent_id=stopped_id)
+    assert follow_up.content.startswith("Continue")
+    expect(page.locator(f"#message-{stopped_id}").get_by_role("button", name="Continue")).to_be_hidden()
+
+    first = page.locator("#messages article.message.user").first
+    first.get_by_role("button", name="Edit").click()
+    editor = page.get_by_role("textbox", name="Edit your message")
+    width = editor.evaluate("(el) => el.getBoundingClientRect().width")
+    column = page.locator("#messages").evaluate("(el) => Math.min(el.clientWidth - 32, 820)")
+    assert width >= column * 0.9, (width, column)
+    editor.press("Escape")
+    expect(editor).to_have_count(0)
+    watch.assert_clean(page)
