@@ -331,7 +331,8 @@
     "chat.deleted"(f) {
       // deleted here or in another tab: its address must not stay in the bar (a reload would be a 404)
       panel()?.conversationDeleted(f.conversation_id);
-      if (f.conversation_id === conversationId) {
+      if (f.conversation_id === conversationId && !chat.dataset.leaving) {
+        chat.dataset.leaving = "yes"; // one navigation, whether this frame or the Delete button's answer comes first
         history.replaceState(null, "", "/");
         location.replace("/");
       }

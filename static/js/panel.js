@@ -405,6 +405,8 @@
     if (!id || !(await ui.confirm(`Delete “${titleEl.textContent}” and all its messages? This cannot be undone.`))) return;
     try {
       const answer = await ui.post(`/c/${id}/delete/`);
+      if (chat.dataset.leaving) return; // this tab's chat.deleted came first and is on its way to `/`
+      chat.dataset.leaving = "yes";
       history.replaceState(null, "", "/"); // the old address is gone at once, whatever happens to the navigation
       location.replace(answer.location || "/");
     } catch (error) {

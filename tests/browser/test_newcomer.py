@@ -150,6 +150,7 @@ def test_deleting_the_open_conversation_leaves_its_address(page, live_server, de
     page.locator("#delete-conversation-button").click()
     page.locator("#confirm-dialog").get_by_role("button", name="Delete").click()
     expect(page).to_have_url(f"{live_server.url}/")
+    wait_connected(page)  # the new page has loaded
     assert not Conversation.objects.exists()
     response = page.reload()
     assert response is not None and response.status == 200
@@ -183,6 +184,7 @@ def test_rename_and_delete_reach_the_other_tabs(page, live_server, alice, dev_up
     page.locator("#confirm-dialog").get_by_role("button", name="Delete").click()
     for tab in (page, same):
         expect(tab).to_have_url(f"{live_server.url}/")
+        wait_connected(tab)
     expect(elsewhere.locator(f"#conversation-list a[data-conversation-id='{tides.pk}']")).to_have_count(0)
     expect(elsewhere).to_have_url(f"{live_server.url}/c/{other_chat.pk}/")
     assert page.reload().status == 200 and same.reload().status == 200
