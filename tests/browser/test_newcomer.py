@@ -326,6 +326,7 @@ def test_a_stopped_reply_is_marked_and_continues_and_the_editor_is_wide(page, de
     expect(reply.locator(".cutoff-badge")).to_have_text("Stopped")
     stopped_id = int(reply.get_attribute("data-message-id"))
     reply.get_by_role("button", name="Continue").click()
+    expect(page.locator("#messages article.message.assistant")).to_have_count(2)
     wait_reply_done(page)
     follow_up = Message.objects.get(role="user", parent_id=stopped_id)
     assert follow_up.content.startswith("Continue")
