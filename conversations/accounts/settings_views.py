@@ -12,6 +12,8 @@ from django.views.decorators.http import require_http_methods
 from conversations.accounts.apikeys import ApiKeyLimit, api_key_create, api_key_revoke
 from conversations.models import ApiKey
 
+NEW_KEY_SESSION = "chatweb_new_api_key"
+
 
 class ApiKeyCreateForm(forms.Form):
     name = forms.CharField(
@@ -56,6 +58,11 @@ def _page(
 @require_http_methods(["GET", "POST"])
 def settings_page(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
+        new = request.session.pop(NEW_KEY_SESSION, None)
+        if new:
+            row = ApiKey.objects.for_user(request.user).filter(pk=new.get("id")).first()
+            if row is not None:
+                return _page(request, new_key=new.get("raw"), new_key_row=row)
         return _page(request)
     action = request.POST.get("action")
     if action == "create_key":
@@ -69,8 +76,10 @@ def settings_page(request: HttpRequest) -> HttpResponse:
         except ApiKeyLimit as exc:
             form.add_error(None, str(exc))
             return _page(request, form=form, status=400)
-        # Rendered here, not after a redirect: the raw key is never stored, not even in the session.
-        return _page(request, new_key=raw, new_key_row=key, status=201)
+        # POST/redirect/GET: reloading the page must not create a second key. The raw key rides in the session
+        # to the very next GET of this page, which removes it from there (shown once, as before).
+        request.session[NEW_KEY_SESSION] = {"raw": raw, "id": key.pk}
+        return redirect("settings")
     if action == "revoke_key":
         form = ApiKeyRevokeForm(request.POST)
         if not form.is_valid():

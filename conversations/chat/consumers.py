@@ -22,7 +22,14 @@ from conversations.chat.commands import (
     CommandError,
     parse_command,
 )
-from conversations.chat.generation import conversation_group, ensure_reaper, on_db_thread, reply_group, reply_start
+from conversations.chat.generation import (
+    conversation_group,
+    ensure_reaper,
+    on_db_thread,
+    reply_group,
+    reply_start,
+    user_group,
+)
 from conversations.chat.replies import ChatError, reply_start_edit, reply_start_regenerate, reply_start_send
 from conversations.models import Conversation, Message
 
@@ -42,6 +49,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.last_seq: dict[int, int] = {}  # message id -> last seq forwarded
         self.awaiting: dict[int, list[dict]] = {}  # message id -> frames held until its snapshot
         await self.accept()
+        await self.join(user_group(self.user.pk))
         ensure_reaper()
         self.following: set[int] = set()  # replies seen streaming to this socket (the idle check asks the DB)
         self.idle = IdleTimer(settings.CHATWEB_WS_IDLE_SECONDS, self.close_idle, busy=self.is_following_a_reply)

@@ -4,9 +4,12 @@ presets. Plain POST forms with Django's CSRF check; the page's script calls them
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.http import (
@@ -23,6 +26,7 @@ from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_POST
 
 from conversations.catalog.access import model_for_user
+from conversations.chat.generation import frame_event, user_group
 from conversations.chat.selectors import MessageTree, message_tree
 from conversations.chat.views import conversation_for, decorate, search_results
 from conversations.models import Conversation, Message, Preset, User
@@ -31,6 +35,8 @@ from conversations.upstream.params import ParamError, validate_params
 TITLE_MAX = 200
 PRESET_NAME_MAX = 100
 BUSY = (Message.Status.STREAMING, Message.Status.PENDING)
+
+log = logging.getLogger(__name__)
 
 
 class Refused(Exception):
@@ -144,6 +150,15 @@ def preset_payload(preset: Preset) -> dict[str, Any]:
     }
 
 
+def tell_user_tabs(user_id: int, payload: dict[str, Any]) -> None:
+    """Send a frame to every open tab of this user (their sidebars and, where it is open, the conversation).
+    A channel layer that cannot be reached costs the other tabs this news, never the change itself."""
+    try:
+        async_to_sync(get_channel_layer().group_send)(user_group(user_id), frame_event(payload, message_id=0))
+    except Exception:
+        log.warning("could not tell the tabs of user %s about %s", user_id, payload["type"], exc_info=True)
+
+
 # --- views -------------------------------------------------------------------------------------------------
 @login_required
 @require_POST
@@ -154,6 +169,9 @@ def rename(request: HttpRequest, conversation_id: int) -> HttpResponseBase:
         )
     except Refused as exc:
         return _refused(request, exc)
+    tell_user_tabs(
+        request.user.pk, {"type": "chat.title", "conversation_id": conversation.pk, "title": conversation.title}
+    )
     return _answer(request, {"id": conversation.pk, "title": conversation.title}, f"/c/{conversation.pk}/")
 
 
@@ -164,6 +182,7 @@ def delete(request: HttpRequest, conversation_id: int) -> HttpResponseBase:
         conversation_delete(user=request.user, conversation_id=conversation_id)
     except Refused as exc:
         return _refused(request, exc)
+    tell_user_tabs(request.user.pk, {"type": "chat.deleted", "conversation_id": conversation_id})
     return _answer(request, {"deleted": conversation_id, "location": "/"}, "/")
 
 

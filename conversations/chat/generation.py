@@ -77,6 +77,11 @@ def conversation_group(conversation_id: int) -> str:
     return f"conv.{conversation_id}"
 
 
+def user_group(user_id: int) -> str:
+    """Every socket of one user: news about their conversations (renamed, deleted) reaches each tab's sidebar."""
+    return f"user.{user_id}"
+
+
 def reply_group(message_id: int) -> str:
     return f"reply.{message_id}"
 

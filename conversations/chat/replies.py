@@ -110,6 +110,20 @@ def _check_concurrent_replies(user: User) -> Decimal | None:
     return None if budget is None else User._meta.get_field("monthly_budget").to_python(budget)
 
 
+def check_reply_not_in_progress(parent: Message | None) -> None:
+    """Refuse a message that would follow a reply still being written: its prompt would hold that reply's empty
+    text, while every page shows the finished one before it. Called at admission, under the conversation's lock."""
+    if (
+        parent is not None
+        and parent.role == Message.Role.ASSISTANT
+        and parent.status in (Message.Status.STREAMING, Message.Status.PENDING)
+    ):
+        raise ChatError(
+            "reply_in_progress",
+            "A reply is still being written in this conversation; send again once it has finished (or stop it).",
+        )
+
+
 def _admit(
     *, user: User, conversation: Conversation, model: Model, parent: Message | None, params: dict,
     request_id: str | None, user_message: Message | None, branch: list[Message] | None = None,
@@ -189,6 +203,7 @@ def reply_start_send(*, user: User, command: ChatSend) -> ReplyPlan:
                     raise ChatError("not_found", "no such message in this conversation")
             else:
                 parent = conversation.active_leaf
+            check_reply_not_in_progress(parent)
             conversation.model = model
             conversation.params = command.params
             if command.system is not None:

@@ -11,6 +11,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from conversations.catalog.access import models_for_user
+from conversations.chat.commands import MAX_CONTENT_CHARS
 from conversations.chat.rendering import messages_render, policy
 from conversations.chat.replies import usage_payload
 from conversations.chat.selectors import MessageTree, branch_messages, message_tree
@@ -135,6 +136,7 @@ def chat_context(request: HttpRequest, conversation: Conversation | None, *, que
         "presets": presets,
         "render_policy": policy(),
         "budget": budget_status(request.user),
+        "max_content_chars": MAX_CONTENT_CHARS,  # checked in the page before sending, with a counter near it
     }
 
 

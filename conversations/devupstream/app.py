@@ -7,6 +7,8 @@ Endpoints
     POST /v1/completions            legacy text completions, streaming and not
     GET  /_stats?key=<k>            {"requests", "completed", "disconnected", "failed", "dropped", "active"}
                                     for one key (without ?key: totals over all keys)
+    GET  /_received?key=<k>         the `messages` (or `prompt`) of the last requests with that key, oldest
+                                    first: what a client really sent, to compare with what it shows
     GET  /healthz                   "ok"
 
 Models: ``dev-chat`` (chat), ``dev-reasoner`` (chat; streams ``delta.reasoning_content`` before the
@@ -77,6 +79,7 @@ import logging
 import os
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, fields, replace
 from functools import lru_cache
@@ -479,12 +482,16 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"))
 
 
+RECEIVED_KEPT = 50  # prompts kept per key for /_received
+
+
 class DevUpstream:
     """The ASGI application. ``DevUpstream(delay=0.02, dialect="groq")`` sets server-wide defaults."""
 
     def __init__(self, **defaults: Any) -> None:
         self.defaults = Options(**coerce_options(defaults))
         self.counters: dict[str, Counters] = {}
+        self.received: dict[str, deque[Any]] = {}  # key -> the prompts of its last RECEIVED_KEPT requests
         self._failures: dict[str, int] = {}
         logging.getLogger("uvicorn.error").addFilter(_QUIET_DROPS)
 
@@ -509,6 +516,9 @@ class DevUpstream:
                 dialect = opts.dialect
             if path == "/_stats" and method == "GET":
                 await self._stats(scope, send)
+            elif path == "/_received" and method == "GET":
+                key = parse_qs(scope.get("query_string", b"").decode()).get("key", [""])[0]
+                await _send_json(send, 200, list(self.received.get(key, ())))
             elif path in ("/healthz", "/_health") and method == "GET":
                 await _send_bytes(send, 200, b"ok", (b"content-type", b"text/plain"))
             elif path.startswith("/v1/"):
@@ -600,6 +610,9 @@ class DevUpstream:
             raise HTTPError(400, "We could not parse the JSON body of your request.") from None
         if not isinstance(body, dict):
             raise HTTPError(400, "The request body must be a JSON object.")
+        if opts.key:
+            kept = self.received.setdefault(opts.key, deque(maxlen=RECEIVED_KEPT))
+            kept.append(body.get("messages") if api == "chat" else body.get("prompt"))
         model = MODELS.get(body.get("model"))  # type: ignore[arg-type]
         if model is None:
             raise HTTPError(404, f"The model `{body.get('model')}` does not exist.", param="model")

@@ -102,6 +102,13 @@ class ThreadedUpstream:
         with urllib.request.urlopen(url, timeout=5, context=context) as response:  # noqa: S310 (our own URL)
             return json.loads(response.read())
 
+    def received(self, key: str) -> list[Any]:
+        """The prompts (chat `messages`, or a completion's `prompt`) the server received with this key, oldest first."""
+        context = ssl.create_default_context(cafile=self.tls[0]) if self.tls else None
+        url = f"{self.url}/_received?key={quote(key)}"
+        with urllib.request.urlopen(url, timeout=5, context=context) as response:  # noqa: S310 (our own URL)
+            return json.loads(response.read())
+
     def wait_for(self, key: str, timeout: float = 5.0, **expected: int) -> dict[str, int]:
         """Poll stats(key) until every expected counter is reached (the server sees a close a moment
         after the client made it); returns the last stats either way."""

@@ -11,6 +11,10 @@
   const stopButton = document.getElementById("stop-button");
   const sendButton = document.getElementById("send-button");
   const statusEl = document.getElementById("connection-status");
+  const counterEl = document.getElementById("composer-count");
+  const noticeEl = document.getElementById("composer-notice");
+  // the server's limit (commands.MAX_CONTENT_CHARS), handed over by the page
+  const maxChars = Number(form.dataset.maxChars) || 100000;
   const ui = window.chatwebUI;
   const panel = () => window.chatwebPanel;
 
@@ -22,6 +26,11 @@
   const edits = new Map(); // request_id -> id of the user message being edited
   const replies = new Map(); // message id -> {seq, content, reasoning, frame}
   let streamingId = null;
+  const CONTINUE_PROMPT = "Continue exactly where your previous reply stopped.";
+  // The composer's text stays until the server accepts it (`chat.started` for its request): `draft` is that request,
+  // in flight; `queued` says the text waits for the streaming reply to end, so the next prompt holds that reply.
+  let draft = null; // {requestId, content}
+  let queued = false;
 
   // --- rendering ---------------------------------------------------------------------------------------
   const render = window.chatwebRender || {
@@ -138,6 +147,7 @@
   function setStreaming(id) {
     streamingId = id;
     stopButton.hidden = id === null;
+    if (id === null && queued) setTimeout(sendQueued, 0);
   }
 
   function usageText(u) {
@@ -161,7 +171,18 @@
     p.className = "message-error";
     p.setAttribute("role", "alert");
     p.textContent = text + " ";
-    if (frame.message_id || pending.has(frame.request_id)) {
+    const ofDraft = frame.request_id && frame.request_id === frame.draftRequestId;
+    if (ofDraft) {
+      const retry = document.createElement("button");
+      retry.type = "button";
+      retry.className = "link retry";
+      retry.textContent = "Retry";
+      retry.addEventListener("click", () => {
+        host.classList.contains("system-error") ? host.remove() : p.remove();
+        form.requestSubmit(sendButton);
+      });
+      p.append(retry);
+    } else if (frame.message_id || pending.has(frame.request_id)) {
       const retry = document.createElement("button");
       retry.type = "button";
       retry.className = "link retry";
@@ -206,6 +227,7 @@
   // --- protocol ----------------------------------------------------------------------------------------
   const handlers = {
     "chat.started"(f) {
+      if (draft && f.request_id === draft.requestId) draftAccepted();
       if (!conversationId) {
         conversationId = f.conversation_id;
         chat.dataset.conversationId = conversationId;
@@ -289,6 +311,16 @@
         cancelEdit(document.getElementById(`message-${edits.get(f.request_id)}`));
         edits.delete(f.request_id);
       }
+      if (draft && f.request_id === draft.requestId) {
+        const refused = draft;
+        draftReleased();
+        if (f.code === "reply_in_progress") { // another tab's reply: wait for it like for our own
+          queueDraft();
+          if (!streamingId) setTimeout(sendQueued, 1000);
+          return;
+        }
+        f = { ...f, draftRequestId: refused.requestId };
+      }
       showError(f);
       if (f.message_id && streamingId === f.message_id) setStreaming(null);
       ui.announce(`Error: ${f.message}`);
@@ -296,15 +328,24 @@
     "chat.title"(f) {
       panel()?.titleChanged(f.conversation_id, f.title);
     },
+    "chat.deleted"(f) {
+      // deleted here or in another tab: its address must not stay in the bar (a reload would be a 404)
+      panel()?.conversationDeleted(f.conversation_id);
+      if (f.conversation_id === conversationId && !chat.dataset.leaving) {
+        chat.dataset.leaving = "yes"; // one navigation, whether this frame or the Delete button's answer comes first
+        history.replaceState(null, "", "/");
+        location.replace("/");
+      }
+    },
   };
 
   let idleClosed = false; // the server closed a quiet socket (4408): reconnect when the person acts again
-  const queued = []; // frames sent while reconnecting after an idle close
+  const held = []; // frames sent while reconnecting after an idle close
 
   function send(frame) {
     if (!socket || socket.readyState !== WebSocket.OPEN) {
       if (idleClosed || socket?.readyState === WebSocket.CONNECTING) {
-        queued.push(frame);
+        held.push(frame);
         if (idleClosed) { idleClosed = false; connect(); }
         return true;
       }
@@ -330,7 +371,7 @@
     };
     if (parentId) frame.parent_id = parentId;
     pending.set(requestId, content);
-    return send(frame);
+    return send(frame) ? requestId : null;
   }
 
   function connect() {
@@ -341,7 +382,7 @@
       retryDelay = 500;
       statusEl.textContent = "Connected";
       if (conversationId) send({ type: "chat.subscribe", conversation_id: conversationId });
-      while (queued.length) socket.send(JSON.stringify(queued.shift()));
+      while (held.length) socket.send(JSON.stringify(held.shift()));
     });
     socket.addEventListener("message", (event) => {
       let frame;
@@ -349,6 +390,10 @@
       handlers[frame.type]?.(frame);
     });
     socket.addEventListener("close", (event) => {
+      if (draft) {
+        draftReleased();
+        notice("The connection dropped before the message was confirmed; it is still here to send again.", "error");
+      }
       if (event.code === 4401) { // signed out (or the session expired): sign in again, then come back
         location.assign(`/accounts/login/?next=${encodeURIComponent(location.pathname)}`);
         return;
@@ -381,7 +426,8 @@
     box.className = "edit-box";
     const area = document.createElement("textarea");
     area.className = "edit-input";
-    area.rows = Math.min(12, Math.max(2, content.textContent.split("\n").length));
+    area.rows = Math.min(20, Math.max(5, content.textContent.split("\n").length + 1));
+    el.classList.add("editing"); // the editor takes the conversation's full width
     area.value = content.textContent;
     area.setAttribute("aria-label", "Edit your message");
     const bar = document.createElement("div");
@@ -411,6 +457,7 @@
   function cancelEdit(el) {
     if (!el) return;
     el.querySelector(".edit-box")?.remove();
+    el.classList.remove("editing");
     const content = el.querySelector(".content");
     if (content) content.hidden = false;
   }
@@ -483,6 +530,9 @@
       case "send-edit":
         sendEdit(el);
         break;
+      case "continue": // a follow-up after this reply: its text stays, the model goes on from it
+        sendMessage(CONTINUE_PROMPT, id);
+        break;
       case "regenerate":
         send({ type: "chat.regenerate", message_id: id, request_id: nextRequestId() });
         break;
@@ -497,18 +547,119 @@
   });
 
   // --- composer ------------------------------------------------------------------------------------------
+  function codePoints(text) {
+    // the server counts code points (a surrogate pair is one character); below 90 % in UTF-16 units it cannot matter
+    if (text.length < maxChars * 0.9) return text.length;
+    let count = text.length;
+    for (let i = 0; i < text.length; i += 1) {
+      const unit = text.charCodeAt(i);
+      if (unit >= 0xd800 && unit <= 0xdbff) count -= 1;
+    }
+    return count;
+  }
+  const number = (n) => n.toLocaleString("en-US");
+
+  function updateCounter() {
+    const count = codePoints(input.value);
+    const near = count >= maxChars * 0.9;
+    counterEl.hidden = !near;
+    if (near) counterEl.textContent = `${number(count)} / ${number(maxChars)}`;
+    counterEl.classList.toggle("over", count > maxChars);
+    return count;
+  }
+
+  /** A line above the composer: why a send did not go, or that it waits (with a Cancel). */
+  function notice(text, kind = "info", action = null) {
+    noticeEl.replaceChildren();
+    noticeEl.hidden = !text;
+    noticeEl.className = `composer-notice ${kind}`;
+    if (!text) return;
+    const span = document.createElement("span");
+    span.textContent = text;
+    noticeEl.append(span);
+    if (action) noticeEl.append(" ", action);
+    if (kind === "error") ui.announce(text);
+  }
+
+  function lockComposer(locked) {
+    input.readOnly = locked;
+    form.classList.toggle("waiting", locked);
+  }
+
+  function draftAccepted() {
+    if (input.value === draft.content) input.value = "";
+    draft = null;
+    lockComposer(false);
+    notice("");
+    updateCounter();
+  }
+
+  function draftReleased() {
+    draft = null;
+    lockComposer(false);
+  }
+
+  function queueDraft() {
+    queued = true;
+    lockComposer(true);
+    const cancel = button("cancel-queued", "Cancel", "secondary");
+    cancel.addEventListener("click", () => {
+      queued = false;
+      lockComposer(false);
+      notice("");
+      input.focus();
+    });
+    notice("Queued: sends when the reply being written ends.", "info", cancel);
+    ui.announce("Queued until the reply ends.");
+  }
+
+  function sendQueued() {
+    if (!queued || streamingId || draft) return;
+    queued = false;
+    sendDraft();
+  }
+
+  function sendDraft() {
+    const content = input.value;
+    const requestId = sendMessage(content);
+    if (!requestId) {
+      lockComposer(false);
+      notice("");
+      return;
+    }
+    draft = { requestId, content };
+    lockComposer(true);
+    notice("");
+  }
+
   form.addEventListener("submit", (event) => {
     event.preventDefault();
+    if (draft || queued) return; // on its way already
     const content = input.value;
     if (!content.trim()) {
+      notice("Type a message first.", "error");
       input.focus();
+      return;
+    }
+    const count = updateCounter();
+    if (count > maxChars) {
+      notice(`A message may hold at most ${number(maxChars)} characters; this one has ${number(count)}. `
+        + "Shorten it or send it in parts.", "error");
       return;
     }
     if (!modelSelect.value) {
       showError({ message: "No model is enabled: ask an administrator to add one." });
       return;
     }
-    if (sendMessage(content)) input.value = "";
+    if (streamingId) { // the next prompt must hold the reply being written: wait for it
+      queueDraft();
+      return;
+    }
+    sendDraft();
+  });
+  input.addEventListener("input", () => {
+    updateCounter();
+    if (noticeEl.classList.contains("error")) notice("");
   });
   input.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {

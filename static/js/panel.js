@@ -111,7 +111,7 @@
       openPanel();
       for (const spec of specs) showFieldError(spec.name, check(spec, settings.raw[spec.name] || "").error);
       panel.querySelector(`#param-${first}`)?.focus();
-      ui.announce("A parameter is not valid; see the settings panel.");
+      ui.announce("A parameter is not valid; see the parameters panel.");
       return null;
     }
     return { system: settings.system, params };
@@ -357,6 +357,10 @@
     else for (const span of list.querySelectorAll(`a[data-conversation-id="${id}"] .conversation-title`)) span.textContent = title;
   }
 
+  function conversationDeleted(id) {
+    for (const a of list.querySelectorAll(`a[data-conversation-id="${id}"]`)) a.closest("li")?.remove();
+  }
+
   document.getElementById("rename-button").addEventListener("click", () => {
     const id = conversationId();
     if (!id || titleEl.querySelector("input")) return;
@@ -401,7 +405,10 @@
     if (!id || !(await ui.confirm(`Delete “${titleEl.textContent}” and all its messages? This cannot be undone.`))) return;
     try {
       const answer = await ui.post(`/c/${id}/delete/`);
-      location.assign(answer.location || "/");
+      if (chat.dataset.leaving) return; // this tab's chat.deleted came first and is on its way to `/`
+      chat.dataset.leaving = "yes";
+      history.replaceState(null, "", "/"); // the old address is gone at once, whatever happens to the navigation
+      location.replace(answer.location || "/");
     } catch (error) {
       ui.announce(error.message);
       window.chatweb?.showError({ message: error.message });
@@ -409,5 +416,5 @@
   });
 
   updateSummary();
-  window.chatwebPanel = { collect, applyPreset, conversationStarted, titleChanged, openPanel, closePanel };
+  window.chatwebPanel = { collect, applyPreset, conversationStarted, titleChanged, conversationDeleted, openPanel, closePanel };
 })();

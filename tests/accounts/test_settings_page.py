@@ -33,8 +33,11 @@ def test_anonymous_is_sent_to_sign_in():
 def test_create_shows_the_key_once_then_only_its_prefix(alice):
     client = signed_in(alice)
     assert "You have no API keys yet" in client.get("/settings/").content.decode()
-    response = client.post("/settings/", {"action": "create_key", "name": "laptop", "rpm_limit": "60"})
-    assert response.status_code == 201
+    created = client.post("/settings/", {"action": "create_key", "name": "laptop", "rpm_limit": "60"})
+    assert created.status_code == 302 and created["Location"] == "/settings/"  # a reload creates no second key
+    assert KEY_RE.search(created.content.decode()) is None
+    response = client.get("/settings/")
+    assert response.status_code == 200
     assert response["Cache-Control"] == "no-store"
     raw = KEY_RE.search(response.content.decode()).group(1)
     key = ApiKey.objects.get(user=alice)
@@ -94,5 +97,5 @@ def test_forms_are_csrf_protected(alice):
     page = client.get("/settings/").content.decode()
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
     assert (
-        client.post("/settings/", {"action": "create_key", "csrfmiddlewaretoken": token}).status_code == 201
+        client.post("/settings/", {"action": "create_key", "csrfmiddlewaretoken": token}).status_code == 302
     )

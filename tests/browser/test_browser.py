@@ -404,7 +404,7 @@ def test_settings_presets_reasoning_and_completion_models(page, live_server, ali
     completer = model(dev_upstream, "plain", upstream_id="dev-complete", key=nonce, delay=0.002, tokens=15)
     goto_chat(page, page.url)
 
-    page.get_by_role("button", name="Settings").click()
+    page.get_by_role("button", name="Parameters", exact=True).click()
     temperature = page.get_by_label("temperature", exact=True)
     temperature.fill("3")
     expect(page.locator("#error-temperature")).to_have_text("temperature must be a number between 0 and 2.")
@@ -432,7 +432,7 @@ def test_settings_presets_reasoning_and_completion_models(page, live_server, ali
     assert conversation.params == {"temperature": 0.5, "max_tokens": 40}
     assert conversation.system_prompt == "Be brief."
     page.reload()
-    page.get_by_role("button", name="Settings").click()
+    page.get_by_role("button", name="Parameters", exact=True).click()
     expect(page.get_by_label("temperature", exact=True)).to_have_value("0.5")  # kept per conversation
     expect(page.get_by_label("System prompt")).to_have_value("Be brief.")
 
@@ -454,7 +454,7 @@ def test_settings_presets_reasoning_and_completion_models(page, live_server, ali
     expect(reasoning.locator(".reasoning-text")).to_have_text(stored.reasoning)
 
     # delete the preset from the panel
-    page.get_by_role("button", name="Settings").click()
+    page.get_by_role("button", name="Parameters", exact=True).click()
     page.get_by_role("button", name="Delete preset Brief").click()
     page.locator("#confirm-dialog").get_by_role("button", name="Delete").click()
     expect(page.locator("#preset-list")).not_to_contain_text("Brief")
@@ -509,7 +509,7 @@ def test_screenshots_light_dark_streaming_mobile_and_usage(browser, live_server,
     page.wait_for_function("() => document.querySelector('.content.markdown .code-block')")
     assert page.evaluate(UNLABELLED) == []
     page.screenshot(path=str(SCREENSHOTS / "chat-light.png"))
-    page.get_by_role("button", name="Settings").click()
+    page.get_by_role("button", name="Parameters", exact=True).click()
     page.get_by_label("temperature", exact=True).fill("0.7")
     page.screenshot(path=str(SCREENSHOTS / "settings-panel.png"))
     watch.assert_clean(page)
@@ -562,7 +562,7 @@ def test_the_chat_page_runs_under_the_csp(page, live_server):
     policy = response.headers.get("content-security-policy", "")
     if policy:  # the policy of chatweb/security.py: no inline script or style anywhere
         assert "'unsafe-inline'" not in policy and "'unsafe-eval'" not in policy
-    page.get_by_role("button", name="Settings").click()
-    page.get_by_role("button", name="Close settings").click()
+    page.get_by_role("button", name="Parameters", exact=True).click()
+    page.get_by_role("button", name="Close parameters").click()
     assert watch.csp_violations(page) == []
     watch.assert_clean(page)

@@ -426,3 +426,55 @@ def test_reaper_marks_a_dead_processes_reply_interrupted_and_keeps_its_text(alic
     record = UsageRecord.objects.get(message=stale)
     assert record.usage_estimated and record.completion_tokens > 0 and record.prompt_tokens > 0
     assert replies_reap(stale_after=timedelta(seconds=30)) == 0
+
+
+async def test_a_send_after_a_reply_still_being_written_is_refused_and_the_upstream_sees_what_is_stored(
+    alice, dev_upstream, nonce
+):
+    """The history a model receives is the one the page shows: no prompt with a reply's empty text in it."""
+    model = await model_for(dev_upstream, key=nonce, tokens=40, delay=0.02)
+    ws = await connect(alice)
+    await send(ws, chat_send(model.public_name, "first question"))
+    started, _ = await until(ws, "chat.started")
+    conversation_id, first_reply = started["conversation_id"], started["message_id"]
+    await until(ws, "chat.delta")
+
+    # without a parent (the active leaf is the streaming reply), and with that reply as the parent
+    for extra in ({}, {"parent_id": first_reply}):
+        await send(ws, chat_send(model.public_name, "too early", conversation_id=conversation_id,
+                                 request_id="r2", **extra))
+        error, _ = await until(ws, "chat.error")
+        assert error["code"] == "reply_in_progress" and error["request_id"] == "r2"
+        assert "still being written" in error["message"]
+    assert not await db(Message.objects.filter(content="too early").exists)()
+
+    # another tab: a second socket of the same user is refused the same way
+    other = await connect(alice)
+    await send(other, chat_send(model.public_name, "from another tab", conversation_id=conversation_id))
+    error, _ = await until(other, "chat.error")
+    assert error["code"] == "reply_in_progress"
+    await other.disconnect()
+
+    await until(ws, "chat.done", message_id=first_reply)
+    await send(ws, chat_send(model.public_name, "second question", conversation_id=conversation_id, request_id="r3"))
+    second, _ = await until(ws, "chat.started")
+    assert second["request_id"] == "r3"
+    await until(ws, "chat.done", message_id=second["message_id"])
+
+    def stored_history() -> list[dict[str, str]]:
+        leaf = Message.objects.get(pk=second["message_id"])
+        assert leaf.parent.parent_id == first_reply
+        chain = []
+        node = leaf.parent
+        while node is not None:
+            chain.append({"role": node.role, "content": node.content})
+            node = node.parent
+        return chain[::-1]
+
+    history = await db(stored_history)()
+    assert [m["role"] for m in history] == ["user", "assistant", "user"]
+    assert history[1]["content"]  # the first reply, whole
+    received = await asyncio.to_thread(dev_upstream.received, nonce)
+    assert len(received) == 2  # the refused sends never reached the upstream
+    assert received[-1] == history
+    await finish(ws)
