@@ -252,7 +252,7 @@ class Bench:
     def start_profiler(self) -> subprocess.Popen | None:
         py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
         if not Path(py_spy).exists():
-            print("  (py-spy not installed: no profile; pip install -r requirements-dev.txt)")
+            print("  (py-spy not installed: no profile; `make bench` installs it)")
             return None
         self.profile_path = RESULTS / f"ws-profile-{self.stamp}.txt"
         return subprocess.Popen([py_spy, "record", "--pid", str(self.daphne.pid), "--format", "raw", "--rate", "200",

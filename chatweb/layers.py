@@ -57,10 +57,10 @@ class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
                 if queue.empty():  # no receiver waits on a queue that held messages: a new one is made on demand
                     self.channels.pop(channel, None)
         oldest = int(wall) - self.group_expiry
-        for members in self.groups.values():
-            for name, joined in list(members.items()):
+        for joined_at in self.groups.values():
+            for name, joined in list(joined_at.items()):
                 if joined and joined < oldest:
-                    members.pop(name, None)
+                    joined_at.pop(name, None)
 
     def _put(self, channel: str, message: dict[str, Any]) -> None:
         queue = self.channels.get(channel)

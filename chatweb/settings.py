@@ -145,7 +145,7 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
-# Static files are served by chatweb itself (chatweb/staticfiles.py), from the app and project folders.
+# Static files are served from the ASGI app by ServeStatic (chatweb/asgi.py), from the app and project folders.
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"

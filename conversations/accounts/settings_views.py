@@ -5,11 +5,12 @@ from __future__ import annotations
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from conversations.accounts.apikeys import ApiKeyLimit, api_key_create, api_key_revoke
+from conversations.accounts.requests import AuthenticatedHttpRequest
 from conversations.models import ApiKey
 
 
@@ -31,7 +32,7 @@ class ApiKeyRevokeForm(forms.Form):
 
 
 def _page(
-    request: HttpRequest,
+    request: AuthenticatedHttpRequest,
     *,
     form: ApiKeyCreateForm | None = None,
     new_key: str | None = None,
@@ -54,7 +55,7 @@ def _page(
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def settings_page(request: HttpRequest) -> HttpResponse:
+def settings_page(request: AuthenticatedHttpRequest) -> HttpResponse:
     if request.method == "GET":
         return _page(request)
     action = request.POST.get("action")
@@ -72,11 +73,11 @@ def settings_page(request: HttpRequest) -> HttpResponse:
         # Rendered here, not after a redirect: the raw key is never stored, not even in the session.
         return _page(request, new_key=raw, new_key_row=key, status=201)
     if action == "revoke_key":
-        form = ApiKeyRevokeForm(request.POST)
-        if not form.is_valid():
+        revoke = ApiKeyRevokeForm(request.POST)
+        if not revoke.is_valid():
             raise Http404("No such key.")
         try:
-            key = api_key_revoke(user=request.user, key_id=form.cleaned_data["key_id"])
+            key = api_key_revoke(user=request.user, key_id=revoke.cleaned_data["key_id"])
         except ApiKey.DoesNotExist:
             raise Http404("No such key.") from None
         messages.success(request, f"Key {key.prefix}… revoked; requests with it are refused from now on.")
