@@ -70,6 +70,6 @@ application = ProtocolTypeRouter(
 )
 
 # Everything imported so far (Django, the project, their modules and caches) lives as long as the process: move
-# it out of the collector's sight. Each full collection walked all of it, and under load those pauses (up to
-# 233 ms, five in a 100-stream benchmark round) were the slowest first tokens (docs/benchmarks.md).
+# it out of the collector's sight. Each full collection walks all of it, and under load those pauses were the
+# slowest first tokens (docs/benchmarks.md).
 gc.freeze()

@@ -1,5 +1,5 @@
 """The in-process channel layer (one Daphne, no REDIS_URL): channels' InMemoryChannelLayer without its
-per-message scans (issue #9).
+per-message scans.
 
 channels' layer walks every channel and every group membership to expire old messages on *each* send, receive
 and group send, starts a task per recipient of a group send, and deep-copies each message per recipient. With a

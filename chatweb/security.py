@@ -1,4 +1,4 @@
-"""HTTP security headers on every response: a Content-Security-Policy without inline code, and more (#10)."""
+"""HTTP security headers on every response: a Content-Security-Policy without inline code, and more."""
 
 from __future__ import annotations
 

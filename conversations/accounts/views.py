@@ -36,7 +36,7 @@ def signup(request: HttpRequest) -> HttpResponse:
     return render(request, "registration/signup.html", {"form": form})
 
 
-# --- Sign-in throttling (issue #10) ---------------------------------------------------------------------
+# --- Sign-in throttling --------------------------------------------------------------------------------
 View = Callable[..., HttpResponseBase]
 
 

@@ -1,4 +1,4 @@
-"""The websocket protocol's client commands (CONTRACTS §5), decoded from JSON frames into typed values."""
+"""The websocket protocol's client commands (docs/protocol.md), decoded from JSON frames into typed values."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 MAX_CONTENT_CHARS = 100_000
 MAX_SYSTEM_CHARS = 20_000
-# Room for the longest content and system prompt at 4 bytes a character, plus the rest (issue #10).
+# Room for the longest content and system prompt at 4 bytes a character, plus the rest.
 # Daphne refuses bigger messages itself (close 1009) at --websocket-max-message-size, 1 MiB by default.
 MAX_FRAME_BYTES = 512 * 1024
 

@@ -1,4 +1,4 @@
-"""The usage pages: `/usage/` (dashboard), `/usage/export.csv` and `/usage/summary.json` (CONTRACTS §7).
+"""The usage pages: `/usage/` (dashboard), `/usage/export.csv` and `/usage/summary.json` (docs/usage.md).
 
 Pages redirect an anonymous visitor to the login page; the two data endpoints answer 401 with a JSON error.
 Errors in `from` / `to` / `user` are 400 (404 for an unknown user) with `{"error": {"code", "message"}}`.
