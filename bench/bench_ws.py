@@ -8,8 +8,8 @@ throwaway SQLite database in a temp dir (migrated, with one user and session per
 the same client pattern from separate load-generator processes (bench/ws_load.py): N clients started over
 --ramp seconds, each streaming one reply to its end. Straight to the upstream they speak HTTP/SSE; through
 chatweb, the chat protocol (docs/protocol.md) over a websocket opened beforehand. Every reply is checked whole:
-through chatweb its
-deltas numbered 1..n with no gap, and its text identical (SHA-1) to the upstream's own answer to that prompt.
+through chatweb its deltas numbered 1..n with no gap, and its text identical (SHA-1) to the upstream's own
+answer to that prompt.
 
 Figures: added time to first token (sequential, one request at a time, and at each concurrency), completion
 time, wall time against the ideal (the last start + the reply's own streaming time), database writes per reply
