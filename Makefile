@@ -1,21 +1,40 @@
-# The two commands (CONTRACTS §1): `make run` serves chatweb on http://127.0.0.1:8000, `make test` runs every test.
+# The two commands: `make run` serves chatweb on http://127.0.0.1:8000, `make test` runs every test.
+# Dependencies come from uv.lock (every package pinned and hashed), installed by uv into .venv; uv itself is
+# bootstrapped into .uv/ with this machine's python3 when it is not on PATH.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+UV_VERSION := 0.13.9
+UV ?= .uv/bin/uv
 HOST ?= 127.0.0.1
 PORT ?= 8000
 DEV_UPSTREAM_PORT ?= 8001
 
-.PHONY: run test lint audit bench browser-deps clean
+# uv uses this machine's Python (never a downloaded one) and the project's .venv.
+export UV_PYTHON := $(PYTHON)
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+# `--locked`: the install fails if pyproject.toml and uv.lock disagree (run `uv lock` after editing).
+SYNC := $(UV) sync --locked
 
-$(VENV)/.installed: requirements.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
+.PHONY: run test lint types audit bench browser-deps clean
+
+.uv/bin/uv:
+	$(PYTHON) -m venv .uv
+	.uv/bin/python -m pip install -q uv==$(UV_VERSION)
+
+# What `make run` needs: the runtime dependencies and the development upstream's server.
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	$(SYNC) --inexact --no-default-groups --group devserver
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
-	$(PY) -m pip install -q -r requirements-dev.txt
+# Everything the tests, lint and the type checker need (a superset of the above).
+$(VENV)/.installed-dev: pyproject.toml uv.lock | $(UV)
+	$(SYNC) --group dev
+	touch $@ $(VENV)/.installed
+
+$(VENV)/.installed-bench: $(VENV)/.installed-dev
+	$(SYNC) --inexact --group dev --group bench
 	touch $@
 
 run: $(VENV)/.installed
@@ -32,19 +51,25 @@ browser-deps:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
+# Style and the import rules between packages (the contracts in pyproject.toml).
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
 
-# Known vulnerabilities in the installed packages fail the run; packages the service cannot answer for are
+types: $(VENV)/.installed-dev
+	$(VENV)/bin/mypy
+
+# Known vulnerabilities in the locked packages fail the run; packages the service cannot answer for are
 # reported loudly, and fail it only with AUDIT_STRICT=1 (scripts/audit.py, docs/security.md).
 audit: $(VENV)/.installed-dev
-	$(PY) scripts/audit.py
+	$(UV) export --frozen --all-groups --no-emit-project --format requirements-txt --quiet > $(VENV)/locked-requirements.txt
+	$(PY) scripts/audit.py $(VENV)/locked-requirements.txt
 
-test: $(VENV)/.installed-dev browser-deps lint audit
+test: $(VENV)/.installed-dev browser-deps lint types audit
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: $(VENV)/.installed-dev
+bench: $(VENV)/.installed-bench
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .uv var .pytest_cache .ruff_cache .mypy_cache .import_linter_cache .hypothesis build *.egg-info

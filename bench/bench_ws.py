@@ -7,8 +7,9 @@ Starts the dev upstream (its own process, a fixed token rate) and one Daphne pro
 throwaway SQLite database in a temp dir (migrated, with one user and session per stream), then drives both with
 the same client pattern from separate load-generator processes (bench/ws_load.py): N clients started over
 --ramp seconds, each streaming one reply to its end. Straight to the upstream they speak HTTP/SSE; through
-chatweb, CONTRACTS §5 over a websocket opened beforehand. Every reply is checked whole: through chatweb its
-deltas numbered 1..n with no gap, and its text identical (SHA-1) to the upstream's own answer to that prompt.
+chatweb, the chat protocol (docs/protocol.md) over a websocket opened beforehand. Every reply is checked whole:
+through chatweb its deltas numbered 1..n with no gap, and its text identical (SHA-1) to the upstream's own
+answer to that prompt.
 
 Figures: added time to first token (sequential, one request at a time, and at each concurrency), completion
 time, wall time against the ideal (the last start + the reply's own streaming time), database writes per reply
@@ -252,7 +253,7 @@ class Bench:
     def start_profiler(self) -> subprocess.Popen | None:
         py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
         if not Path(py_spy).exists():
-            print("  (py-spy not installed: no profile; pip install -r requirements-dev.txt)")
+            print("  (py-spy not installed: no profile; `make bench` installs it)")
             return None
         self.profile_path = RESULTS / f"ws-profile-{self.stamp}.txt"
         return subprocess.Popen([py_spy, "record", "--pid", str(self.daphne.pid), "--format", "raw", "--rate", "200",

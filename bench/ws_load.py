@@ -1,5 +1,5 @@
-"""One load-generator process for bench_ws: websocket clients speaking CONTRACTS §5, or SSE clients straight to
-the upstream, started together at a wall-clock time the parent gives, each timing its own reply.
+"""One load-generator process for bench_ws: websocket clients speaking the chat protocol (docs/protocol.md), or
+SSE clients straight to the upstream, started together at a wall-clock time the parent gives, each timing its own reply.
 
 Driven over stdin/stdout by bench_ws (one JSON spec line in; "ready"; "go <epoch seconds>" in; one JSON result
 line out). Run in a few separate processes, so the clients do not share one core's event loop with each other

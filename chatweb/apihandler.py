@@ -1,4 +1,4 @@
-"""The ASGI handler of the /v1/ API: Django's own, without the middleware and the signals that only pages need."""
+"""The ASGI handler of the /v1/ API: Django's own, without the middleware and the signal that only pages need."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import asyncio
 import contextlib
 from typing import Any
 
+from asgiref.sync import sync_to_async
+from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
+from django.http import HttpRequest, HttpResponseBase
 from django.urls import set_script_prefix
 
 API_PREFIX = "/v1/"
@@ -20,24 +23,26 @@ class ApiHandler(ASGIHandler):
     first token (docs/benchmarks.md)."""
 
     def load_middleware(self, is_async: bool = False) -> None:
-        self._view_middleware = []
-        self._template_response_middleware = []
-        self._exception_middleware = []
-        self._middleware_chain = convert_exception_to_response(self._get_response_async)
+        self._view_middleware: list[Any] = []
+        self._template_response_middleware: list[Any] = []
+        self._exception_middleware: list[Any] = []
+        self._middleware_chain = convert_exception_to_response(self._get_response_async)  # type: ignore[attr-defined]
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         # Django's handler wraps each request in a ThreadSensitiveContext, which starts a thread per request for
-        # its thread-sensitive calls. The API makes none: its database work runs on threads of its own
-        # (conversations/api/db.py).
+        # its thread-sensitive calls. The API makes none on the way to its answer: its database work runs on
+        # threads of its own (conversations/api/db.py).
         if scope["type"] != "http":
             raise ValueError(f"the API serves HTTP only, not {scope['type']}")
         await self.handle(scope, receive, send)
 
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """Django's `handle` without the request_started and request_finished signals. Their receivers close and
-        reset the database connections of asgiref's thread, which the API never uses, and each was a thread hop
-        (~0.2 ms before the first token, ~0.2 ms after the last). As in Django, a client that goes away cancels
-        the view or its streaming response (the relay then cancels the upstream and records the usage)."""
+        """Django's `handle` without the request_started signal: its receivers reset and close the database
+        connections of asgiref's thread, which the API never uses, and sending it is a thread hop before the
+        first token. The response is closed once it is sent, as in Django, which sends request_finished (the
+        same hop, after the last byte); a request whose view never answered sends request_finished itself. As
+        in Django, a client that goes away cancels the view or its streaming response (the relay then cancels
+        the upstream and records the usage)."""
         try:
             body_file = await self.read_body(receive)
         except RequestAborted:
@@ -46,7 +51,9 @@ class ApiHandler(ASGIHandler):
             set_script_prefix(get_script_prefix(scope))
             request, error_response = self.create_request(scope, body_file)
             if request is None:
+                assert error_response is not None  # create_request returns one or the other
                 await self.send_response(error_response, send)
+                await sync_to_async(error_response.close)()
                 return
             responding = asyncio.create_task(self._respond(request, send))
             listening = asyncio.create_task(self.listen_for_disconnect(receive))
@@ -56,10 +63,18 @@ class ApiHandler(ASGIHandler):
                     task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, RequestAborted):
                     await task
+            response = None
+            if not responding.cancelled() and responding.exception() is None:
+                response = responding.result()
+            if response is None:
+                await sync_to_async(signals.request_finished.send)(sender=self.__class__)
+            else:
+                await sync_to_async(response.close)()  # its closers, then request_finished
         finally:
             body_file.close()
 
-    async def _respond(self, request: Any, send: Any) -> None:
+    async def _respond(self, request: HttpRequest, send: Any) -> HttpResponseBase:
         response = await self.run_get_response(request)
         with contextlib.suppress(asyncio.CancelledError):  # the client went away while it was being sent
             await self.send_response(response, send)
+        return response

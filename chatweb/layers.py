@@ -1,5 +1,5 @@
 """The in-process channel layer (one Daphne, no REDIS_URL): channels' InMemoryChannelLayer without its
-per-message scans (issue #9).
+per-message scans.
 
 channels' layer walks every channel and every group membership to expire old messages on *each* send, receive
 and group send, starts a task per recipient of a group send, and deep-copies each message per recipient. With a
@@ -57,10 +57,10 @@ class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
                 if queue.empty():  # no receiver waits on a queue that held messages: a new one is made on demand
                     self.channels.pop(channel, None)
         oldest = int(wall) - self.group_expiry
-        for members in self.groups.values():
-            for name, joined in list(members.items()):
+        for joined_at in self.groups.values():
+            for name, joined in list(joined_at.items()):
                 if joined and joined < oldest:
-                    members.pop(name, None)
+                    joined_at.pop(name, None)
 
     def _put(self, channel: str, message: dict[str, Any]) -> None:
         queue = self.channels.get(channel)

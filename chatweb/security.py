@@ -1,4 +1,4 @@
-"""HTTP security headers on every response: a Content-Security-Policy without inline code, and more (#10)."""
+"""HTTP security headers on every response: a Content-Security-Policy without inline code, and more."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def content_security_policy(*, websocket_origin: str | None = None, admin: bool 
     )
 
 
-# The same set for /static/ files, which chatweb/staticfiles.py serves outside Django's middleware.
+# The same set for /static/ files, which ServeStatic serves outside Django's middleware (chatweb/asgi.py).
 STATIC_HEADERS: list[tuple[bytes, bytes]] = [
     (b"content-security-policy", content_security_policy().encode()),
     *((name.lower().encode(), value.encode()) for name, value in HEADERS.items()),

@@ -1,4 +1,4 @@
-"""Django settings, all read from the environment here (CONTRACTS §3); development defaults need no setup."""
+"""Django settings, all read from the environment here (the README's table); development needs none of it."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "chatweb.security.SecurityHeadersMiddleware",  # CSP and the other headers (issue #10)
+    "chatweb.security.SecurityHeadersMiddleware",  # CSP and the other headers
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -145,7 +145,7 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
-# Static files are served by chatweb itself (chatweb/staticfiles.py), from the app and project folders.
+# Static files are served from the ASGI app by ServeStatic (chatweb/asgi.py), from the app and project folders.
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "staticfiles"
@@ -176,7 +176,7 @@ CHATWEB_REAP_STALE_SECONDS = env.float("CHATWEB_REAP_STALE_SECONDS", default=30.
 # A model (public name) that writes each conversation's title after its first reply; empty: the first line.
 CHATWEB_TITLE_MODEL = env.str("CHATWEB_TITLE_MODEL", default="")
 
-# --- Security (issue #10; docs/security.md). Production (DEBUG off) is HTTPS only, behind a TLS proxy such as
+# --- Security (docs/security.md). Production (DEBUG off) is HTTPS only, behind a TLS proxy such as
 # nginx; development (DEBUG on) stays plain HTTP on 127.0.0.1:8000. `manage.py check --deploy` passes clean.
 _production = not DEBUG
 # Reverse proxies in front of chatweb (nginx alone: 1). Only then are X-Forwarded-Proto (HTTPS detection) and

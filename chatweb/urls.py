@@ -1,17 +1,21 @@
 """URL map of the site: pages, accounts, admin (the API and usage modules add their own)."""
 
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from conversations.accounts import settings_views
 from conversations.accounts import views as accounts
 
 urlpatterns = [
-    path("admin/login/", accounts.admin_login),  # throttled (issue #10); ahead of the admin's own login URL
+    path("admin/login/", accounts.admin_login),  # throttled; ahead of the admin's own login URL
     path("admin/", admin.site.urls),
     path("accounts/", include("conversations.accounts.urls")),
     path("v1/", include("conversations.api.urls")),
     path("settings/", settings_views.settings_page, name="settings"),
     path("usage/", include("conversations.usage.urls")),
+    # Browsers ask for /favicon.ico whatever the page says; the icon is the SVG one.
+    path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"), permanent=True)),
     path("", include("conversations.chat.urls")),
 ]

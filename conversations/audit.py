@@ -51,8 +51,16 @@ def audited_fields(model_class: type[models.Model]) -> tuple[str, ...]:
     return AUDITED_FIELDS.get(model_class, ())
 
 
-def _value(obj: models.Model, name: str) -> Any:
+def _field(obj: models.Model, name: str) -> models.Field:
+    """An audited field: always a concrete field of the model, never a reverse relation."""
     field = obj._meta.get_field(name)
+    if not isinstance(field, models.Field):
+        raise TypeError(f"{type(obj).__name__}.{name} is not a field of its own and cannot be audited")
+    return field
+
+
+def _value(obj: models.Model, name: str) -> Any:
+    field = _field(obj, name)
     if field.many_to_many:
         return sorted(getattr(obj, name).values_list("pk", flat=True)) if obj.pk else []
     if field.is_relation:
@@ -85,7 +93,7 @@ def audit_set_fields(obj: models.Model) -> list[str]:
     """For a new object: the audited fields that hold something other than the field's default."""
     names = []
     for name in audited_fields(type(obj)):
-        field = obj._meta.get_field(name)
+        field = _field(obj, name)
         if field.many_to_many:
             continue
         value = getattr(obj, field.attname)
@@ -100,7 +108,7 @@ def _entry(
     return AuditLog(
         actor=actor if actor is not None and actor.is_authenticated else None,
         action=action,
-        object_type=obj._meta.model_name,
+        object_type=obj._meta.model_name or "",
         object_id=str(obj.pk or ""),
         object_repr=str(obj)[:320],
         fields=sorted(set(fields)),

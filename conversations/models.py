@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from decimal import Decimal
+from typing import TypedDict
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser, Group
@@ -14,8 +15,14 @@ from django.utils import timezone
 
 from conversations.catalog.crypto import EncryptedTextField
 
-USD = {"max_digits": 20, "decimal_places": 10}  # money: exact, at least 10 decimal places
-PRICE = {"max_digits": 14, "decimal_places": 6}  # USD per 1M tokens
+
+class _Digits(TypedDict):
+    max_digits: int
+    decimal_places: int
+
+
+USD: _Digits = {"max_digits": 20, "decimal_places": 10}  # money: exact, at least 10 decimal places
+PRICE: _Digits = {"max_digits": 14, "decimal_places": 6}  # USD per 1M tokens
 
 
 class User(AbstractUser):

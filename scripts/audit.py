@@ -1,4 +1,5 @@
-"""`make audit`: pip-audit over the virtual environment (every installed package, pinned or transitive).
+"""`make audit`: pip-audit over the locked set (uv.lock exported as hashed requirements, every group and every
+transitive pin), or over the virtual environment when no requirements file is given.
 
 Exit status: 1 when any package has a known vulnerability (always). When the vulnerability service cannot
 answer for some packages (no network, or an index without PyPI's per-version JSON API), they are listed as
@@ -32,7 +33,7 @@ def verdict(report: dict[str, Any] | None, *, strict: bool) -> tuple[int, str]:
     skipped = [d for d in dependencies if d.get("skip_reason")]
     lines = []
     if found:
-        lines += ["pip-audit: KNOWN VULNERABILITIES (upgrade the pins in requirements*.txt):", *found]
+        lines += ["pip-audit: KNOWN VULNERABILITIES (raise the pins in pyproject.toml, then `uv lock`):", *found]
     if skipped:
         lines.append(
             f"pip-audit: WARNING: {len(skipped)} of {len(dependencies)} packages NOT AUDITED; "
@@ -49,8 +50,10 @@ def verdict(report: dict[str, Any] | None, *, strict: bool) -> tuple[int, str]:
     return status, "\n".join(lines)
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
     strict = os.environ.get("AUDIT_STRICT") == "1"
+    # A hashed requirements file is audited as it stands, without installing or resolving anything.
+    source = ["--requirement", argv[0], "--require-hashes", "--disable-pip"] if argv else ["--skip-editable"]
     with tempfile.TemporaryDirectory() as folder:
         output = Path(folder) / "audit.json"
         run = subprocess.run(  # noqa: S603 - our own interpreter and a fixed argument list
@@ -62,7 +65,7 @@ def main() -> int:
                 "off",
                 "--desc",
                 "off",
-                "--skip-editable",
+                *source,
                 "--format",
                 "json",
                 "--output",
@@ -82,4 +85,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

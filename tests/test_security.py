@@ -1,4 +1,4 @@
-"""Security hardening (issue #10): deploy settings, throttling, headers and CSP, websocket limits, audit."""
+"""Security hardening: deploy settings, throttling, headers and CSP, websocket limits, audit."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SQLite, the embedded default, under 100 replies at once (issue #9): every reply complete and whole, no
+"""SQLite, the embedded default, under 100 replies at once: every reply complete and whole, no
 "database is locked". Runs everywhere, CI included: the live server gets a fresh SQLite file of its own (migrated
 here), whatever database the rest of the suite uses, and the in-memory channel layer of a single process."""
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from conversations.accounts.apikeys import ApiKeyLimit, api_key_create, api_key_revoke
+from conversations.accounts.requests import AuthenticatedHttpRequest
 from conversations.models import ApiKey
 
 NEW_KEY_SESSION = "chatweb_new_api_key"
@@ -33,7 +34,7 @@ class ApiKeyRevokeForm(forms.Form):
 
 
 def _page(
-    request: HttpRequest,
+    request: AuthenticatedHttpRequest,
     *,
     form: ApiKeyCreateForm | None = None,
     new_key: str | None = None,
@@ -56,7 +57,7 @@ def _page(
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def settings_page(request: HttpRequest) -> HttpResponse:
+def settings_page(request: AuthenticatedHttpRequest) -> HttpResponse:
     if request.method == "GET":
         new = request.session.pop(NEW_KEY_SESSION, None)
         if new:
@@ -81,11 +82,11 @@ def settings_page(request: HttpRequest) -> HttpResponse:
         request.session[NEW_KEY_SESSION] = {"raw": raw, "id": key.pk}
         return redirect("settings")
     if action == "revoke_key":
-        form = ApiKeyRevokeForm(request.POST)
-        if not form.is_valid():
+        revoke = ApiKeyRevokeForm(request.POST)
+        if not revoke.is_valid():
             raise Http404("No such key.")
         try:
-            key = api_key_revoke(user=request.user, key_id=form.cleaned_data["key_id"])
+            key = api_key_revoke(user=request.user, key_id=revoke.cleaned_data["key_id"])
         except ApiKey.DoesNotExist:
             raise Http404("No such key.") from None
         messages.success(request, f"Key {key.prefix}… revoked; requests with it are refused from now on.")

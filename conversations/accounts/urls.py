@@ -6,7 +6,7 @@ from django.urls import path
 from conversations.accounts import views as accounts
 
 urlpatterns = [
-    path("login/", accounts.login_view, name="login"),  # throttled (issue #10)
+    path("login/", accounts.login_view, name="login"),  # throttled
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("password_change/", auth_views.PasswordChangeView.as_view(), name="password_change"),
     path("password_change/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),

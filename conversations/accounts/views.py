@@ -11,7 +11,7 @@ from django.contrib import admin, messages
 from django.contrib.auth import get_user_model, login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.forms import UserCreationForm
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 
 from conversations.accounts import throttle
@@ -20,7 +20,7 @@ from conversations.accounts import throttle
 class SignupForm(UserCreationForm):
     email = forms.EmailField(required=False)
 
-    class Meta(UserCreationForm.Meta):
+    class Meta(UserCreationForm.Meta):  # type: ignore[name-defined]  # the stubs leave Meta out
         model = get_user_model()
         fields = ("username", "email")
 
@@ -36,8 +36,8 @@ def signup(request: HttpRequest) -> HttpResponse:
     return render(request, "registration/signup.html", {"form": form})
 
 
-# --- Sign-in throttling (issue #10) ---------------------------------------------------------------------
-View = Callable[..., HttpResponse]
+# --- Sign-in throttling --------------------------------------------------------------------------------
+View = Callable[..., HttpResponseBase]
 
 
 def locked_message(wait: int) -> str:
@@ -50,7 +50,7 @@ def throttled_login(view: View) -> View:
     successful one (the view redirects) clears the account's count, not the address's (docs/security.md)."""
 
     @wraps(view)
-    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponseBase:
         if request.method != "POST":
             return view(request, *args, **kwargs)
         account = throttle.account_key(str(request.POST.get("username", ""))[:300])

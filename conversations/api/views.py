@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from functools import wraps
+from typing import Any
 
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from conversations.accounts.throttle import client_address
@@ -19,7 +20,7 @@ from conversations.api.parsing import MAX_BODY_BYTES, Endpoint, too_large
 
 log = logging.getLogger(__name__)
 
-AsyncView = Callable[..., Awaitable[HttpResponse]]
+AsyncView = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
 
 
 def api_view(*methods: str) -> Callable[[AsyncView], AsyncView]:
@@ -28,7 +29,7 @@ def api_view(*methods: str) -> Callable[[AsyncView], AsyncView]:
     def decorate(view: AsyncView) -> AsyncView:
         @csrf_exempt
         @wraps(view)
-        async def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        async def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponseBase:
             if request.method not in methods:
                 error = ApiError(
                     405, f"Method {request.method} is not allowed here; use {' or '.join(methods)}."
@@ -71,7 +72,7 @@ def _body(request: HttpRequest) -> bytes:
     return raw
 
 
-async def _completion(request: HttpRequest, endpoint: Endpoint) -> HttpResponse:
+async def _completion(request: HttpRequest, endpoint: Endpoint) -> HttpResponseBase:
     call = await relay.admit(
         authorization=request.headers.get("Authorization"),
         endpoint=endpoint,
@@ -89,17 +90,17 @@ async def _completion(request: HttpRequest, endpoint: Endpoint) -> HttpResponse:
 
 
 @api_view("POST")
-async def chat_completions(request: HttpRequest) -> HttpResponse:
+async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     return await _completion(request, "chat")
 
 
 @api_view("POST")
-async def completions(request: HttpRequest) -> HttpResponse:
+async def completions(request: HttpRequest) -> HttpResponseBase:
     return await _completion(request, "completions")
 
 
 @api_view("GET")
-async def models(request: HttpRequest) -> HttpResponse:
+async def models(request: HttpRequest) -> HttpResponseBase:
     return _json(
         await db.run(models_list)(
             authorization=request.headers.get("Authorization"), address=client_address(request)
@@ -108,7 +109,7 @@ async def models(request: HttpRequest) -> HttpResponse:
 
 
 @api_view("GET")
-async def model(request: HttpRequest, name: str) -> HttpResponse:
+async def model(request: HttpRequest, name: str) -> HttpResponseBase:
     return _json(
         await db.run(model_retrieve)(
             authorization=request.headers.get("Authorization"), name=name, address=client_address(request)
@@ -117,10 +118,10 @@ async def model(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @api_view("GET")
-async def openapi(request: HttpRequest) -> HttpResponse:
+async def openapi(request: HttpRequest) -> HttpResponseBase:
     return HttpResponse(openapi_document(), content_type="application/json")
 
 
 @csrf_exempt
-async def not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
+async def not_found(request: HttpRequest, rest: str = "") -> HttpResponseBase:
     return ApiError(404, f"Invalid URL ({request.method} {request.path})").response()

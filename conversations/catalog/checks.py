@@ -15,7 +15,7 @@ from asgiref.sync import async_to_sync
 from django.db import transaction
 
 from conversations.audit import IMPORTED, SOURCE_ADMIN, audit_record_many
-from conversations.chat.selectors import upstream_target
+from conversations.catalog.targets import upstream_target
 from conversations.models import Model, Provider, User
 from conversations.upstream import client
 from conversations.upstream.client import UpstreamTarget
@@ -120,7 +120,8 @@ async def _reply_step(target: UpstreamTarget, model_id: str, api: str) -> CheckS
     start = time.perf_counter()
     first_ms: int | None = None
     text, finish, usage = "", "", None
-    async with contextlib.aclosing(client.stream(target, path, body)) as events:
+    # stream() is an async generator (it has aclose) though annotated as an AsyncIterator.
+    async with contextlib.aclosing(client.stream(target, path, body)) as events:  # type: ignore[type-var]
         async for event in events:
             if isinstance(event, StreamError):
                 return CheckStep(

@@ -1,4 +1,4 @@
-"""The websocket protocol's client commands (CONTRACTS §5), decoded from JSON frames into typed values."""
+"""The websocket protocol's client commands (docs/protocol.md), decoded from JSON frames into typed values."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 MAX_CONTENT_CHARS = 100_000
 MAX_SYSTEM_CHARS = 20_000
-# Room for the longest content and system prompt at 4 bytes a character, plus the rest (issue #10).
+# Room for the longest content and system prompt at 4 bytes a character, plus the rest.
 # Daphne refuses bigger messages itself (close 1009) at --websocket-max-message-size, 1 MiB by default.
 MAX_FRAME_BYTES = 512 * 1024
 
@@ -65,10 +65,12 @@ class ChatSubscribe:
 Command = ChatSend | ChatStop | ChatRegenerate | ChatEdit | ChatSubscribe
 
 
-def _id(frame: dict, name: str, request_id: str | None, *, optional: bool = False) -> int | None:
+def _optional_id(frame: dict, name: str, request_id: str | None) -> int | None:
+    return None if frame.get(name) is None else _id(frame, name, request_id)
+
+
+def _id(frame: dict, name: str, request_id: str | None) -> int:
     value = frame.get(name)
-    if value is None and optional:
-        return None
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise CommandError("bad_request", f"`{name}` must be a positive integer id", request_id=request_id)
     return value
@@ -142,10 +144,10 @@ def _parse_send(frame: dict, request_id: str | None) -> ChatSend:
         raise CommandError("bad_request", "`params` must be an object", request_id=request_id)
     return ChatSend(
         request_id=request_id,
-        conversation_id=_id(frame, "conversation_id", request_id, optional=True),
+        conversation_id=_optional_id(frame, "conversation_id", request_id),
         model=model,
         content=content,
         system=system,
         params=params,
-        parent_id=_id(frame, "parent_id", request_id, optional=True),
+        parent_id=_optional_id(frame, "parent_id", request_id),
     )

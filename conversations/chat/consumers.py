@@ -22,14 +22,8 @@ from conversations.chat.commands import (
     CommandError,
     parse_command,
 )
-from conversations.chat.generation import (
-    conversation_group,
-    ensure_reaper,
-    on_db_thread,
-    reply_group,
-    reply_start,
-    user_group,
-)
+from conversations.chat.generation import ensure_reaper, on_db_thread, reply_start
+from conversations.chat.groups import conversation_group, reply_group, user_group
 from conversations.chat.replies import ChatError, reply_start_edit, reply_start_regenerate, reply_start_send
 from conversations.models import Conversation, Message
 

@@ -26,7 +26,7 @@ from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_POST
 
 from conversations.catalog.access import model_for_user
-from conversations.chat.generation import frame_event, user_group
+from conversations.chat.groups import frame_event, user_group
 from conversations.chat.selectors import MessageTree, message_tree
 from conversations.chat.views import conversation_for, decorate, search_results
 from conversations.models import Conversation, Message, Preset, User

@@ -8,7 +8,6 @@ conversation's group, so every tab on every process sees it, and listens on its 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -17,6 +16,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from conversations.chat.groups import conversation_group, frame_event, reply_group
 from conversations.chat.replies import ReplyOutcome, ReplyPlan, replies_checkpoint, replies_reap, reply_finish
 from conversations.chat.titles import title_after_reply
 from conversations.db import DbThreads
@@ -71,25 +71,6 @@ def _checkpoint_call(function: Callable[..., Any]) -> Callable[..., Awaitable[An
     would have taken this process's replies for dead. (On SQLite the two threads' short write transactions take
     turns on the lock, IMMEDIATE with a 30 s busy timeout.)"""
     return _checkpoint_db.run(function)
-
-
-def conversation_group(conversation_id: int) -> str:
-    return f"conv.{conversation_id}"
-
-
-def user_group(user_id: int) -> str:
-    """Every socket of one user: news about their conversations (renamed, deleted) reaches each tab's sidebar."""
-    return f"user.{user_id}"
-
-
-def reply_group(message_id: int) -> str:
-    return f"reply.{message_id}"
-
-
-def frame_event(payload: dict[str, Any], *, message_id: int, seq: int = 0) -> dict[str, Any]:
-    """A channel-layer event carrying one protocol frame, encoded once for every socket that forwards it."""
-    return {"type": "chat.frame", "message_id": message_id, "seq": seq, "kind": payload["type"],
-            "frame": json.dumps(payload, ensure_ascii=False)}
 
 
 class ReplyRun:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from conversations.models import Conversation, Message, Provider
-from conversations.upstream.client import UpstreamTarget
+from conversations.catalog.targets import upstream_target as upstream_target  # where the chat modules find it
+from conversations.models import Conversation, Message
 
 
 def conversation_branch(conversation: Conversation, leaf_id: int | None = None) -> list[Message]:
@@ -27,17 +27,6 @@ def conversation_branch(conversation: Conversation, leaf_id: int | None = None) 
     return branch
 
 
-def upstream_target(provider: Provider) -> UpstreamTarget:
-    return UpstreamTarget(
-        base_url=provider.base_url,
-        api_key=str.__str__(provider.api_key) if provider.api_key else None,
-        headers=dict(provider.extra_headers or {}),
-        send_stream_options=provider.send_stream_options,
-        connect_timeout=provider.connect_timeout,
-        first_token_timeout=provider.first_token_timeout,
-        read_timeout=provider.read_timeout,
-        max_retries=provider.max_retries,
-    )
 
 
 # --- the message tree, for the chat page: versions of a message, switching branches, deleting a subtree

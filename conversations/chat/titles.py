@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import transaction
 
 from conversations.catalog.access import usable_model
+from conversations.chat.groups import conversation_group, frame_event
 from conversations.chat.prompting import upstream_request
 from conversations.chat.selectors import upstream_target
 from conversations.models import Conversation, Message
@@ -169,8 +170,6 @@ async def title_generate(*, conversation_id: int, message_id: int) -> str | None
     finally:
         title = await database_sync_to_async(title_store)(job=job, text=text, usage=usage, failed=failed)
     if title:
-        from conversations.chat.generation import conversation_group, frame_event  # generation imports this module
-
         payload = {"type": "chat.title", "conversation_id": conversation_id, "title": title}
         await get_channel_layer().group_send(
             conversation_group(conversation_id), frame_event(payload, message_id=message_id)

@@ -323,7 +323,7 @@ def _error_message(data: str) -> str | None:
 def _count(value: object) -> int:
     if type(value) is int:
         return max(value, 0)
-    if isinstance(value, float | Decimal) and math.isfinite(value) and abs(value) < 1e15:
+    if isinstance(value, float | Decimal) and math.isfinite(value) and abs(float(value)) < 1e15:
         return max(int(value), 0)
     return 0
 

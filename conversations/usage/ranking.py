@@ -31,7 +31,7 @@ def top_conversations(
     candidates = ConversationTotal.objects.filter(first_day__lte=last, last_day__gte=first)
     if subject is not None:
         candidates = candidates.filter(user_id=subject.user_id)
-    candidates = candidates.order_by("-cost_units", "-total_tokens", "conversation_id").values_list(
+    ranked = candidates.order_by("-cost_units", "-total_tokens", "conversation_id").values_list(
         "conversation_id", "cost_units", "total_tokens"
     )  # (a conversation's records are its owner's; were they not, each owner's part would rank on its own)
     in_span = ConversationDay.objects.filter(rollup_q(subject, first, last)).order_by()
@@ -39,7 +39,7 @@ def top_conversations(
     seen: set[tuple[int, int]] = set()  # (conversation, owner): what a ConversationTotal row bounds
     offset, batch = 0, FIRST_BATCH * limit
     while True:
-        rows = list(candidates[offset : offset + batch])
+        rows = list(ranked[offset : offset + batch])
         sums = (
             in_span.filter(conversation_id__in=[r[0] for r in rows]).values("conversation_id", "user_id")
             .annotate(**{k: SUMS[k] for k in CONVERSATION_SUMMED})

@@ -165,7 +165,7 @@ def usage_day_add(*, record: UsageRecord, tz: str | None = None) -> None:
             cursor.execute(conversation_total_sql, [record.conversation_id, record.user_id, *sums, day, day])
 
 
-_WIDE = DecimalField(max_digits=32, decimal_places=0)
+_WIDE: DecimalField = DecimalField(max_digits=32, decimal_places=0)
 
 
 def ledger_sums() -> dict:

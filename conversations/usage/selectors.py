@@ -100,10 +100,11 @@ class Summary:
 
 def _checked(scope: UsageScope, rolled: int | None = None) -> bool:
     """Verify a single owner's roll-up for the scope, once per scope (request); False if it was recounted."""
-    if scope.everyone or scope.memo.get("checked"):
+    owner = scope.owner  # None: everyone
+    if owner is None or scope.memo.get("checked"):
         return True
     scope.memo["checked"] = True
-    return rollup_verify(scope.owner, scope.first, scope.last, rolled)
+    return rollup_verify(owner, scope.first, scope.last, rolled)
 
 
 def _grouped(scope: UsageScope, *group: str) -> QuerySet:

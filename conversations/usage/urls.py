@@ -1,4 +1,4 @@
-"""URLs of the usage pages (CONTRACTS §2, §7), mounted at /usage/."""
+"""URLs of the usage pages (docs/usage.md), mounted at /usage/."""
 
 from django.urls import path
 

@@ -1,4 +1,4 @@
-"""The usage pages: `/usage/` (dashboard), `/usage/export.csv` and `/usage/summary.json` (CONTRACTS §7).
+"""The usage pages: `/usage/` (dashboard), `/usage/export.csv` and `/usage/summary.json` (docs/usage.md).
 
 Pages redirect an anonymous visitor to the login page; the two data endpoints answer 401 with a JSON error.
 Errors in `from` / `to` / `user` are 400 (404 for an unknown user) with `{"error": {"code", "message"}}`.
@@ -20,10 +20,11 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import login_required
 from django.core.handlers.asgi import ASGIRequest
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from conversations.accounts.requests import AuthenticatedHttpRequest
 from conversations.models import UsageRecord, User
 from conversations.usage.budgets import budget_status
 from conversations.usage.charts import Bar, bar_chart, chart_table, money_axis, tokens_axis
@@ -70,11 +71,11 @@ def _error(exc: UsageQueryError) -> JsonResponse:
     return JsonResponse({"error": {"code": exc.code, "message": exc.message}}, status=exc.status)
 
 
-def data_login_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+def data_login_required(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
     """Like login_required, but a program asking for data gets 401 JSON rather than a login page."""
 
     @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not request.user.is_authenticated:
             return JsonResponse(
                 {"error": {"code": "not_authenticated", "message": "sign in to see usage"}}, status=401
@@ -84,7 +85,7 @@ def data_login_required(view: Callable[..., HttpResponse]) -> Callable[..., Http
     return wrapper
 
 
-def _scope(request: HttpRequest) -> UsageScope:
+def _scope(request: AuthenticatedHttpRequest) -> UsageScope:
     return usage_scope(
         viewer=request.user,
         wanted_user=request.GET.get("user"),
@@ -97,17 +98,18 @@ def _scope(request: HttpRequest) -> UsageScope:
 
 @require_GET
 @data_login_required
-def summary_json(request: HttpRequest) -> HttpResponse:
+def summary_json(request: AuthenticatedHttpRequest) -> HttpResponse:
     try:
         scope = _scope(request)
     except UsageQueryError as exc:
         return _error(exc)
+    subject = scope.subject
     summary = usage_summary(scope)
     return JsonResponse({
         "from": scope.first.isoformat(),
         "to": scope.last.isoformat(),
-        "user": "all" if scope.everyone else scope.subject.get_username(),
-        "time_zone": None if scope.everyone else zone_named(scope.subject.timezone).key,
+        "user": "all" if subject is None else subject.get_username(),
+        "time_zone": None if subject is None else zone_named(subject.timezone).key,
         "totals": totals_json(summary.totals),
         "by_day": [{"day": d.isoformat(), **totals_json(t)} for d, t in summary.by_day.items()],
         "by_model": [{"model": m, **totals_json(t)} for m, t in summary.by_model.items()],
@@ -166,10 +168,10 @@ async def _export_async(
 
 @require_GET
 @data_login_required
-def export_csv(request: HttpRequest) -> HttpResponse:
+def export_csv(request: AuthenticatedHttpRequest) -> HttpResponseBase:
     """Every ledger row of the subject (or of `from`..`to`), oldest first, streamed in batches.
 
-    The columns are CONTRACTS §7's; an all-users export (staff) adds a `user` column at the end.
+    The columns are those of docs/usage.md; an all-users export (staff) adds a `user` column at the end.
     """
     try:
         subject = usage_subject(request.user, request.GET.get("user"))
@@ -182,7 +184,7 @@ def export_csv(request: HttpRequest) -> HttpResponse:
     )
     everyone = subject is None
     header = CSV_COLUMNS + (["user"] if everyone else [])
-    name = "all" if everyone else subject.get_username()
+    name = "all" if subject is None else subject.get_username()
     span = f"-{scope.first}-{scope.last}" if scope else ""
     # Under ASGI (Daphne) an async iterator streams without buffering; under WSGI a plain one does.
     content = (_export_async if isinstance(request, ASGIRequest) else _export_sync)(records, everyone, header)
@@ -195,7 +197,7 @@ def export_csv(request: HttpRequest) -> HttpResponse:
 
 def _query(scope: UsageScope, **extra: Any) -> str:
     params = {"from": scope.first.isoformat(), "to": scope.last.isoformat()}
-    if scope.everyone:
+    if scope.subject is None:
         params["user"] = "all"
     elif scope.subject.pk != scope.viewer.pk:
         params["user"] = scope.subject.get_username()
@@ -263,7 +265,7 @@ def _page_number(request: HttpRequest) -> int:
 def _with_cost_text(records: QuerySet[UsageRecord]) -> list[UsageRecord]:
     rows = list(records)
     for r in rows:
-        r.cost_text = money_text(r.estimated_cost)
+        r.cost_text = money_text(r.estimated_cost)  # type: ignore[attr-defined]  # for the template only
     return rows
 
 
@@ -281,6 +283,7 @@ def _budget(user: User) -> dict[str, Any] | None:
 
 
 def _dashboard_context(request: HttpRequest, scope: UsageScope) -> dict[str, Any]:
+    subject = scope.subject
     summary = usage_summary(scope)
     pages = max(1, math.ceil(summary.totals.requests / PAGE_SIZE))
     page = min(_page_number(request), pages)
@@ -292,8 +295,8 @@ def _dashboard_context(request: HttpRequest, scope: UsageScope) -> dict[str, Any
     staff = scope.viewer.is_staff
     context: dict[str, Any] = {
         "scope": scope,
-        "subject_name": "all users" if scope.everyone else scope.subject.get_username(),
-        "zone": "UTC" if scope.everyone else zone_named(scope.subject.timezone).key,
+        "subject_name": "all users" if subject is None else subject.get_username(),
+        "zone": "UTC" if subject is None else zone_named(subject.timezone).key,
         "summary": summary,
         "totals": summary.totals,
         "series": _series(summary, scope),
@@ -308,8 +311,8 @@ def _dashboard_context(request: HttpRequest, scope: UsageScope) -> dict[str, Any
         "ranges": _ranges(scope.viewer, scope),
         "budget": _budget(scope.subject) if scope.subject is not None else None,
         "staff": staff,
-        "user_field": "all" if scope.everyone else (
-            scope.subject.get_username() if scope.subject.pk != scope.viewer.pk else ""
+        "user_field": "all" if subject is None else (
+            subject.get_username() if subject.pk != scope.viewer.pk else ""
         ),
     }
     context.update(_charts(context["series"], scope))
@@ -322,7 +325,7 @@ def _dashboard_context(request: HttpRequest, scope: UsageScope) -> dict[str, Any
 
 @require_GET
 @login_required
-def dashboard(request: HttpRequest) -> HttpResponse:
+def dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
     status, error = 200, None
     try:
         scope = _scope(request)

@@ -1,5 +1,5 @@
 """Property-based fuzzing of the chat websocket: random and malformed frames never crash it, each one is
-answered with exactly one `chat.error`, and the same socket then still resumes a streaming reply (issue #10).
+answered with exactly one `chat.error`, and the same socket then still resumes a streaming reply.
 
 (Random bytes into the SSE decoder are fuzzed in tests/upstream/test_sse.py; random /v1/ bodies in
 tests/api/test_api.py.)

@@ -1,4 +1,4 @@
-"""`manage.py budget USERNAME --monthly 5.00` / `--clear` (CONTRACTS §7): set, remove or show a budget."""
+"""`manage.py budget USERNAME --monthly 5.00` / `--clear` (docs/usage.md): set, remove or show a budget."""
 
 from __future__ import annotations
 

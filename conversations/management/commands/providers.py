@@ -1,4 +1,4 @@
-"""`manage.py providers apply FILE.toml` / `providers export` (CONTRACTS §4)."""
+"""`manage.py providers apply FILE.toml` / `providers export` (docs/admin.md)."""
 
 from pathlib import Path
 
