@@ -10,12 +10,14 @@ from functools import wraps
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from conversations import db
 from conversations.accounts.throttle import client_address
-from conversations.api import db, relay
+from conversations.api import relay
 from conversations.api.catalog import model_retrieve, models_list
-from conversations.api.errors import ApiError
+from conversations.api.errors import ApiError, api_error
 from conversations.api.openapi import openapi_document
 from conversations.api.parsing import MAX_BODY_BYTES, Endpoint, too_large
+from conversations.errors import AdmissionError
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,8 @@ def api_view(*methods: str) -> Callable[[AsyncView], AsyncView]:
                 return await view(request, *args, **kwargs)
             except ApiError as error:
                 return error.response()
+            except AdmissionError as error:
+                return api_error(error).response()
             except Exception:
                 log.exception("API call %s %s failed", request.method, request.path)
                 return ApiError(
@@ -101,8 +105,8 @@ async def completions(request: HttpRequest) -> HttpResponse:
 @api_view("GET")
 async def models(request: HttpRequest) -> HttpResponse:
     return _json(
-        await db.run(models_list)(
-            authorization=request.headers.get("Authorization"), address=client_address(request)
+        await db.api.run(
+            models_list, authorization=request.headers.get("Authorization"), address=client_address(request)
         )
     )
 
@@ -110,8 +114,11 @@ async def models(request: HttpRequest) -> HttpResponse:
 @api_view("GET")
 async def model(request: HttpRequest, name: str) -> HttpResponse:
     return _json(
-        await db.run(model_retrieve)(
-            authorization=request.headers.get("Authorization"), name=name, address=client_address(request)
+        await db.api.run(
+            model_retrieve,
+            authorization=request.headers.get("Authorization"),
+            name=name,
+            address=client_address(request),
         )
     )
 
