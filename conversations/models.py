@@ -425,6 +425,13 @@ class BudgetReservation(models.Model):
         return f"${self.amount} held for user {self.user_id}"
 
 
+class PresetQuerySet(models.QuerySet):
+    def for_user(self, user: User) -> PresetQuerySet:
+        if not getattr(user, "is_authenticated", False):
+            return self.none()
+        return self.filter(owner=user)
+
+
 class Preset(models.Model):
     """A user's saved system prompt and parameters."""
 
@@ -434,6 +441,8 @@ class Preset(models.Model):
     system_prompt = models.TextField(blank=True, default="")
     params = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = PresetQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]

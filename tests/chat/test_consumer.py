@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from conversations import db as dblanes
 from conversations.chat import generation
 from conversations.chat.replies import replies_reap
 from conversations.models import Conversation, Message, UsageRecord
@@ -378,18 +379,19 @@ def write_counter():
 async def test_no_per_token_writes_and_coalesced_deltas(alice, dev_upstream, nonce):
     model = await model_for(dev_upstream, key=nonce, tokens=600, delay=0.002)
     counts, wrapper = write_counter()
-    # Every thread a reply writes from: the consumer's ORM calls, the generation's and the checkpointer's own.
-    runners = (db, generation._chat_db.run, generation._checkpoint_db.run)
-    for run in runners:  # `connection` looked up on each of those threads (each has its own)
-        await run(lambda: connection.execute_wrappers.append(wrapper))()
+    # Every thread a reply writes from: the chat's lane (admission, the consumer's reads, the finish) and the
+    # checkpointer's.
+    lanes = (dblanes.chat, dblanes.checkpoints)
+    for lane in lanes:  # `connection` looked up on each of those threads (each has its own)
+        await lane.run(lambda: connection.execute_wrappers.append(wrapper))
     try:
         ws = await connect(alice)
         counts["writes"] = 0
         await send(ws, chat_send(model.public_name))
         done, frames = await until(ws, "chat.done")
     finally:
-        for run in runners:
-            await run(lambda: connection.execute_wrappers.remove(wrapper))()
+        for lane in lanes:
+            await lane.run(lambda: connection.execute_wrappers.remove(wrapper))
     deltas = [f for f in frames if f["type"] == "chat.delta"]
     seconds = done["usage"]["duration_ms"] / 1000
     assert done["usage"]["completion_tokens"] > 500
