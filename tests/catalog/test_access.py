@@ -49,7 +49,7 @@ def test_usable_models_equal_the_queryset(alice, bob, catalog):
 
 
 def test_the_key_statement_equals_the_queryset(alice):
-    key, raw = api_key_create(user=alice)
+    _, raw = api_key_create(user=alice)
     found = _key_by_prefix(raw[:12])
     expected = ApiKey.objects.select_related("user").get(prefix=raw[:12])
     assert found == expected and found.user == expected.user and found.hashed == expected.hashed

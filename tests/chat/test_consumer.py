@@ -428,3 +428,19 @@ def test_reaper_marks_a_dead_processes_reply_interrupted_and_keeps_its_text(alic
     record = UsageRecord.objects.get(message=stale)
     assert record.usage_estimated and record.completion_tokens > 0 and record.prompt_tokens > 0
     assert replies_reap(stale_after=timedelta(seconds=30)) == 0
+
+
+async def test_a_send_while_the_last_reply_streams_is_refused_with_reply_in_progress(alice, dev_upstream, nonce):
+    model = await model_for(dev_upstream, key=nonce, tokens=400, delay=0.01)
+    ws = await connect(alice)
+    await send(ws, chat_send(model.public_name, "Tell me a long story"))
+    started, _ = await until(ws, "chat.started")
+    await send(ws, chat_send(model.public_name, "And then?", request_id="r2",
+                             conversation_id=started["conversation_id"]))
+    error, _ = await until(ws, "chat.error")
+    assert error == {"type": "chat.error", "code": "reply_in_progress", "request_id": "r2",
+                     "message": "A reply is still being written; wait for it to finish or stop it."}
+    assert await db(Message.objects.filter(conversation_id=started["conversation_id"]).count)() == 2
+    await send(ws, {"type": "chat.stop", "message_id": started["message_id"]})
+    await until(ws, "chat.done")
+    await finish(ws)
