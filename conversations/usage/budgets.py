@@ -42,7 +42,7 @@ def month_spend(user: User, now: datetime | None = None) -> Decimal:
     if totals is not None:
         return totals.estimated_cost
     # The roll-up is behind (rows written around it): sum the ledger itself, as exact integer units.
-    units = UsageRecord.objects.filter(user_id=user.pk, created_at__gte=month_start(user, now)).aggregate(
+    units = UsageRecord.objects.for_user(user).filter(created_at__gte=month_start(user, now)).aggregate(
         units=ledger_sums()["cost_units"]
     )["units"]
     return units_cost(units or 0)

@@ -1,4 +1,4 @@
-"""The usage pages: `/usage/` (dashboard), `/usage/export.csv` and `/usage/summary.json` (CONTRACTS §7).
+"""The usage pages: `/usage/` (dashboard), `/usage/export.csv` and `/usage/summary.json` (docs/usage.md).
 
 Pages redirect an anonymous visitor to the login page; the two data endpoints answer 401 with a JSON error.
 Errors in `from` / `to` / `user` are 400 (404 for an unknown user) with `{"error": {"code", "message"}}`.
@@ -169,7 +169,7 @@ async def _export_async(
 def export_csv(request: HttpRequest) -> HttpResponse:
     """Every ledger row of the subject (or of `from`..`to`), oldest first, streamed in batches.
 
-    The columns are CONTRACTS §7's; an all-users export (staff) adds a `user` column at the end.
+    The columns are docs/usage.md's; an all-users export (staff) adds a `user` column at the end.
     """
     try:
         subject = usage_subject(request.user, request.GET.get("user"))
