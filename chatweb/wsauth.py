@@ -1,4 +1,4 @@
-"""Who is on a websocket: channels' session and auth middleware, the user read on database threads of our own."""
+"""Who is on a websocket: channels' session and auth middleware, the user read on the `auth` database lane."""
 
 from __future__ import annotations
 
@@ -7,19 +7,18 @@ from typing import Any
 from channels.auth import AuthMiddleware, get_user
 from channels.sessions import CookieMiddleware, SessionMiddleware
 
-from conversations.db import DbThreads
+from conversations import db
 
-_auth_db = DbThreads("chatweb-ws-auth", 2)
-_get_user = _auth_db.run(get_user.func)  # channels' own lookup (session -> user, with its hash check)
+_get_user = get_user.func  # channels' own lookup (session -> user, with its hash check), without its thread hop
 
 
 class ThreadAuthMiddleware(AuthMiddleware):
-    """channels' AuthMiddleware, with the session and the user read on two long-lived threads that keep their
-    SQLite connection (conversations/db.py). channels runs that read through `database_sync_to_async`,
-    which opened and closed a connection for every socket (WAL pragmas included): ~4-5.5 ms a connect here."""
+    """channels' AuthMiddleware, with the session and the user read on `db.auth`, whose threads keep their
+    SQLite connection (conversations/db.py). channels runs that read through `database_sync_to_async`, which
+    opened and closed a connection for every socket (WAL pragmas included): ~4-5.5 ms a connect."""
 
     async def resolve_scope(self, scope: dict[str, Any]) -> None:
-        scope["user"]._wrapped = await _get_user(scope)
+        scope["user"]._wrapped = await db.auth.run(_get_user, scope)
 
 
 def auth_stack(inner: Any) -> Any:

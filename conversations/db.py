@@ -1,8 +1,11 @@
-"""Database work off the event loop, on long-lived named threads that keep their SQLite connection between calls.
+"""How async code reaches the database: the one door. `await db.chat.run(function, *args, **kwargs)` runs a sync
+function on a lane of long-lived named threads; `db.<lane>.submit(...)` gives its future instead (a caller that
+must outlive a cancellation shields it). Nothing else in chatweb uses `database_sync_to_async` or `sync_to_async`
+for database work.
 
 channels' `database_sync_to_async` and a view's `sync_to_async` close the connection after each call (with
 CONN_MAX_AGE 0) or run in a thread made per request, so every call opened a new one: 1-4 ms on SQLite with the
-WAL pragmas, on the path to the first token (issue #9). Calls made through a `DbThreads` run on its own threads:
+WAL pragmas, on the path to the first token. Calls made through a lane run on its own threads:
 
 - SQLite: the thread keeps its connection between calls. A connection that saw an error is kept only if still
   usable; one left inside a transaction or out of autocommit is closed (never reused dirty).
@@ -19,12 +22,15 @@ import asyncio
 import contextvars
 import os
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial, wraps
-from typing import Any
+from functools import partial
+from typing import Any, ParamSpec, TypeVar
 
 from django.db import connections
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def _tidy() -> None:
@@ -48,7 +54,7 @@ def _call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 class DbThreads:
-    """`threads` named threads for database calls: `await pool.run(function)(*args, **kwargs)`."""
+    """`threads` named threads for database calls: `await lane.run(function, *args, **kwargs)`."""
 
     def __init__(self, name: str, threads: int = 1) -> None:
         self.name = name
@@ -64,7 +70,7 @@ class DbThreads:
                 self._pid = os.getpid()
             return self._executor
 
-    def submit(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+    def submit(self, function: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[T]:
         """Start `function(*args, **kwargs)` on these threads; its future (no task around it: a caller that must
         outlive a cancellation shields this future itself)."""
         # The loop's own executor call, in a copy of the caller's context: what asgiref's sync_to_async does for a
@@ -72,11 +78,22 @@ class DbThreads:
         call = partial(contextvars.copy_context().run, _call, function, *args, **kwargs)
         return asyncio.get_running_loop().run_in_executor(self._get_executor(), call)
 
-    def run(self, function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
-        """`function` as a coroutine function that runs it on these threads."""
+    async def run(self, function: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """`function(*args, **kwargs)` on these threads, awaited."""
+        return await self.submit(function, *args, **kwargs)
 
-        @wraps(function)
-        async def runner(*args: Any, **kwargs: Any) -> Any:
-            return await self.submit(function, *args, **kwargs)
 
-        return runner
+# The lanes. Each is separate for a measured reason: a slow call on one never queues the others.
+chat = DbThreads("chatweb-chat-db")
+"""The chat's reads and writes (admission, finish, reaping, titles, the socket's small reads): one thread, so
+the process's chat writes run one after another in call order."""
+checkpoints = DbThreads("chatweb-checkpoint")
+"""Checkpoints and heartbeats of streaming replies, never queued behind a burst of admissions on `chat` (under
+load that queue grew past a minute, and other processes' reapers took this process's replies for dead). On
+SQLite the two lanes' short write transactions take turns on the lock (IMMEDIATE, 30 s busy timeout)."""
+api = DbThreads("chatweb-api-db", 4)
+"""The /v1 API: calls that overlap (several requests admitted at once) get up to four threads."""
+auth = DbThreads("chatweb-ws-auth", 2)
+"""A websocket's sign-in (session and user), apart from the chat's lane so that connecting never waits on it."""
+pages = DbThreads("chatweb-pages-db", 2)
+"""Async page views' longer reads (the CSV export's batches), never in the way of chat or API admissions."""

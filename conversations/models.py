@@ -11,6 +11,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractUser, Group
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from conversations.catalog.crypto import EncryptedTextField
@@ -74,6 +75,23 @@ class Provider(models.Model):
         return self.api_key.last4 if self.api_key else ""
 
 
+class ModelQuerySet(models.QuerySet):
+    def usable(self) -> ModelQuerySet:
+        """Enabled models on an enabled provider, whoever asks (work chatweb does for itself, such as titles)."""
+        return self.filter(enabled=True, provider__enabled=True)
+
+    def usable_by(self, user: User | None) -> ModelQuerySet:
+        """The one rule of who may call which model: usable, and open to no group in particular (everyone) or to
+        one of the user's groups. The admission reads it through conversations/catalog/access.py, one
+        hand-written statement held equal to this queryset by tests/catalog/test_access.py."""
+        links = Model.allowed_groups.through.objects
+        restricted = Exists(links.filter(model_id=OuterRef("pk")))
+        if not getattr(user, "is_authenticated", False):
+            return self.usable().filter(~restricted)
+        mine = Exists(links.filter(model_id=OuterRef("pk"), group__user=user))
+        return self.usable().filter(~restricted | mine)
+
+
 class Model(models.Model):
     class Api(models.TextChoices):
         CHAT = "chat", "chat completions"
@@ -104,7 +122,9 @@ class Model(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    # Who may use which model: conversations/catalog/access.py (the one place for that rule).
+    # Who may use which model: `Model.objects.usable_by(user)`, read on the admission's path through
+    # conversations/catalog/access.py.
+    objects = ModelQuerySet.as_manager()
 
     class Meta:
         ordering = ["public_name"]
@@ -432,6 +452,13 @@ class BudgetReservation(models.Model):
         return f"${self.amount} held for user {self.user_id}"
 
 
+class PresetQuerySet(models.QuerySet):
+    def for_user(self, user: User) -> PresetQuerySet:
+        if not getattr(user, "is_authenticated", False):
+            return self.none()
+        return self.filter(owner=user)
+
+
 class Preset(models.Model):
     """A user's saved system prompt and parameters."""
 
@@ -441,6 +468,8 @@ class Preset(models.Model):
     system_prompt = models.TextField(blank=True, default="")
     params = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = PresetQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]

@@ -170,16 +170,6 @@ def test_kinds_are_separate_and_unknown_kinds_refused(clock, forget, settings):
         throttle.check("api", "x")
 
 
-async def test_async_functions_share_the_counters(clock, forget, settings):
-    settings.CHATWEB_THROTTLE_ADDRESS_FAILURES = 2
-    key = forget(throttle.API_ADDRESS, "198.51.100.2")
-    assert await throttle.afail(throttle.API_ADDRESS, key) == 0
-    assert await throttle.afail(throttle.API_ADDRESS, key) == settings.CHATWEB_THROTTLE_LOCK_SECONDS
-    assert await throttle.acheck(throttle.API_ADDRESS, key) == throttle.check(throttle.API_ADDRESS, key) > 0
-    await throttle.aclear(throttle.API_ADDRESS, key)
-    assert await throttle.acheck(throttle.API_ADDRESS, key) == 0
-
-
 def test_client_address_trusts_forwarded_for_only_behind_a_proxy(rf, settings):
     request = rf.get("/", REMOTE_ADDR="10.0.0.5", HTTP_X_FORWARDED_FOR="1.2.3.4, 198.51.100.9")
     settings.CHATWEB_TRUSTED_PROXIES = 0

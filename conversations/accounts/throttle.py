@@ -5,7 +5,7 @@ cost nothing; each further one blocks the key for 2, 4, 8 ... seconds (at most S
 it for CHATWEB_THROTTLE_LOCK_SECONDS and starts the count afresh. Failures older than the lock time are
 forgotten.
 
-Use (sync or async, the same names with an `a` in front)::
+Use::
 
     wait = throttle.check(throttle.API_ADDRESS, address)   # seconds still blocked; 0: go ahead
     ... on a bad credential:  throttle.fail(throttle.API_ADDRESS, address)   # returns the wait it caused
@@ -18,13 +18,11 @@ import hashlib
 import ipaddress
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.core.cache import cache, caches
-from django.core.cache.backends.locmem import LocMemCache
+from django.core.cache import cache
 from django.http import HttpRequest
 
 LOGIN_ACCOUNT = "login-account"  # key: the username as typed (case-folded)
@@ -95,25 +93,6 @@ def fail(kind: str, key: str) -> int:
 def clear(kind: str, key: str) -> None:
     """Forget `key`'s failures and lift its block."""
     cache.delete_many(list(_keys(kind, key)))
-
-
-async def _off_loop(function: Callable[..., Any], *args: Any) -> Any:
-    # The local-memory cache never waits on I/O; a networked cache (Redis) is called from a worker thread.
-    if isinstance(caches["default"], LocMemCache):
-        return function(*args)
-    return await sync_to_async(function, thread_sensitive=False)(*args)
-
-
-async def acheck(kind: str, key: str) -> int:
-    return await _off_loop(check, kind, key)
-
-
-async def afail(kind: str, key: str) -> int:
-    return await _off_loop(fail, kind, key)
-
-
-async def aclear(kind: str, key: str) -> None:
-    await _off_loop(clear, kind, key)
 
 
 def client_address(source: HttpRequest | Mapping[str, Any]) -> str:

@@ -19,7 +19,7 @@ from django.db import connection
 from django.utils import timezone
 
 from conversations.accounts import throttle
-from conversations.api.errors import invalid_api_key, rate_limited, too_many_failures
+from conversations.errors import AddressBlocked, InvalidApiKey, RateLimited
 from conversations.models import ApiKey, User
 from conversations.rows import RowObjects, select_columns
 
@@ -42,7 +42,15 @@ def bearer_token(header: str | None) -> str | None:
 
 
 def api_key_authenticate(authorization: str | None, *, address: str | None = None) -> ApiKey:
-    """The active key (with its user loaded) that the header names, or ApiError 401.
+    """`check_api_key`, then the key's use recorded (`api_key_touch`): for calls that are no admission."""
+    key = check_api_key(authorization=authorization, address=address)
+    api_key_touch(key=key)
+    return key
+
+
+def check_api_key(*, authorization: str | None, address: str | None = None) -> ApiKey:
+    """The active key (with its user loaded) that the header names, or InvalidApiKey (AddressBlocked while the
+    address is blocked). Reads only, besides counting a wrong key against the address.
 
     The key row is found by its public prefix, then the SHA-256 of the presented key is compared with the
     stored hash by hmac.compare_digest, so the comparison takes the same time wherever they differ.
@@ -52,10 +60,10 @@ def api_key_authenticate(authorization: str | None, *, address: str | None = Non
     if address is not None:
         wait = throttle.check(throttle.API_ADDRESS, address)
         if wait:
-            raise too_many_failures(wait)
+            raise AddressBlocked(wait=wait)
     raw = bearer_token(authorization)
     if raw is None:
-        raise invalid_api_key(
+        raise InvalidApiKey(
             "You didn't provide an API key. Send it in the Authorization header: "
             "`Authorization: Bearer <key>`; create one on the /settings/ page."
         )
@@ -66,12 +74,11 @@ def api_key_authenticate(authorization: str | None, *, address: str | None = Non
     if not hmac.compare_digest(key.hashed if key else _DUMMY_HASH, presented) or key is None:
         if address is not None:
             throttle.fail(throttle.API_ADDRESS, address)
-        raise invalid_api_key("Incorrect API key provided. You can create a key on the /settings/ page.")
+        raise InvalidApiKey("Incorrect API key provided. You can create a key on the /settings/ page.")
     if key.revoked_at is not None:
-        raise invalid_api_key("This API key has been revoked.")
+        raise InvalidApiKey("This API key has been revoked.")
     if not key.user.is_active:
-        raise invalid_api_key("The account of this API key is disabled.")
-    api_key_touch(key=key)
+        raise InvalidApiKey("The account of this API key is disabled.")
     return key
 
 
@@ -134,9 +141,9 @@ _window = SlidingWindow()
 
 
 def rate_limit_check(key: ApiKey) -> None:
-    """ApiError 429 `rate_limit_exceeded` when the key has an RPM limit and has used it up."""
+    """RateLimited when the key has an RPM limit and has used it up (this request is counted otherwise)."""
     if not key.rpm_limit:
         return
     wait = _window.admit(key.pk, key.rpm_limit)
     if wait is not None:
-        raise rate_limited(key.rpm_limit, wait)
+        raise RateLimited(limit=key.rpm_limit, retry_after=wait)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from conversations.api.auth import api_key_authenticate, rate_limit_check
-from conversations.api.errors import model_not_found
 from conversations.api.parsing import AUTO
 from conversations.catalog.access import model_for_user, models_for_user
+from conversations.errors import ModelUnavailable
 from conversations.models import Model
 
 AUTO_OBJECT_CREATED = 0
@@ -43,8 +43,8 @@ def model_retrieve(*, authorization: str | None, name: str, address: str | None 
     if name == AUTO:
         if models_for_user(key.user):
             return _auto_object()
-        raise model_not_found(name)
+        raise ModelUnavailable(f"no model named {name!r} is available to you", name=name)
     model = model_for_user(key.user, name)
     if model is None:
-        raise model_not_found(name)
+        raise ModelUnavailable(f"no model named {name!r} is available to you", name=name)
     return _model_object(model)

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from conversations.api.errors import ApiError
 from conversations.api.parsing import Endpoint
 from conversations.upstream.events import (
     ContentDelta,
@@ -264,6 +263,3 @@ def whole_response(
     }
     return _bytes(_dumps(body)[:-1] + ',"usage":' + usage_json(usage) + "}")
 
-
-def error_body(error: ApiError) -> bytes:
-    return _bytes(_dumps(error.body()))

@@ -8,6 +8,16 @@ from collections.abc import Mapping
 from django.http import HttpResponse
 
 from conversations.accounts import throttle
+from conversations.errors import (
+    AddressBlocked,
+    AdmissionError,
+    BadRequest,
+    BudgetExceeded,
+    InvalidApiKey,
+    ModelUnavailable,
+    NotFound,
+    RateLimited,
+)
 from conversations.upstream.errors import ErrorCode
 from conversations.upstream.events import StreamError
 
@@ -102,3 +112,24 @@ def upstream_failure(error: StreamError) -> ApiError:
     if error.code == ErrorCode.UPSTREAM_BAD_REQUEST:
         return ApiError(400, error.message, type="invalid_request_error", code=error.code)
     return ApiError(502, error.message, type="upstream_error", code=error.code)
+
+
+def api_error(exc: AdmissionError) -> ApiError:
+    """A domain error (conversations/errors.py) as the API answers it."""
+    if isinstance(exc, InvalidApiKey):
+        return invalid_api_key(exc.message)
+    if isinstance(exc, AddressBlocked):
+        return too_many_failures(exc.wait)
+    if isinstance(exc, RateLimited):
+        return rate_limited(exc.limit, exc.retry_after)
+    if isinstance(exc, ModelUnavailable):
+        if exc.name is None:
+            return ApiError(404, exc.message, param="model", code="model_not_found")
+        return model_not_found(exc.name)
+    if isinstance(exc, BudgetExceeded):
+        return budget_exceeded(exc.message)
+    if isinstance(exc, BadRequest):
+        return bad_request(exc.message, exc.param)
+    if isinstance(exc, NotFound):
+        return ApiError(404, exc.message, code=exc.code)
+    return ApiError(400, exc.message, code=exc.code)

@@ -1,8 +1,9 @@
 """Runs one API call: admission (key, rate limit, body, model, budget), upstream call, SSE encoding, ledger.
 
-Admission is one synchronous function (one thread hop, a few short queries) that raises ApiError before
-anything is sent upstream; the ledger row is one more. Whatever ends the call (the reply finished, the
-upstream failed, the client went away), exactly one UsageRecord is written and the budget reservation settled.
+Admission is the check/do pair of conversations/api/admission.py, run as one synchronous call (one thread hop,
+a few short queries) that raises ApiError before anything is sent upstream; the ledger row is one more.
+Whatever ends the call (the reply finished, the upstream failed, the client went away), exactly one UsageRecord
+is written and the budget reservation settled.
 """
 
 from __future__ import annotations
@@ -11,49 +12,27 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
 
 from django.db import transaction
 
-from conversations.api import db
-from conversations.api.auth import api_key_authenticate, rate_limit_check
+from conversations import db
+from conversations.api.admission import ApiCall, check_api_call, do_api_call
+from conversations.api.auth import check_api_key, rate_limit_check
 from conversations.api.encoding import DONE, Choice, ChunkEncoder, error_chunk, usage_payload, whole_response
-from conversations.api.errors import bad_request, budget_exceeded, upstream_failure
-from conversations.api.parsing import ApiRequest, Endpoint, json_body, parse_request
-from conversations.api.routing import model_resolve, request_cost
-from conversations.chat.prompting import upstream_request
-from conversations.chat.selectors import upstream_target
-from conversations.models import Model, UsageRecord
+from conversations.api.errors import api_error, upstream_failure
+from conversations.api.parsing import Endpoint, json_body, parse_request
+from conversations.errors import AdmissionError
+from conversations.models import UsageRecord
 from conversations.upstream import client
-from conversations.upstream.client import UpstreamTarget
 from conversations.upstream.events import StreamError, UpstreamEvent, Usage
-from conversations.upstream.params import drop_unsupported
-from conversations.upstream.tokens import count_prompt_tokens, count_tokens
-from conversations.usage.budgets import BudgetExceeded, budget_reserve, budget_settle
-from conversations.usage.ledger import Priced, Reckoning, reckon, usage_record, usage_reported
+from conversations.usage.budgets import budget_settle
+from conversations.usage.ledger import Reckoning, reckon, usage_record, usage_reported
 
 NO_USAGE = Usage(0, 0, 0)  # an upstream that refused before generating anything bills nothing
 _recording: set[asyncio.Future] = set()  # ledger writes outliving a cancelled request
 
 
-@dataclass(frozen=True)
-class ApiCall:
-    """An admitted call: everything the relay needs, resolved from the database once."""
-
-    request: ApiRequest
-    user_id: int
-    api_key_id: int
-    model_name: str  # the public name in every response
-    target: UpstreamTarget
-    path: str
-    body: dict[str, Any]
-    prompt_messages: list[dict[str, Any]]
-    priced: Priced
-    reservation_id: int | None
-
-
-# --- admission --------------------------------------------------------------------------------------
+# --- admission (conversations/api/admission.py), run as one call on the API's database lane -------------
 
 
 def api_call_admit(
@@ -61,44 +40,13 @@ def api_call_admit(
 ) -> ApiCall:
     """Check, in this order: the key (401), its rate limit (429), the body (400), the model (404), the budget
     (429, a reservation of the worst case is taken). Raises ApiError; nothing is sent upstream here."""
-    key = api_key_authenticate(authorization, address=address)
-    rate_limit_check(key)
-    request = parse_request(endpoint, json_body(raw_body))
-    user = key.user
-    prompt_messages = request.messages if endpoint == "chat" else [{"role": "user", "content": request.prompt}]
-    prompt_tokens = 0  # counted only when `auto` or a budget needs the worst case
-    if request.model is None or user.monthly_budget is not None:
-        prompt_tokens = (
-            count_prompt_tokens(prompt_messages) if endpoint == "chat" else count_tokens(request.prompt or "")
-        )
-    model = model_resolve(
-        user=user,
-        requested=request.model,
-        endpoint=endpoint,
-        prompt_tokens=prompt_tokens,
-        max_tokens=request.max_tokens,
-    )
-    path, body = _upstream_request(model, request)
-    reservation_id = None
-    if user.monthly_budget is not None:  # budget_reserve's own first test, without taking the write lock
-        try:
-            reservation_id = budget_reserve(
-                user_id=user.pk, amount=request_cost(model, prompt_tokens, request.max_tokens, request.n)
-            )
-        except BudgetExceeded as exc:
-            raise budget_exceeded(str(exc)) from None
-    return ApiCall(
-        request=request,
-        user_id=user.pk,
-        api_key_id=key.pk,
-        model_name=model.public_name,
-        target=upstream_target(model.provider),
-        path=path,
-        body=body,
-        prompt_messages=prompt_messages,
-        priced=Priced.of(model),
-        reservation_id=reservation_id,
-    )
+    try:
+        key = check_api_key(authorization=authorization, address=address)
+        rate_limit_check(key)
+        request = parse_request(endpoint, json_body(raw_body))
+        return do_api_call(check=check_api_call(key=key, request=request))
+    except AdmissionError as exc:
+        raise api_error(exc) from None
 
 
 async def admit(
@@ -106,7 +54,7 @@ async def admit(
 ) -> ApiCall:
     """api_call_admit off the event loop. A client that hangs up meanwhile gets its reservation released
     as soon as the admission finishes (instead of holding budget until the reservation goes stale)."""
-    admission = db.submit(
+    admission = db.api.submit(
         api_call_admit, authorization=authorization, endpoint=endpoint, raw_body=raw_body, address=address
     )
     try:
@@ -119,41 +67,9 @@ async def admit(
 def _release_abandoned(admission: asyncio.Future[ApiCall]) -> None:
     if admission.cancelled() or admission.exception() is not None or admission.result().reservation_id is None:
         return
-    release = db.submit(budget_settle, admission.result().reservation_id)
+    release = db.api.submit(budget_settle, admission.result().reservation_id)
     _recording.add(release)
     release.add_done_callback(_recording.discard)
-
-
-def _upstream_request(model: Model, request: ApiRequest) -> tuple[str, dict[str, Any]]:
-    params = drop_unsupported(request.params, model.provider.dropped_params or [])
-    if request.endpoint == "completions":
-        return "/completions", {
-            "model": model.upstream_id,
-            "prompt": request.prompt,
-            **params,
-            **request.extras,
-        }
-    if model.api == Model.Api.COMPLETIONS:
-        # A completion-only model behind the chat endpoint: the transcript template chat uses (prompting.py).
-        plain = all(
-            m["role"] in ("system", "user", "assistant") and isinstance(m.get("content"), str)
-            for m in request.messages
-        )
-        if not plain or request.extras:
-            raise bad_request(
-                f"`{model.public_name}` is a completion-only model: it takes plain text messages "
-                "(system, user, assistant) and no tools.",
-                "messages" if not plain else next(iter(request.extras)),
-            )
-        return upstream_request(
-            model, [{"role": m["role"], "content": m["content"]} for m in request.messages], params
-        )
-    return "/chat/completions", {
-        "model": model.upstream_id,
-        "messages": request.messages,
-        **params,
-        **request.extras,
-    }
 
 
 @transaction.atomic
@@ -235,14 +151,14 @@ class Relay:
             args = {"priced": self.call.priced, "usage": self.usage, "prompt_messages": self.call.prompt_messages,
                     "completion_text": text}
             # Counting tokens offline (no usage reported) can take milliseconds: not on the event loop.
-            self._reckoning = reckon(**args) if usage_reported(self.usage, text) else await db.run(reckon)(**args)
+            self._reckoning = reckon(**args) if usage_reported(self.usage, text) else await db.api.run(reckon, **args)
         return self._reckoning
 
     async def record(self, finish_reason: str | None = None, *, usage: Usage | None = None) -> UsageRecord:
         """Write the ledger row once (later calls wait for the same write). The write runs on a database thread
         with its own future, so a client that disconnects while it is under way cannot cancel it."""
         if self._record is None:
-            self._record = db.submit(
+            self._record = db.api.submit(
                 api_call_record,
                 call=self.call,
                 usage=usage or self.usage,

@@ -19,9 +19,9 @@ from decimal import Decimal
 
 from django.conf import settings
 
-from conversations.api.errors import ApiError, bad_request, model_not_found
 from conversations.api.parsing import AUTO, Endpoint
 from conversations.catalog.access import model_for_user, models_for_user
+from conversations.errors import BadRequest, ModelUnavailable
 from conversations.models import Model, User
 from conversations.usage.budgets import worst_case_cost
 
@@ -68,28 +68,27 @@ def auto_pick(
 def model_resolve(
     *, user: User, requested: str | None, endpoint: Endpoint, prompt_tokens: int, max_tokens: int | None
 ) -> Model:
-    """The model that will answer, with its provider loaded; ApiError 404/400 when there is none."""
+    """The model that will answer, with its provider loaded; ModelUnavailable, or BadRequest for a chat model
+    on /v1/completions."""
     if requested is None:
         candidates = models_for_user(user, api=KIND[endpoint])
         model = auto_pick(
             candidates, prompt_tokens=prompt_tokens, max_tokens=max_tokens, default=default_model_name()
         )
         if model is None:
-            raise ApiError(
-                404,
+            raise ModelUnavailable(
                 f"No model available to you can serve `{AUTO}` for this request "
                 f"({'a chat' if endpoint == 'chat' else 'a completion-only'} model whose context holds "
                 f"{prompt_tokens} prompt tokens); name a model instead.",
-                param="model",
-                code="model_not_found",
+                name=None,
             )
         return model
     model = model_for_user(user, requested)
     if model is None:
-        raise model_not_found(requested)
+        raise ModelUnavailable(f"no model named {requested!r} is available to you", name=requested)
     if endpoint == "completions" and model.api == Model.Api.CHAT:
-        raise bad_request(
+        raise BadRequest(
             f"`{requested}` is a chat model and not supported on /v1/completions; use /v1/chat/completions.",
-            "model",
+            param="model",
         )
     return model

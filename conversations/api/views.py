@@ -11,12 +11,14 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from conversations import db
 from conversations.accounts.throttle import client_address
-from conversations.api import db, relay
+from conversations.api import relay
 from conversations.api.catalog import model_retrieve, models_list
-from conversations.api.errors import ApiError
+from conversations.api.errors import ApiError, api_error
 from conversations.api.openapi import openapi_document
 from conversations.api.parsing import MAX_BODY_BYTES, Endpoint, too_large
+from conversations.errors import AdmissionError
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,8 @@ def api_view(*methods: str) -> Callable[[AsyncView], AsyncView]:
                 return await view(request, *args, **kwargs)
             except ApiError as error:
                 return error.response()
+            except AdmissionError as error:
+                return api_error(error).response()
             except Exception:
                 log.exception("API call %s %s failed", request.method, request.path)
                 return ApiError(
@@ -102,8 +106,8 @@ async def completions(request: HttpRequest) -> HttpResponseBase:
 @api_view("GET")
 async def models(request: HttpRequest) -> HttpResponseBase:
     return _json(
-        await db.run(models_list)(
-            authorization=request.headers.get("Authorization"), address=client_address(request)
+        await db.api.run(
+            models_list, authorization=request.headers.get("Authorization"), address=client_address(request)
         )
     )
 
@@ -111,8 +115,11 @@ async def models(request: HttpRequest) -> HttpResponseBase:
 @api_view("GET")
 async def model(request: HttpRequest, name: str) -> HttpResponseBase:
     return _json(
-        await db.run(model_retrieve)(
-            authorization=request.headers.get("Authorization"), name=name, address=client_address(request)
+        await db.api.run(
+            model_retrieve,
+            authorization=request.headers.get("Authorization"),
+            name=name,
+            address=client_address(request),
         )
     )
 

@@ -1,7 +1,8 @@
-"""Which models a user may call: the one rule, read fresh from the database on every call in one raw query.
+"""Which models a user may call: `Model.objects.usable_by(user)`, read on the admission's path in one raw query.
 
 Resolving a model on every chat message and API call was a DISTINCT join over models, providers and groups
-costing ~2 ms of ORM work, the largest single part of admission (issue #9). Here one hand-written statement
+costing ~2 ms of ORM work, the largest single part of admission. Here one hand-written statement (`_rows`,
+held equal to the queryset `Model.objects.usable_by(user)` / `.usable()` by tests/catalog/test_access.py)
 returns the usable rows (model and provider columns side by side, the group rule in SQL) and the database
 answers it in a fraction of that. Nothing is stale: every change (the admin, `manage.py providers apply`, a
 queryset update, another process) is seen by the next call. What is cached per process (`rows.RowObjects`) is

@@ -1,18 +1,28 @@
-"""The chat websocket (/ws/chat/): decodes frames into commands, checks access, calls services, forwards events."""
+"""The chat websocket (/ws/chat/): decodes frames into commands, runs their admission (check, then do:
+conversations/chat/admission.py), maps domain errors to `chat.error` frames, forwards events."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from conversations import db
+from conversations.chat.admission import (
+    admit,
+    check_reply_edit,
+    check_reply_regenerate,
+    check_reply_send,
+    do_reply_edit,
+    do_reply_regenerate,
+    do_reply_send,
+)
 from conversations.chat.commands import (
     ChatEdit,
     ChatRegenerate,
@@ -22,15 +32,22 @@ from conversations.chat.commands import (
     CommandError,
     parse_command,
 )
-from conversations.chat.generation import ensure_reaper, on_db_thread, reply_start
+from conversations.chat.generation import ensure_reaper, reply_start
 from conversations.chat.groups import conversation_group, reply_group, user_group
-from conversations.chat.replies import ChatError, reply_start_edit, reply_start_regenerate, reply_start_send
+from conversations.errors import AdmissionError
 from conversations.models import Conversation, Message
 
 log = logging.getLogger(__name__)
 
 IDLE_CLOSE_CODE = 4408  # no frame from the client and nothing streamed to it for CHATWEB_WS_IDLE_SECONDS
 SNAPSHOT_WAIT_SECONDS = 2.0  # how long a resuming socket waits for the owning process before using the checkpoint
+
+# Each command that starts a reply, and its admission: (check, do).
+ADMISSIONS: dict[type, tuple[Callable[..., Any], Callable[..., Any]]] = {
+    ChatSend: (check_reply_send, do_reply_send),
+    ChatRegenerate: (check_reply_regenerate, do_reply_regenerate),
+    ChatEdit: (check_reply_edit, do_reply_edit),
+}
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
@@ -40,6 +57,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.close(code=4401)
             return
         self.groups_joined: set[str] = set()
+        self.tasks: set[asyncio.Task] = set()  # the socket's own background tasks, referenced until done
         self.last_seq: dict[int, int] = {}  # message id -> last seq forwarded
         self.awaiting: dict[int, list[dict]] = {}  # message id -> frames held until its snapshot
         await self.accept()
@@ -50,9 +68,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """channels' dispatch, without the thread hop it makes before every message to close stale database
-        connections (issue #9: one hop per delta per socket, the largest cost of relaying at 1,000 streams).
-        This consumer touches the database only through database_sync_to_async and on_db_thread, which look
-        after their connections themselves."""
+        connections (one hop per delta per socket, the largest cost of relaying at 1,000 streams).
+        This consumer touches the database only through conversations/db.py's lanes, which look after their
+        connections themselves."""
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
@@ -65,47 +83,44 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(group, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        self.idle.begin()  # issue #10: a socket is not idle while its frame is being handled
+        self.idle.begin()  # a socket is not idle while its frame is being handled
         command = None
         try:
             command = parse_command(text_data)
             await self.dispatch_command(command)
         except CommandError as exc:
             await self.send_error(exc.code, exc.message, request_id=exc.request_id, message_id=exc.message_id)
-        except ChatError as exc:
+        except AdmissionError as exc:  # the domain's codes are the protocol's (docs/protocol.md)
             await self.send_error(exc.code, exc.message, request_id=getattr(command, "request_id", None))
         self.idle.end()
 
     async def dispatch_command(self, command: Any) -> None:
-        if isinstance(command, ChatSend):
-            await self.start(reply_start_send, command)
-        elif isinstance(command, ChatRegenerate):
-            await self.start(reply_start_regenerate, command)
-        elif isinstance(command, ChatEdit):
-            await self.start(reply_start_edit, command)
+        if isinstance(command, ChatSend | ChatRegenerate | ChatEdit):
+            await self.start(command)
         elif isinstance(command, ChatStop):
             await self.stop(command)
         elif isinstance(command, ChatSubscribe):
             await self.subscribe(command.conversation_id)
 
     # --- commands -----------------------------------------------------------------------------------------
-    async def start(self, service: Any, command: ChatSend | ChatRegenerate | ChatEdit) -> None:
-        plan = await on_db_thread(service)(user=self.user, command=command)
+    async def start(self, command: ChatSend | ChatRegenerate | ChatEdit) -> None:
+        check, do = ADMISSIONS[type(command)]
+        plan = await db.chat.run(admit, check, do, user=self.user, command=command)
         await self.join(conversation_group(plan.conversation_id))
         self.last_seq[plan.message_id] = 0
         reply_start(plan)
 
     async def stop(self, command: ChatStop) -> None:
-        owned = await database_sync_to_async(
+        owned = await db.chat.run(
             Message.objects.for_user(self.user).filter(pk=command.message_id, role=Message.Role.ASSISTANT).exists
-        )()
+        )
         if not owned:
             raise CommandError("not_found", "no such reply", message_id=command.message_id)
         # Whichever process owns the generation is in its reply group; it stops within one event.
         await self.channel_layer.group_send(reply_group(command.message_id), {"type": "reply.stop"})
 
     async def subscribe(self, conversation_id: int) -> None:
-        streaming = await database_sync_to_async(_streaming_replies)(self.user, conversation_id)
+        streaming = await db.chat.run(_streaming_replies, self.user, conversation_id)
         if streaming is None:
             raise CommandError("not_found", "no such conversation")
         await self.join(conversation_group(conversation_id))
@@ -116,7 +131,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
             )
         if streaming:
             asyncio.get_running_loop().call_later(
-                SNAPSHOT_WAIT_SECONDS, lambda: asyncio.ensure_future(self.snapshot_fallback(streaming))
+                SNAPSHOT_WAIT_SECONDS, lambda: self.keep_task(self.snapshot_fallback(streaming))
             )
 
     async def snapshot_fallback(self, message_ids: list[int]) -> None:
@@ -124,10 +139,10 @@ class ChatConsumer(AsyncWebsocketConsumer):
         for message_id in message_ids:
             if message_id not in self.awaiting:
                 continue
-            message = await database_sync_to_async(
+            message = await db.chat.run(
                 Message.objects.for_user(self.user).filter(pk=message_id)
                 .values("content", "reasoning", "seq", "status").first
-            )()
+            )
             if message is None:
                 continue
             await self.deliver_snapshot(
@@ -138,7 +153,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- events from the channel layer ------------------------------------------------------------------
     async def chat_frame(self, event: dict[str, Any]) -> None:
         message_id, seq, kind = event["message_id"], event["seq"], event["kind"]
-        self.idle.touch()  # issue #10: a reply streaming to this socket keeps it open
+        self.idle.touch()  # a reply streaming to this socket keeps it open
         if kind == "chat.done":
             self.following.discard(message_id)
         elif kind in ("chat.started", "chat.delta"):
@@ -165,6 +180,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.chat_frame(event)
 
     # --- helpers ---------------------------------------------------------------------------------------------
+    def keep_task(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run `coroutine` as a task held by this socket until it ends (the loop keeps only weak references)."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
     async def join(self, group: str) -> None:
         if group not in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
@@ -178,7 +199,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         on its way (one query, and only when the socket looks idle)."""
         if not self.following:
             return False
-        self.following = await database_sync_to_async(_still_streaming)(self.following)
+        self.following = await db.chat.run(_still_streaming, self.following)
         return True
 
     async def send_error(self, code: str, message: str, *, request_id: str | None = None,
@@ -206,8 +227,7 @@ def _streaming_replies(user: Any, conversation_id: int) -> list[int] | None:
 
 
 class IdleTimer:
-    """Calls `on_idle` once nothing has touched it for `seconds` and `busy()` says no (seconds <= 0: never).
-    Issue #10."""
+    """Calls `on_idle` once nothing has touched it for `seconds` and `busy()` says no (seconds <= 0: never)."""
 
     def __init__(
         self, seconds: float, on_idle: Callable[[], Awaitable[None]], *, busy: Callable[[], Awaitable[bool]]

@@ -1,17 +1,16 @@
 """What the chat page does besides chatting: rename, delete, search, export, switch branch, delete a message,
-presets. Plain POST forms with Django's CSRF check; the page's script calls them with fetch and asks for JSON."""
+presets. Plain POST forms with Django's CSRF check; the page's script calls them with fetch and asks for JSON.
+The actions' check/do pairs are in conversations/chat/conversations.py; these views run them and answer."""
 
 from __future__ import annotations
 
 import json
-import logging
 import re
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.contrib.auth.decorators import login_required
-from django.db import transaction
 from django.http import (
     Http404,
     HttpRequest,
@@ -25,27 +24,42 @@ from django.utils import timezone
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_POST
 
-from conversations.catalog.access import model_for_user
-from conversations.chat.groups import frame_event, user_group
-from conversations.chat.selectors import MessageTree, message_tree
-from conversations.chat.views import conversation_for, decorate, search_results
-from conversations.models import Conversation, Message, Preset, User
-from conversations.upstream.params import ParamError, validate_params
+from conversations.chat import conversations as conversation_services
+from conversations.chat.conversations import (
+    check_conversation_delete,
+    check_conversation_rename,
+    check_conversation_switch_branch,
+    check_message_delete,
+    check_preset_save,
+    do_conversation_delete,
+    do_conversation_rename,
+    do_conversation_switch_branch,
+    do_message_delete,
+    do_preset_save,
+)
+from conversations.chat.selectors import conversation_for, message_tree, search_results
+from conversations.chat.views import decorate
+from conversations.errors import AdmissionError, NotFound, ReplyInProgress
+from conversations.models import Conversation, Message, Preset
 
-TITLE_MAX = 200
-PRESET_NAME_MAX = 100
-BUSY = (Message.Status.STREAMING, Message.Status.PENDING)
-
-log = logging.getLogger(__name__)
+Action = Callable[..., HttpResponseBase]
 
 
-class Refused(Exception):
-    """A request that cannot be done as asked (answered 400 or 409 with this message)."""
+def refusals(view: Action) -> Action:
+    """Domain errors as the page answers them: NotFound 404, ReplyInProgress 409, any other refusal 400."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        try:
+            return view(request, *args, **kwargs)
+        except NotFound as exc:
+            raise Http404(exc.message) from None
+        except ReplyInProgress as exc:
+            return _refused(request, exc.message, 409)
+        except AdmissionError as exc:
+            return _refused(request, exc.message, 400)
+
+    return wrapper
 
 
 def _wants_json(request: HttpRequest) -> bool:
@@ -59,85 +73,10 @@ def _answer(request: HttpRequest, payload: dict[str, Any], redirect_to: str) -> 
     return HttpResponseRedirect(redirect_to)
 
 
-def _refused(request: HttpRequest, exc: Refused) -> HttpResponse:
+def _refused(request: HttpRequest, message: str, status: int) -> HttpResponse:
     if _wants_json(request):
-        return JsonResponse({"error": exc.message}, status=exc.status)
-    return HttpResponse(exc.message, status=exc.status, content_type="text/plain; charset=utf-8")
-
-
-# --- services ------------------------------------------------------------------------------------------------
-def conversation_rename(*, user: User, conversation_id: int, title: str) -> Conversation:
-    title = " ".join(title.split())[:TITLE_MAX]
-    if not title:
-        raise Refused("A title cannot be empty.")
-    conversation = conversation_for(user, conversation_id)
-    conversation.title = title
-    conversation.save(update_fields=["title", "updated_at"])
-    return conversation
-
-
-def conversation_delete(*, user: User, conversation_id: int) -> None:
-    with transaction.atomic():
-        conversation = conversation_for(user, conversation_id)
-        if Message.objects.filter(conversation=conversation, status__in=BUSY).exists():
-            raise Refused("A reply is still being written: stop it first.", 409)
-        conversation.delete()
-
-
-def _conversation_tree(user: User, conversation_id: int, message_id: int) -> tuple[Conversation, MessageTree]:
-    """The user's conversation and its message tree; 404 unless `message_id` is one of its messages."""
-    conversation = conversation_for(user, conversation_id)
-    tree = message_tree(conversation.pk)
-    if message_id not in tree.nodes:
-        raise Http404("No such message.")
-    return conversation, tree
-
-
-def conversation_switch_branch(*, user: User, conversation_id: int, message_id: int) -> int:
-    """Show the newest line below `message_id` (a version of a message); returns the new active leaf."""
-    with transaction.atomic():
-        conversation, tree = _conversation_tree(user, conversation_id, message_id)
-        leaf = tree.newest_leaf(message_id)
-        Conversation.objects.filter(pk=conversation.pk).update(active_leaf_id=leaf)
-    return leaf
-
-
-def message_delete(*, user: User, conversation_id: int, message_id: int) -> int | None:
-    """Delete a message and every message below it; the branch shown becomes the newest line left beside it.
-    Returns the new active leaf."""
-    with transaction.atomic():
-        conversation, tree = _conversation_tree(user, conversation_id, message_id)
-        doomed = tree.subtree_ids(message_id)
-        if any(tree.nodes[pk].status in BUSY for pk in doomed):
-            raise Refused("A reply there is still being written: stop it first.", 409)
-        parent_id = tree.nodes[message_id].parent_id
-        Message.objects.filter(conversation=conversation, pk__in=doomed).delete()
-        tree = message_tree(conversation.pk)
-        if parent_id is not None:
-            leaf: int | None = tree.newest_leaf(parent_id)
-        else:
-            roots = tree.children.get(None, [])
-            leaf = tree.newest_leaf(roots[-1]) if roots else None
-        Conversation.objects.filter(pk=conversation.pk).update(active_leaf_id=leaf, updated_at=timezone.now())
-    return leaf
-
-
-def preset_save(*, user: User, name: str, model: str, system_prompt: str, params: dict[str, Any]) -> Preset:
-    """Create the user's preset of that name, or replace it."""
-    name = " ".join(name.split())
-    if not name or len(name) > PRESET_NAME_MAX:
-        raise Refused(f"A preset needs a name of 1 to {PRESET_NAME_MAX} characters.")
-    try:
-        cleaned = validate_params(params)
-    except ParamError as exc:
-        raise Refused(str(exc)) from None
-    found = model_for_user(user, model) if model else None
-    if model and found is None:
-        raise Refused(f"No model named {model!r} is available to you.")
-    preset, _ = Preset.objects.update_or_create(
-        owner=user, name=name, defaults={"model": found, "system_prompt": system_prompt, "params": cleaned}
-    )
-    return preset
+        return JsonResponse({"error": message}, status=status)
+    return HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
 
 
 def preset_payload(preset: Preset) -> dict[str, Any]:
@@ -150,65 +89,53 @@ def preset_payload(preset: Preset) -> dict[str, Any]:
     }
 
 
-def tell_user_tabs(user_id: int, payload: dict[str, Any]) -> None:
-    """Send a frame to every open tab of this user (their sidebars and, where it is open, the conversation).
-    A channel layer that cannot be reached costs the other tabs this news, never the change itself."""
-    try:
-        async_to_sync(get_channel_layer().group_send)(user_group(user_id), frame_event(payload, message_id=0))
-    except Exception:
-        log.warning("could not tell the tabs of user %s about %s", user_id, payload["type"], exc_info=True)
-
-
 # --- views -------------------------------------------------------------------------------------------------
 @login_required
 @require_POST
+@refusals
 def rename(request: HttpRequest, conversation_id: int) -> HttpResponseBase:
-    try:
-        conversation = conversation_rename(
-            user=request.user, conversation_id=conversation_id, title=request.POST.get("title", "")
-        )
-    except Refused as exc:
-        return _refused(request, exc)
-    tell_user_tabs(
-        request.user.pk, {"type": "chat.title", "conversation_id": conversation.pk, "title": conversation.title}
+    check = check_conversation_rename(
+        user=request.user, conversation_id=conversation_id, title=request.POST.get("title", "")
     )
+    conversation = do_conversation_rename(check=check)
     return _answer(request, {"id": conversation.pk, "title": conversation.title}, f"/c/{conversation.pk}/")
 
 
 @login_required
 @require_POST
+@refusals
 def delete(request: HttpRequest, conversation_id: int) -> HttpResponseBase:
-    try:
-        conversation_delete(user=request.user, conversation_id=conversation_id)
-    except Refused as exc:
-        return _refused(request, exc)
-    tell_user_tabs(request.user.pk, {"type": "chat.deleted", "conversation_id": conversation_id})
+    do_conversation_delete(check=check_conversation_delete(user=request.user, conversation_id=conversation_id))
     return _answer(request, {"deleted": conversation_id, "location": "/"}, "/")
 
 
 @login_required
 @require_POST
+@refusals
 def switch_branch(request: HttpRequest, conversation_id: int) -> HttpResponseBase:
     try:
         message_id = int(request.POST.get("message_id", ""))
     except ValueError:
-        return _refused(request, Refused("message_id must be a message id."))
-    leaf = conversation_switch_branch(user=request.user, conversation_id=conversation_id, message_id=message_id)
+        return _refused(request, "message_id must be a message id.", 400)
+    check = check_conversation_switch_branch(
+        user=request.user, conversation_id=conversation_id, message_id=message_id
+    )
+    leaf = do_conversation_switch_branch(check=check)
     return _answer(request, {"active_leaf": leaf}, f"/c/{conversation_id}/")
 
 
 @login_required
 @require_POST
+@refusals
 def delete_message(request: HttpRequest, conversation_id: int, message_id: int) -> HttpResponseBase:
-    try:
-        leaf = message_delete(user=request.user, conversation_id=conversation_id, message_id=message_id)
-    except Refused as exc:
-        return _refused(request, exc)
+    check = check_message_delete(user=request.user, conversation_id=conversation_id, message_id=message_id)
+    leaf = do_message_delete(check=check)
     return _answer(request, {"deleted": message_id, "active_leaf": leaf}, f"/c/{conversation_id}/")
 
 
 @login_required
 @require_GET
+@refusals
 def messages(request: HttpRequest, conversation_id: int) -> HttpResponse:
     """Rendered messages, as on the page: `?ids=1,2` those (e.g. a reply that has just finished, with its
     versions), else the branch shown."""
@@ -276,6 +203,7 @@ def export_markdown_text(conversation: Conversation, branch: list[Message]) -> s
 
 @login_required
 @require_GET
+@refusals
 def export_markdown(request: HttpRequest, conversation_id: int) -> HttpResponse:
     """The branch shown, as Markdown."""
     conversation = conversation_for(request.user, conversation_id)
@@ -309,6 +237,7 @@ def export_json_data(conversation: Conversation) -> dict[str, Any]:
 
 @login_required
 @require_GET
+@refusals
 def export_json(request: HttpRequest, conversation_id: int) -> HttpResponse:
     """Every message (all branches, with parent ids) and the branch shown, as JSON."""
     conversation = conversation_for(request.user, conversation_id)
@@ -318,30 +247,27 @@ def export_json(request: HttpRequest, conversation_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
+@refusals
 def preset_create(request: HttpRequest) -> HttpResponseBase:
     try:
         params = json.loads(request.POST.get("params") or "{}")
         if not isinstance(params, dict):
             raise ValueError
     except ValueError:
-        return _refused(request, Refused("params must be a JSON object."))
-    try:
-        preset = preset_save(
-            user=request.user,
-            name=request.POST.get("name", ""),
-            model=request.POST.get("model", ""),
-            system_prompt=request.POST.get("system_prompt", ""),
-            params=params,
-        )
-    except Refused as exc:
-        return _refused(request, exc)
-    return _answer(request, preset_payload(preset), "/")
+        return _refused(request, "params must be a JSON object.", 400)
+    check = check_preset_save(
+        user=request.user,
+        name=request.POST.get("name", ""),
+        model=request.POST.get("model", ""),
+        system_prompt=request.POST.get("system_prompt", ""),
+        params=params,
+    )
+    return _answer(request, preset_payload(do_preset_save(check=check)), "/")
 
 
 @login_required
 @require_POST
+@refusals
 def preset_delete(request: HttpRequest, preset_id: int) -> HttpResponseBase:
-    deleted, _ = Preset.objects.filter(owner=request.user, pk=preset_id).delete()
-    if not deleted:
-        raise Http404("No such preset.")
+    conversation_services.preset_delete(user=request.user, preset_id=preset_id)
     return _answer(request, {"deleted": preset_id}, "/")

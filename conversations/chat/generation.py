@@ -10,16 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from conversations import db
+from conversations.chat.admission import ReplyPlan
 from conversations.chat.groups import conversation_group, frame_event, reply_group
-from conversations.chat.replies import ReplyOutcome, ReplyPlan, replies_checkpoint, replies_reap, reply_finish
+from conversations.chat.replies import ReplyOutcome, replies_checkpoint, replies_reap, reply_finish
 from conversations.chat.titles import title_after_reply
-from conversations.db import DbThreads
 from conversations.models import Message
 from conversations.upstream import client
 from conversations.upstream.errors import ErrorCode, user_message
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 
 COALESCE_SECONDS = 0.04  # deltas are batched at most this long, so a fast model cannot flood the layer
 COALESCE_PER_REPLY = 0.0002  # ... plus this per reply the process streams: 100 -> 60 ms, 1,000 -> 240 ms
-COALESCE_MAX_SECONDS = 0.25  # (issue #9: each delta costs the one core the same, whatever its length)
+COALESCE_MAX_SECONDS = 0.25  # (each delta costs the one core the same, whatever its length)
 COALESCE_CHARS = 4096  # ... or until this much text is waiting
 CHECKPOINT_SECONDS = 1.0  # the process's partial replies reach the database together, at most this often ...
 CHECKPOINT_PER_REPLY = 0.004  # ... and less often the more it streams: 250 -> 1 s, 1,000 -> 4 s (each write
@@ -50,27 +51,6 @@ client.configure(max_connections=getattr(settings, "CHATWEB_UPSTREAM_MAX_CONNECT
 
 _running: dict[int, ReplyRun] = {}  # message id -> generation owned by this process
 _background: set[asyncio.Task] = set()
-
-
-# --- the chat's database threads -----------------------------------------------------------------------------
-
-_chat_db = DbThreads("chatweb-chat-db")
-_checkpoint_db = DbThreads("chatweb-checkpoint")
-
-
-def on_db_thread(function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
-    """`function` as a coroutine function run on the chat's one database thread (issue #9), in call order like
-    channels' `database_sync_to_async`, but keeping its SQLite connection between calls (conversations/db.py).
-    The chat's writes of the process (admission, finish, reaping) run here one after another."""
-    return _chat_db.run(function)
-
-
-def _checkpoint_call(function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
-    """Checkpoints and heartbeats on a thread of their own, so they are never queued behind a burst of admissions
-    on the chat's database thread: under load that queue grew past a minute, and other processes' reapers
-    would have taken this process's replies for dead. (On SQLite the two threads' short write transactions take
-    turns on the lock, IMMEDIATE with a 30 s busy timeout.)"""
-    return _checkpoint_db.run(function)
 
 
 class ReplyRun:
@@ -275,7 +255,7 @@ class ReplyRun:
         outcome.content, outcome.reasoning, outcome.seq = "".join(self.content), "".join(self.reasoning), self.seq
         # A checkpoint queued before this finish runs first on the same database thread; one queued after it
         # finds the reply no longer streaming and leaves it alone.
-        usage = await on_db_thread(reply_finish)(plan=self.plan, outcome=outcome)
+        usage = await db.chat.run(reply_finish, plan=self.plan, outcome=outcome)
         if outcome.error_code:
             await self._send({"type": "chat.error", "request_id": self.plan.request_id,
                               "message_id": self.plan.message_id, "code": outcome.error_code,
@@ -357,7 +337,7 @@ async def _reap_forever() -> None:
     while True:
         stale = reap_stale_seconds()
         try:
-            await on_db_thread(replies_reap)(stale_after=timedelta(seconds=stale), alive=list(_running))
+            await db.chat.run(replies_reap, stale_after=timedelta(seconds=stale), alive=list(_running))
         except Exception:
             log.exception("reaping stale replies failed")
         await asyncio.sleep(min(REAP_EVERY_SECONDS, stale / 2))
@@ -369,8 +349,8 @@ def _ensure_checkpointer() -> None:
 
 async def _checkpoint_forever() -> None:
     """While this process generates replies: every `checkpoint_seconds()`, one database call stores the text so far
-    of every reply that published more, and a heartbeat for those that are waiting (issue #9: 1,000 replies
-    are one write a second, not a thousand). Ends when no reply is left; the next reply starts it again."""
+    of every reply that published more, and a heartbeat for those that are waiting (1,000 replies are one write
+    a second, not a thousand). Ends when no reply is left; the next reply starts it again."""
     heartbeat_every = min(HEARTBEAT_SECONDS, reap_stale_seconds() / 3)
     while _running:
         await asyncio.sleep(checkpoint_seconds(heartbeat_every))
@@ -385,6 +365,6 @@ async def _checkpoint_forever() -> None:
                 alive.append(due)
         if partial or alive:
             try:
-                await _checkpoint_call(replies_checkpoint)(partial=partial, alive=alive)
+                await db.checkpoints.run(replies_checkpoint, partial=partial, alive=alive)
             except Exception:
                 log.exception("checkpointing %d replies failed", len(partial) + len(alive))

@@ -1,12 +1,62 @@
-"""Reads shared by views, consumers and the API: a conversation's branch, a provider's target, the message tree."""
+"""Reads shared by views, consumers and services: a user's conversation, the sidebar and its search, a
+conversation's branch, a provider's target, the message tree."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
 
-from conversations.catalog.targets import upstream_target as upstream_target  # where the chat modules find it
-from conversations.models import Conversation, Message
+from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
+
+from conversations.errors import NotFound
+from conversations.models import Conversation, Message, User
+
+SIDEBAR_SIZE = 100
+SEARCH_SIZE = 50
+SNIPPET_CHARS = 140
+
+
+def conversation_for(user: User, conversation_id: int) -> Conversation:
+    """The user's conversation of that id, or NotFound (another user's conversation is not found either)."""
+    found = Conversation.objects.for_user(user).select_related("model").filter(pk=conversation_id).first()
+    if found is None:
+        raise NotFound("No such conversation.")
+    return found
+
+
+def sidebar_conversations(user: User, query: str = "") -> QuerySet[Conversation]:
+    """The user's conversations, newest first; with a query, those whose title or any message matches it, each
+    with `snippet_source`: the text of a matching message (one query either way)."""
+    qs = Conversation.objects.for_user(user).only("pk", "title", "updated_at").order_by("-updated_at")
+    query = query.strip()
+    if not query:
+        return qs[:SIDEBAR_SIZE]
+    matching = Message.objects.filter(conversation=OuterRef("pk"), content__icontains=query)
+    return qs.annotate(
+        snippet_source=Subquery(matching.order_by("created_at").values("content")[:1]),
+    ).filter(Q(title__icontains=query) | Exists(matching))[:SEARCH_SIZE]
+
+
+def snippet(text: str | None, query: str) -> str:
+    """A short piece of `text` around the first match of `query`, for search results."""
+    if not text:
+        return ""
+    at = text.lower().find(query.lower())
+    if at < 0:
+        return ""
+    start = max(0, at - SNIPPET_CHARS // 3)
+    piece = " ".join(text[start : start + SNIPPET_CHARS].split())
+    return ("…" if start else "") + piece + ("…" if start + SNIPPET_CHARS < len(text) else "")
+
+
+def search_results(user: User, query: str) -> list[Conversation]:
+    results = list(sidebar_conversations(user, query))
+    for conversation in results:
+        conversation.snippet = snippet(  # type: ignore[attr-defined]  # an attribute for the template only
+            getattr(conversation, "snippet_source", None), query.strip())
+    return results
+
+
 
 
 def conversation_branch(conversation: Conversation, leaf_id: int | None = None) -> list[Message]:

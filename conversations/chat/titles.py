@@ -1,65 +1,31 @@
-"""Conversation titles. At once: the first user message's first line (chat.py sets it). Then, when the setting
+"""Conversation titles. At once: the first user message's first line (set at admission). Then, when the setting
 CHATWEB_TITLE_MODEL names a model, a short title written by that model after the first reply: one small
 non-streaming call in a background task, after `chat.done`, so it never delays a reply. A title the user has
-changed in the meantime is kept; the call is billed to the user like any other (ledger row, budget)."""
+changed in the meantime is kept; the call is billed to the user like any other (ledger row, budget).
+Its admission is the pair `check_title` / `do_title` in conversations/chat/admission.py."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import re
-from dataclasses import dataclass
-from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 
-from conversations.catalog.access import usable_model
+from conversations import db
+from conversations.chat.admission import TITLE_LENGTH, TitleCheck, TitleJob, admit, check_title, do_title
 from conversations.chat.groups import conversation_group, frame_event
-from conversations.chat.prompting import upstream_request
-from conversations.chat.selectors import upstream_target
+from conversations.errors import BudgetExceeded
 from conversations.models import Conversation, Message
 from conversations.upstream import client
-from conversations.upstream.client import UpstreamTarget
 from conversations.upstream.events import ContentDelta, StreamError, Usage
-from conversations.upstream.tokens import count_prompt_tokens
-from conversations.usage.budgets import BudgetExceeded, budget_reserve, worst_case_cost
-from conversations.usage.ledger import Priced, usage_record
+from conversations.usage.ledger import usage_record
 
 log = logging.getLogger(__name__)
 
-TITLE_LENGTH = 60  # as chat.TITLE_LENGTH, the first-line title
-TITLE_PARAMS = {"max_tokens": 24, "temperature": 0.2}
-QUESTION_CHARS = 2000
-ANSWER_CHARS = 1000
-INSTRUCTION = (
-    "Write a title for the conversation below: at most six words, in the language of the conversation, "
-    "no quotes, no final full stop. Answer with the title only."
-)
-
 _tasks: set[asyncio.Task] = set()
-
-
-@dataclass
-class TitleJob:
-    user_id: int
-    conversation_id: int
-    message_id: int
-    default_title: str
-    target: UpstreamTarget
-    path: str
-    body: dict[str, Any]
-    prompt_messages: list[dict[str, str]]
-    priced: Priced
-    reservation_id: int | None
-
-
-def default_title(content: str) -> str:
-    """The title a conversation starts with: its first message's first line."""
-    lines = content.strip().splitlines()
-    return lines[0][:TITLE_LENGTH] if lines else ""
 
 
 def clean_title(text: str) -> str:
@@ -74,58 +40,15 @@ def clean_title(text: str) -> str:
 
 
 def title_job(*, conversation_id: int, message_id: int) -> TitleJob | None:
-    """What the title call needs, or None: no title model, not the first reply, renamed, or over budget."""
-    model_name = settings.CHATWEB_TITLE_MODEL
-    if not model_name:
-        return None
-    replies = list(
-        Message.objects.filter(conversation_id=conversation_id, role=Message.Role.ASSISTANT).values_list(
-            "pk", "status"
-        )[:2]
-    )
-    if replies != [(message_id, Message.Status.COMPLETE)]:
-        return None
-    reply = Message.objects.select_related("parent", "conversation").filter(pk=message_id).first()
-    if reply is None or reply.parent is None or not reply.content.strip():
-        return None
-    conversation = reply.conversation
-    start = default_title(reply.parent.content)
-    if conversation.title != start:
-        return None  # the user named it already
-    model = usable_model(model_name)
-    if model is None:
-        log.warning("CHATWEB_TITLE_MODEL %r is not an enabled model; titles stay first lines", model_name)
-        return None
-    messages = [
-        {"role": "system", "content": INSTRUCTION},
-        {
-            "role": "user",
-            "content": f"User: {reply.parent.content[:QUESTION_CHARS]}\n\nAssistant: {reply.content[:ANSWER_CHARS]}",
-        },
-    ]
-    path, body = upstream_request(model, messages, dict(TITLE_PARAMS))
-    reserve = worst_case_cost(
-        prompt_tokens=count_prompt_tokens(messages),
-        max_tokens=TITLE_PARAMS["max_tokens"],
-        input_price=model.input_price,
-        output_price=model.output_price,
-    )
+    """The title call admitted (check_title, then do_title), or None: no title wanted, or over budget."""
     try:
-        reservation_id = budget_reserve(user_id=conversation.owner_id, amount=reserve)
+        return admit(check_title, _title_or_none, conversation_id=conversation_id, message_id=message_id)
     except BudgetExceeded:
         return None
-    return TitleJob(
-        user_id=conversation.owner_id,
-        conversation_id=conversation.pk,
-        message_id=message_id,
-        default_title=start,
-        target=upstream_target(model.provider),
-        path=path,
-        body=body,
-        prompt_messages=messages,
-        priced=Priced.of(model),
-        reservation_id=reservation_id,
-    )
+
+
+def _title_or_none(*, check: TitleCheck | None) -> TitleJob | None:
+    return None if check is None else do_title(check=check)
 
 
 @transaction.atomic
@@ -153,7 +76,7 @@ def title_store(*, job: TitleJob, text: str, usage: Usage | None, failed: bool) 
 
 async def title_generate(*, conversation_id: int, message_id: int) -> str | None:
     """Ask the title model for a title and store it; tells every tab of the conversation (`chat.title`)."""
-    job = await database_sync_to_async(title_job)(conversation_id=conversation_id, message_id=message_id)
+    job = await db.chat.run(title_job, conversation_id=conversation_id, message_id=message_id)
     if job is None:
         return None
     text, usage, failed = "", None, False
@@ -168,7 +91,7 @@ async def title_generate(*, conversation_id: int, message_id: int) -> str | None
                 if event.status and event.status >= 400 and not text:
                     usage = Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
     finally:
-        title = await database_sync_to_async(title_store)(job=job, text=text, usage=usage, failed=failed)
+        title = await db.chat.run(title_store, job=job, text=text, usage=usage, failed=failed)
     if title:
         payload = {"type": "chat.title", "conversation_id": conversation_id, "title": title}
         await get_channel_layer().group_send(

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
-from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
@@ -14,61 +13,18 @@ from conversations.catalog.access import models_for_user
 from conversations.chat.commands import MAX_CONTENT_CHARS
 from conversations.chat.rendering import messages_render, policy
 from conversations.chat.replies import usage_payload
-from conversations.chat.selectors import MessageTree, branch_messages, message_tree
-from conversations.models import Conversation, Message, Preset, UsageRecord, User
+from conversations.chat.selectors import MessageTree, branch_messages, conversation_for, message_tree, search_results
+from conversations.errors import NotFound
+from conversations.models import Conversation, Message, Preset, UsageRecord
 from conversations.upstream.params import PARAM_SPECS, range_text
 from conversations.usage.budgets import budget_status
-
-SIDEBAR_SIZE = 100
-SEARCH_SIZE = 50
-SNIPPET_CHARS = 140
-
-
-def conversation_for(user: User, conversation_id: int) -> Conversation:
-    """The user's conversation of that id, or 404 (another user's conversation answers 404 too)."""
-    found = Conversation.objects.for_user(user).select_related("model").filter(pk=conversation_id).first()
-    if found is None:
-        raise Http404("No such conversation.")
-    return found
-
-
-def sidebar_conversations(user: User, query: str = "") -> QuerySet[Conversation]:
-    """The user's conversations, newest first; with a query, those whose title or any message matches it, each
-    with `snippet_source`: the text of a matching message (one query either way)."""
-    qs = Conversation.objects.for_user(user).only("pk", "title", "updated_at").order_by("-updated_at")
-    query = query.strip()
-    if not query:
-        return qs[:SIDEBAR_SIZE]
-    matching = Message.objects.filter(conversation=OuterRef("pk"), content__icontains=query)
-    return qs.annotate(
-        snippet_source=Subquery(matching.order_by("created_at").values("content")[:1]),
-    ).filter(Q(title__icontains=query) | Exists(matching))[:SEARCH_SIZE]
-
-
-def snippet(text: str | None, query: str) -> str:
-    """A short piece of `text` around the first match of `query`, for search results."""
-    if not text:
-        return ""
-    at = text.lower().find(query.lower())
-    if at < 0:
-        return ""
-    start = max(0, at - SNIPPET_CHARS // 3)
-    piece = " ".join(text[start : start + SNIPPET_CHARS].split())
-    return ("…" if start else "") + piece + ("…" if start + SNIPPET_CHARS < len(text) else "")
-
-
-def search_results(user: User, query: str) -> list[Conversation]:
-    results = list(sidebar_conversations(user, query))
-    for conversation in results:
-        conversation.snippet = snippet(getattr(conversation, "snippet_source", None), query.strip())
-    return results
 
 
 def decorate(messages: list[Message], tree: MessageTree) -> list[Message]:
     """What the message partial shows beside the text: rendered HTML, usage, versions (one query for usage)."""
     messages_render(messages)
     replies = [m.pk for m in messages if m.role == Message.Role.ASSISTANT]
-    records = UsageRecord.objects.filter(message_id__in=replies) if replies else []
+    records = UsageRecord.objects.filter(message_id__in=replies) if replies else []  # ids of the user's messages
     usage = {r.message_id: usage_payload(r) for r in records}
     for message in messages:
         message.usage_info = usage.get(message.pk)
@@ -119,7 +75,7 @@ def chat_context(request: HttpRequest, conversation: Conversation | None, *, que
             "system_prompt": p.system_prompt,
             "params": p.params,
         }
-        for p in Preset.objects.filter(owner=request.user).select_related("model")
+        for p in Preset.objects.for_user(request.user).select_related("model")
     ]
     params = (conversation.params if conversation else {}) or {}
     return {
@@ -147,5 +103,8 @@ def index(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def conversation(request: HttpRequest, conversation_id: int) -> HttpResponse:
-    found = conversation_for(request.user, conversation_id)
+    try:
+        found = conversation_for(request.user, conversation_id)
+    except NotFound as exc:
+        raise Http404(exc.message) from None
     return render(request, "chat.html", chat_context(request, found, query=request.GET.get("q", "")))

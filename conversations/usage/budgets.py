@@ -11,6 +11,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from conversations.audit import CHANGED, audit_record
+from conversations.errors import BudgetExceeded
 from conversations.models import BudgetReservation, UsageRecord, User
 from conversations.usage.days import day_start, local_today, month_first, zone_named
 from conversations.usage.rollup import Owner, ledger_sums, rolled_total, units_cost
@@ -18,23 +19,6 @@ from conversations.usage.rollup import Owner, ledger_sums, rolled_total, units_c
 DEFAULT_MAX_OUTPUT_TOKENS = 4096  # worst case when neither the request nor the model sets a cap
 STALE_RESERVATION = timedelta(hours=1)  # a process that died mid-request leaves its reservation behind
 ZERO = Decimal(0)
-
-
-class BudgetExceeded(Exception):
-    """The request's worst case does not fit in what is left of the user's monthly budget."""
-
-    def __init__(self, remaining: Decimal, amount: Decimal | None = None) -> None:
-        self.remaining = remaining
-        self.amount = amount
-        left = max(remaining, ZERO)
-        if left > 0 and amount is not None:
-            message = (
-                f"This request could cost up to ${amount:.4f}, more than the ${left:.4f} left of your "
-                "monthly budget; lower max_tokens or ask an administrator to raise the budget."
-            )
-        else:
-            message = f"Your monthly budget is used up (${left:.4f} left); ask an administrator to raise it."
-        super().__init__(message)
 
 
 class BudgetStatus(TypedDict):
@@ -58,7 +42,7 @@ def month_spend(user: User, now: datetime | None = None) -> Decimal:
     if totals is not None:
         return totals.estimated_cost
     # The roll-up is behind (rows written around it): sum the ledger itself, as exact integer units.
-    units = UsageRecord.objects.filter(user_id=user.pk, created_at__gte=month_start(user, now)).aggregate(
+    units = UsageRecord.objects.for_user(user).filter(created_at__gte=month_start(user, now)).aggregate(
         units=ledger_sums()["cost_units"]
     )["units"]
     return units_cost(units or 0)

@@ -16,7 +16,6 @@ from functools import wraps
 from typing import Any
 from urllib.parse import urlencode
 
-from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import login_required
 from django.core.handlers.asgi import ASGIRequest
 from django.db.models import Q, QuerySet
@@ -24,6 +23,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonRespons
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from conversations import db
 from conversations.accounts.requests import AuthenticatedHttpRequest
 from conversations.models import UsageRecord, User
 from conversations.usage.budgets import budget_status
@@ -161,7 +161,7 @@ async def _export_async(
 ) -> AsyncIterator[bytes]:
     yield _encode([header])
     after = None
-    while rows := await sync_to_async(_export_batch)(records, after, everyone):
+    while rows := await db.pages.run(_export_batch, records, after, everyone):
         yield _encode([_csv_row(_strip_pk(r), everyone) for r in rows])
         after = (rows[-1][0], rows[-1][14])
 

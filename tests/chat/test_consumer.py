@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from conversations import db as dblanes
 from conversations.chat import generation
 from conversations.chat.replies import replies_reap
 from conversations.models import Conversation, Message, UsageRecord
@@ -378,18 +379,19 @@ def write_counter():
 async def test_no_per_token_writes_and_coalesced_deltas(alice, dev_upstream, nonce):
     model = await model_for(dev_upstream, key=nonce, tokens=600, delay=0.002)
     counts, wrapper = write_counter()
-    # Every thread a reply writes from: the consumer's ORM calls, the generation's and the checkpointer's own.
-    runners = (db, generation._chat_db.run, generation._checkpoint_db.run)
-    for run in runners:  # `connection` looked up on each of those threads (each has its own)
-        await run(lambda: connection.execute_wrappers.append(wrapper))()
+    # Every thread a reply writes from: the chat's lane (admission, the consumer's reads, the finish) and the
+    # checkpointer's.
+    lanes = (dblanes.chat, dblanes.checkpoints)
+    for lane in lanes:  # `connection` looked up on each of those threads (each has its own)
+        await lane.run(lambda: connection.execute_wrappers.append(wrapper))
     try:
         ws = await connect(alice)
         counts["writes"] = 0
         await send(ws, chat_send(model.public_name))
         done, frames = await until(ws, "chat.done")
     finally:
-        for run in runners:
-            await run(lambda: connection.execute_wrappers.remove(wrapper))()
+        for lane in lanes:
+            await lane.run(lambda: connection.execute_wrappers.remove(wrapper))
     deltas = [f for f in frames if f["type"] == "chat.delta"]
     seconds = done["usage"]["duration_ms"] / 1000
     assert done["usage"]["completion_tokens"] > 500
@@ -477,4 +479,20 @@ async def test_a_send_after_a_reply_still_being_written_is_refused_and_the_upstr
     received = await asyncio.to_thread(dev_upstream.received, nonce)
     assert len(received) == 2  # the refused sends never reached the upstream
     assert received[-1] == history
+    await finish(ws)
+
+
+async def test_a_send_while_the_last_reply_streams_is_refused_with_reply_in_progress(alice, dev_upstream, nonce):
+    model = await model_for(dev_upstream, key=nonce, tokens=400, delay=0.01)
+    ws = await connect(alice)
+    await send(ws, chat_send(model.public_name, "Tell me a long story"))
+    started, _ = await until(ws, "chat.started")
+    await send(ws, chat_send(model.public_name, "And then?", request_id="r2",
+                             conversation_id=started["conversation_id"]))
+    error, _ = await until(ws, "chat.error")
+    assert error == {"type": "chat.error", "code": "reply_in_progress", "request_id": "r2",
+                     "message": "A reply is still being written; wait for it to finish or stop it."}
+    assert await db(Message.objects.filter(conversation_id=started["conversation_id"]).count)() == 2
+    await send(ws, {"type": "chat.stop", "message_id": started["message_id"]})
+    await until(ws, "chat.done")
     await finish(ws)
