@@ -16,7 +16,7 @@ from conversations.chat.replies import usage_payload
 from conversations.chat.selectors import MessageTree, branch_messages, message_tree
 from conversations.models import Conversation, Message, Preset, UsageRecord, User
 from conversations.upstream.params import PARAM_SPECS, range_text
-from conversations.usage.budgets import budget_status
+from conversations.usage.budgets import budget_display
 
 SIDEBAR_SIZE = 100
 SEARCH_SIZE = 50
@@ -134,7 +134,7 @@ def chat_context(request: HttpRequest, conversation: Conversation | None, *, que
         "params": params,
         "presets": presets,
         "render_policy": policy(),
-        "budget": budget_status(request.user),
+        "budget": budget_display(request.user),
     }
 
 

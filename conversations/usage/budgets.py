@@ -13,6 +13,7 @@ from django.utils import timezone
 from conversations.audit import CHANGED, audit_record
 from conversations.models import BudgetReservation, UsageRecord, User
 from conversations.usage.days import day_start, local_today, month_first, zone_named
+from conversations.usage.money import BudgetText, budget_text, money
 from conversations.usage.rollup import Owner, ledger_sums, rolled_total, units_cost
 
 DEFAULT_MAX_OUTPUT_TOKENS = 4096  # worst case when neither the request nor the model sets a cap
@@ -26,14 +27,14 @@ class BudgetExceeded(Exception):
     def __init__(self, remaining: Decimal, amount: Decimal | None = None) -> None:
         self.remaining = remaining
         self.amount = amount
-        left = max(remaining, ZERO)
-        if left > 0 and amount is not None:
+        if remaining > 0 and amount is not None:
             message = (
-                f"This request could cost up to ${amount:.4f}, more than the ${left:.4f} left of your "
+                f"This request could cost up to {money(amount)}, more than the {money(remaining)} left of your "
                 "monthly budget; lower max_tokens or ask an administrator to raise the budget."
             )
         else:
-            message = f"Your monthly budget is used up (${left:.4f} left); ask an administrator to raise it."
+            over = f"$0 left, over by {money(-remaining)}" if remaining < 0 else "$0 left"
+            message = f"Your monthly budget is used up ({over}); ask an administrator to raise it."
         super().__init__(message)
 
 
@@ -89,6 +90,21 @@ def budget_status(user: User) -> BudgetStatus | None:
         "remaining": user.monthly_budget - spent - reserved,
         "month": month_first(local_today(zone_named(user.timezone))).isoformat(),
     }
+
+
+class BudgetDisplay(BudgetStatus, BudgetText):
+    """A budget status with the words every page shows for it (conversations/usage/money.py)."""
+
+
+def budget_display(user: User) -> BudgetDisplay | None:
+    """The user's budget this month and how it reads ("$0.0045 left", never a negative amount)."""
+    status = budget_status(user)
+    if status is None:
+        return None
+    words = budget_text(
+        budget=status["budget"], spent=status["spent"], reserved=status["reserved"], remaining=status["remaining"]
+    )
+    return {**status, **words}  # type: ignore[typeddict-item]
 
 
 def worst_case_cost(

@@ -25,7 +25,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from conversations.models import UsageRecord, User
-from conversations.usage.budgets import budget_status
+from conversations.usage.budgets import budget_display
 from conversations.usage.charts import Bar, bar_chart, chart_table, money_axis, tokens_axis
 from conversations.usage.days import UTC, local_today, month_first, previous_month, zone_named
 from conversations.usage.rollup import Totals, money_text
@@ -111,6 +111,25 @@ def summary_json(request: HttpRequest) -> HttpResponse:
         "totals": totals_json(summary.totals),
         "by_day": [{"day": d.isoformat(), **totals_json(t)} for d, t in summary.by_day.items()],
         "by_model": [{"model": m, **totals_json(t)} for m, t in summary.by_model.items()],
+    })
+
+
+# --- /usage/budget.json: what the composer's budget line shows, fetched again after each reply -------------
+
+@require_GET
+@data_login_required
+def budget_json(request: HttpRequest) -> HttpResponse:
+    """The signed-in user's budget this month: exact amounts as strings and the words the pages show."""
+    status = budget_display(request.user)
+    if status is None:
+        return JsonResponse({"budget": None})
+    amounts = {k: money_text(status[k]) for k in ("budget", "spent", "reserved")}  # type: ignore[literal-required]
+    remaining = status["remaining"]
+    return JsonResponse({
+        **amounts,
+        "remaining": ("-" + money_text(-remaining)) if remaining < 0 else money_text(remaining),
+        "month": status["month"], "left": status["left"], "label": status["label"], "title": status["title"],
+        "over": status["over"],
     })
 
 
@@ -268,7 +287,7 @@ def _with_cost_text(records: QuerySet[UsageRecord]) -> list[UsageRecord]:
 
 
 def _budget(user: User) -> dict[str, Any] | None:
-    status = budget_status(user)
+    status = budget_display(user)
     if status is None:
         return None
     used = status["spent"] + status["reserved"]
