@@ -35,7 +35,7 @@ from conversations.audit import (
 from conversations.catalog.checks import provider_import_models, provider_test_connections
 from conversations.catalog.presets import PRESETS, preset_get
 from conversations.models import ApiKey, AuditLog, Model, Provider, UsageRecord, User
-from conversations.upstream.errors import UpstreamError
+from conversations.upstream.errors import UpstreamError, admin_advice
 from conversations.usage import budgets
 
 sensitive_key = method_decorator(sensitive_post_parameters("api_key"))
@@ -341,9 +341,13 @@ class ProviderAdmin(AuditedAdmin):
         try:
             result = provider_import_models(provider=provider, actor=request.user)
         except UpstreamError as err:
-            upstream = f" The upstream said: {err.detail}" if err.detail else ""
+            upstream = f" The upstream said: {err.detail}." if err.detail else ""
+            status = f", HTTP {err.status}" if err.status else ""
             self.message_user(
-                request, f"{provider}: import failed ({err.code}): {err.message}{upstream}", messages.ERROR
+                request,
+                f"{provider}: import failed: chatweb could not read the model list (GET {provider.base_url}/models"
+                f"{status}, {err.code}): {err.message}{upstream} What to check: {admin_advice(err.code)}",
+                messages.ERROR,
             )
             return
         skipped = f", {len(result.skipped)} skipped (name taken or invalid)" if result.skipped else ""

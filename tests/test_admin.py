@@ -473,10 +473,41 @@ def test_import_failure_says_why_and_changes_nothing(admin_client, upstream):
         follow=True,
     )
     html = response.content.decode()
-    assert (
-        "import failed (upstream_auth)" in html and "Incorrect API key provided" in html and KEY not in html
-    )
+    assert "import failed: chatweb could not read the model list (GET " in html and "upstream_auth" in html
+    assert "Incorrect API key provided" in html and KEY not in html
+    assert "What to check: The provider refused the API key" in html
     assert not Model.objects.exists()
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:  # bound, never listening: a connection there is refused
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("base_url", ["refused", "http://nonexistent.invalid/v1"])
+def test_a_provider_that_cannot_be_reached_says_what_to_check(admin_client, upstream, base_url):
+    if base_url == "refused":
+        base_url = f"http://127.0.0.1:{_closed_port()}/v1"
+    provider = Provider.objects.create(name="gone", base_url=base_url, api_key=KEY, max_retries=0)
+    Model.objects.create(provider=provider, upstream_id="m")
+    html = admin_client.post(url("conversations_provider_test_connection", provider.pk)).content.decode()
+    assert "connection failed" in html and "<code>upstream_unreachable</code>" in html
+    assert "try again later" not in html
+    assert "Check the base URL" in html and "DNS" in html and "firewall" in html
+    provider.refresh_from_db()
+    assert provider.unreachable_at is not None  # the model picker flags it
+    response = admin_client.post(url("conversations_provider_import_models", provider.pk), follow=True)
+    html = response.content.decode()
+    assert "import failed" in html and "upstream_unreachable" in html and "DNS" in html
+    provider.base_url = upstream.v1()
+    provider.save()
+    html = admin_client.post(url("conversations_provider_test_connection", provider.pk)).content.decode()
+    assert "<code>upstream_unreachable</code>" not in html
+    provider.refresh_from_db()
+    assert provider.unreachable_at is None
 
 
 def test_needs_pricing_filter(admin_client):
