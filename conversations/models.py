@@ -140,6 +140,11 @@ class Model(models.Model):
         self.public_name = self.alias or f"{self.provider.name}/{self.upstream_id}"
         super().save(*args, **kwargs)
 
+    def validate_constraints(self, exclude: set[str] | None = None) -> None:
+        # Flagging another model as the default is allowed: whoever saves it clears the old flag first
+        # (the admin's save_model, catalog.defaults.model_default_set); the database keeps the one-default rule.
+        super().validate_constraints(exclude={*(exclude or ()), "is_default"})
+
     @property
     def label(self) -> str:
         """The name people see: the display name, else the public name."""

@@ -11,6 +11,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from conversations.catalog.access import models_for_user
+from conversations.catalog.defaults import chat_default_model, picker_groups
 from conversations.chat.rendering import messages_render, policy
 from conversations.chat.replies import usage_payload
 from conversations.chat.selectors import MessageTree, branch_messages, message_tree
@@ -129,7 +130,8 @@ def chat_context(request: HttpRequest, conversation: Conversation | None, *, que
         "chat_messages": branch,
         "streaming": any(m.status == Message.Status.STREAMING for m in branch),
         "models": models,
-        "current_model": current_model or (models[0].public_name if models else ""),
+        "model_groups": picker_groups(models),
+        "current_model": current_model or getattr(chat_default_model(request.user, models), "public_name", ""),
         "param_fields": param_fields(params),
         "params": params,
         "presets": presets,
