@@ -170,6 +170,11 @@ if CHATWEB_SIGNUP not in ("open", "closed"):
 CHATWEB_UPSTREAM_MAX_CONNECTIONS = env.int("CHATWEB_UPSTREAM_MAX_CONNECTIONS", default=1000)
 # The staff-chosen model (public name) that `auto` on /v1 prefers (conversations/api/routing.py); empty: none.
 CHATWEB_DEFAULT_MODEL = env.str("CHATWEB_DEFAULT_MODEL", default="")
+# The model (public name) new chats open with when neither the user nor the admin's "default for new chats" flag
+# names a usable one (conversations/catalog/defaults.py); empty: CHATWEB_DEFAULT_MODEL, then the first usable model.
+CHATWEB_DEFAULT_CHAT_MODEL = env.str("CHATWEB_DEFAULT_CHAT_MODEL", default="")
+# Minutes a provider that could not be connected to stays flagged "unreachable" in the model picker.
+CHATWEB_UNREACHABLE_MINUTES = env.int("CHATWEB_UNREACHABLE_MINUTES", default=10)
 # A streaming reply whose heartbeat (written at least every 5 s, and 3x per this period) is older than this is taken
 # for dead, its process gone, and marked `interrupted` by any process's reaper (docs/deployment.md).
 CHATWEB_REAP_STALE_SECONDS = env.float("CHATWEB_REAP_STALE_SECONDS", default=30.0)

@@ -35,10 +35,15 @@ from conversations.audit import (
 from conversations.catalog.checks import provider_import_models, provider_test_connections
 from conversations.catalog.presets import PRESETS, preset_get
 from conversations.models import ApiKey, AuditLog, Model, Provider, UsageRecord, User
-from conversations.upstream.errors import UpstreamError
+from conversations.money import money
+from conversations.upstream.errors import UpstreamError, admin_advice
 from conversations.usage import budgets
 
 sensitive_key = method_decorator(sensitive_post_parameters("api_key"))
+
+admin.site.site_header = "chatweb administration"
+admin.site.site_title = "chatweb admin"
+admin.site.index_title = "Providers, models, users and usage"
 
 
 # --- the audit trail for every admin write ------------------------------------------------------------
@@ -167,11 +172,13 @@ class ModelInline(GroupChoicesMixin, admin.TabularInline):
 class LlmModelAdmin(GroupChoicesMixin, AuditedAdmin):
     list_display = (
         "public_name",
+        "display_name",
         "provider",
         "input_price",
         "output_price",
         "context_length",
         "enabled",
+        "is_default",
         "priced",
     )
     list_editable = ("input_price", "output_price", "enabled")
@@ -185,12 +192,15 @@ class LlmModelAdmin(GroupChoicesMixin, AuditedAdmin):
         "upstream_id",
         "alias",
         "public_name",
+        "display_name",
+        "description",
         "input_price",
         "output_price",
         "context_length",
         "max_output_tokens",
         "api",
         "enabled",
+        "is_default",
         "allowed_groups",
         "created_at",
         "updated_at",
@@ -199,6 +209,14 @@ class LlmModelAdmin(GroupChoicesMixin, AuditedAdmin):
     @admin.display(boolean=True, description="priced", ordering="input_price")
     def priced(self, obj: Model) -> bool:
         return _priced(obj)
+
+    def save_model(self, request: HttpRequest, obj: Model, form: ModelForm, change: bool) -> None:
+        if obj.is_default:  # at most one default: the one flagged last wins
+            others = Model.objects.filter(is_default=True).exclude(pk=obj.pk)
+            for other in others:
+                audit_record(actor=request.user, action=CHANGED, obj=other, fields=["is_default"], source=SOURCE_ADMIN)
+            others.update(is_default=False)
+        super().save_model(request, obj, form, change)
 
 
 # --- providers ----------------------------------------------------------------------------------------
@@ -341,9 +359,13 @@ class ProviderAdmin(AuditedAdmin):
         try:
             result = provider_import_models(provider=provider, actor=request.user)
         except UpstreamError as err:
-            upstream = f" The upstream said: {err.detail}" if err.detail else ""
+            upstream = f" The upstream said: {err.detail}." if err.detail else ""
+            status = f", HTTP {err.status}" if err.status else ""
             self.message_user(
-                request, f"{provider}: import failed ({err.code}): {err.message}{upstream}", messages.ERROR
+                request,
+                f"{provider}: import failed: chatweb could not read the model list (GET {provider.base_url}/models"
+                f"{status}, {err.code}): {err.message}{upstream} What to check: {admin_advice(err.code)}",
+                messages.ERROR,
             )
             return
         skipped = f", {len(result.skipped)} skipped (name taken or invalid)" if result.skipped else ""
@@ -427,10 +449,12 @@ class UserAdmin(AuditedAdmin, DjangoUserAdmin):
     audit_creations = False
     inlines = [ApiKeyInline]
     list_display = ("username", "email", "is_staff", "is_active", "monthly_budget", "month_spend")
+    list_editable = ("monthly_budget",)  # saved through save_related: the audit trail records each change
     readonly_fields = ("month_spend",)
     fieldsets = (
         *DjangoUserAdmin.fieldsets,
         ("Budget", {"fields": ("monthly_budget", "month_spend", "timezone")}),
+        ("Chat", {"fields": ("default_model",)}),
     )
     add_fieldsets = (
         *DjangoUserAdmin.add_fieldsets,
@@ -448,7 +472,7 @@ class UserAdmin(AuditedAdmin, DjangoUserAdmin):
         if obj.pk is None:
             return "-"
         spent = getattr(obj, "spend_this_month", None)  # the list computes it for the whole page
-        return f"{budgets.month_spend(obj) if spent is None else spent:.4f}"
+        return money(budgets.month_spend(obj) if spent is None else spent)
 
 
 # --- the audit log: read-only -------------------------------------------------------------------------

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from conversations.money import money
+
 ZERO = Decimal(0)
 
 
@@ -57,14 +59,14 @@ class BudgetExceeded(AdmissionError):
     def __init__(self, remaining: Decimal, amount: Decimal | None = None) -> None:
         self.remaining = remaining
         self.amount = amount
-        left = max(remaining, ZERO)
-        if left > 0 and amount is not None:
+        if remaining > 0 and amount is not None:
             message = (
-                f"This request could cost up to ${amount:.4f}, more than the ${left:.4f} left of your "
+                f"This request could cost up to {money(amount)}, more than the {money(remaining)} left of your "
                 "monthly budget; lower max_tokens or ask an administrator to raise the budget."
             )
         else:
-            message = f"Your monthly budget is used up (${left:.4f} left); ask an administrator to raise it."
+            over = f"$0 left, over by {money(-remaining)}" if remaining < 0 else "$0 left"
+            message = f"Your monthly budget is used up ({over}); ask an administrator to raise it."
         super().__init__(message)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Collection
 from decimal import Decimal
 from typing import TypedDict
 
@@ -35,6 +36,14 @@ class User(AbstractUser):
         help_text="USD per calendar month; empty: no cap.",
     )
     timezone = models.CharField(max_length=64, default="UTC", help_text="IANA name, for the usage dashboard.")
+    default_model = models.ForeignKey(
+        "Model",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The model new chats open with (when still usable); empty: the site's default.",
+    )
 
 
 def validate_base_url(value: str) -> None:
@@ -61,6 +70,12 @@ class Provider(models.Model):
     max_retries = models.PositiveSmallIntegerField(default=2)
     enabled = models.BooleanField(default=True)
     is_development = models.BooleanField(default=False, help_text="The built-in development upstream.")
+    unreachable_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="When chatweb last could not connect (a request or a connection test); a test that works clears it.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -101,6 +116,12 @@ class Model(models.Model):
     upstream_id = models.CharField(max_length=255, help_text="The upstream's model id.")
     alias = models.CharField(max_length=255, blank=True, help_text='Public name; default "<provider>/<id>".')
     public_name = models.CharField(max_length=320, unique=True, editable=False)
+    display_name = models.CharField(
+        max_length=200, blank=True, default="", help_text="What the model picker shows; empty: the public name."
+    )
+    description = models.CharField(
+        max_length=300, blank=True, default="", help_text="One short line under the name in the model picker."
+    )
     input_price = models.DecimalField(**PRICE, null=True, blank=True, help_text="USD per 1M prompt tokens.")
     output_price = models.DecimalField(
         **PRICE, null=True, blank=True, help_text="USD per 1M completion tokens."
@@ -113,6 +134,11 @@ class Model(models.Model):
     )
     api = models.CharField(max_length=16, choices=Api.choices, default=Api.CHAT)
     enabled = models.BooleanField(default=True)
+    is_default = models.BooleanField(
+        default=False,
+        verbose_name="default for new chats",
+        help_text="New chats open with this model unless the user chose their own (at most one model).",
+    )
     allowed_groups = models.ManyToManyField(
         Group,
         blank=True,
@@ -129,7 +155,10 @@ class Model(models.Model):
     class Meta:
         ordering = ["public_name"]
         constraints = [
-            models.UniqueConstraint(fields=["provider", "upstream_id"], name="model_unique_per_provider")
+            models.UniqueConstraint(fields=["provider", "upstream_id"], name="model_unique_per_provider"),
+            models.UniqueConstraint(
+                fields=["is_default"], condition=models.Q(is_default=True), name="model_one_default"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -138,6 +167,16 @@ class Model(models.Model):
     def save(self, *args, **kwargs) -> None:
         self.public_name = self.alias or f"{self.provider.name}/{self.upstream_id}"
         super().save(*args, **kwargs)
+
+    def validate_constraints(self, exclude: Collection[str] | None = None) -> None:
+        # Flagging another model as the default is allowed: whoever saves it clears the old flag first
+        # (the admin's save_model, catalog.defaults.model_default_set); the database keeps the one-default rule.
+        super().validate_constraints(exclude={*(exclude or ()), "is_default"})
+
+    @property
+    def label(self) -> str:
+        """The name people see: the display name, else the public name."""
+        return self.display_name or self.public_name
 
     @property
     def priced(self) -> bool:

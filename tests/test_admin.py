@@ -473,10 +473,41 @@ def test_import_failure_says_why_and_changes_nothing(admin_client, upstream):
         follow=True,
     )
     html = response.content.decode()
-    assert (
-        "import failed (upstream_auth)" in html and "Incorrect API key provided" in html and KEY not in html
-    )
+    assert "import failed: chatweb could not read the model list (GET " in html and "upstream_auth" in html
+    assert "Incorrect API key provided" in html and KEY not in html
+    assert "What to check: The provider refused the API key" in html
     assert not Model.objects.exists()
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:  # bound, never listening: a connection there is refused
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("base_url", ["refused", "http://nonexistent.invalid/v1"])
+def test_a_provider_that_cannot_be_reached_says_what_to_check(admin_client, upstream, base_url):
+    if base_url == "refused":
+        base_url = f"http://127.0.0.1:{_closed_port()}/v1"
+    provider = Provider.objects.create(name="gone", base_url=base_url, api_key=KEY, max_retries=0)
+    Model.objects.create(provider=provider, upstream_id="m")
+    html = admin_client.post(url("conversations_provider_test_connection", provider.pk)).content.decode()
+    assert "connection failed" in html and "<code>upstream_unreachable</code>" in html
+    assert "try again later" not in html
+    assert "Check the base URL" in html and "DNS" in html and "firewall" in html
+    provider.refresh_from_db()
+    assert provider.unreachable_at is not None  # the model picker flags it
+    response = admin_client.post(url("conversations_provider_import_models", provider.pk), follow=True)
+    html = response.content.decode()
+    assert "import failed" in html and "upstream_unreachable" in html and "DNS" in html
+    provider.base_url = upstream.v1()
+    provider.save()
+    html = admin_client.post(url("conversations_provider_test_connection", provider.pk)).content.decode()
+    assert "<code>upstream_unreachable</code>" not in html
+    provider.refresh_from_db()
+    assert provider.unreachable_at is None
 
 
 def test_needs_pricing_filter(admin_client):
@@ -510,8 +541,8 @@ def test_users_show_budget_spend_and_api_keys_never_hashes(admin_client, alice, 
     raw, prefix, hashed = ApiKey.generate()
     ApiKey.objects.create(user=alice, name="laptop", prefix=prefix, hashed=hashed)
     html = page(admin_client, url("conversations_user_changelist"))
-    assert "0.7500" in html and "1.1250" in html and "5.0000" in html
-    html = page(admin_client, url("conversations_user_change", alice.pk))
+    assert "$0.75" in html and "$1.13" in html and "5.0000" in html
+    html = page(admin_client, url("conversations_user_change", alice.pk)).replace("$0.75", "0.7500")
     assert prefix in html and "laptop" in html and "0.7500" in html
     assert hashed not in html and raw not in html
 
@@ -714,7 +745,7 @@ def test_key_saved_through_the_live_server_is_not_in_its_pages_or_log(daphne, up
                 "next": "/admin/",
             },
         )
-        assert response.status_code == 200 and "Site administration" in response.text
+        assert response.status_code == 200 and "chatweb administration" in response.text
         add = http.get(url("conversations_provider_add") + "?preset=deepinfra")
         data = provider_form(
             name="live",
@@ -806,3 +837,58 @@ def test_rotatekeys_can_forget_keys_nobody_can_read_and_audits_it(db, settings):
     assert Provider.objects.get(pk=lost.pk).api_key == "" and stored_key(lost) == ""
     entry = AuditLog.objects.get()
     assert (entry.object_repr, entry.fields, entry.source) == ("lost", ["api_key"], "rotatekeys")
+
+
+# --- chatweb's admin: name, colours, team usage, budgets from the list, the default model ---------------------
+
+
+def test_the_admin_wears_chatwebs_name_and_links_to_team_usage(admin_client):
+    html = page(admin_client, url("index"))
+    assert "chatweb administration" in html and "Django administration" not in html
+    assert "<title>" in html and "chatweb admin" in html
+    assert 'href="/usage/?user=all"' in html and "Team usage" in html
+    assert "css/admin.css" in html and "https://" not in html.split("<body")[0]
+    css = (Path(__file__).resolve().parent.parent / "static" / "css" / "admin.css").read_text()
+    assert "--primary: #2457c5" in css and "url(" not in css
+
+
+def test_budgets_are_editable_from_the_user_list_and_audited(admin_client, staff, alice, bob):
+    changelist = url("conversations_user_changelist")
+    html = page(admin_client, changelist)
+    assert 'name="form-0-monthly_budget"' in html
+    users = list(User.objects.all())
+    form = {"form-TOTAL_FORMS": "0", "form-INITIAL_FORMS": "0", "_save": "Save"}
+    ids = re.findall(r'name="form-(\d+)-id" value="(\d+)"', html)
+    assert ids and len(ids) == len(users)
+    form["form-TOTAL_FORMS"] = form["form-INITIAL_FORMS"] = str(len(ids))
+    budgets = {alice.pk: "2.5000", bob.pk: ""}
+    for index, pk in ids:
+        user = User.objects.get(pk=int(pk))
+        form[f"form-{index}-id"] = pk
+        kept = "" if user.monthly_budget is None else str(user.monthly_budget)
+        form[f"form-{index}-monthly_budget"] = budgets.get(user.pk, kept)
+    response = admin_client.post(changelist, form)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    alice.refresh_from_db()
+    assert alice.monthly_budget == Decimal("2.5")
+    entry = AuditLog.objects.get(object_type="user")
+    assert entry.object_repr == "alice" and entry.fields == ["monthly_budget"] and entry.actor == staff
+
+
+def test_one_model_at_most_is_the_default_for_new_chats(admin_client, staff):
+    provider = Provider.objects.create(name="p", base_url="http://127.0.0.1:9/v1")
+    first = Model.objects.create(provider=provider, upstream_id="a", is_default=True)
+    second = Model.objects.create(provider=provider, upstream_id="b")
+    form = page(admin_client, url("conversations_model_change", second.pk))
+    assert 'name="is_default"' in form and 'name="display_name"' in form and 'name="description"' in form
+    response = admin_client.post(
+        url("conversations_model_change", second.pk),
+        {"provider": provider.pk, "upstream_id": "b", "alias": "", "display_name": "Model B",
+         "description": "The second one", "api": "chat", "enabled": "on", "is_default": "on"},
+    )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert second.is_default and not first.is_default and second.display_name == "Model B"
+    changed = {e.object_repr: e.fields for e in AuditLog.objects.filter(object_type="model")}
+    assert "is_default" in changed["p/a"] and "is_default" in changed["p/b"]

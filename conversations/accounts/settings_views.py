@@ -10,8 +10,10 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from conversations.accounts.apikeys import ApiKeyLimit, api_key_create, api_key_revoke
-from conversations.accounts.requests import AuthenticatedHttpRequest
-from conversations.models import ApiKey
+from conversations.catalog.access import models_for_user
+from conversations.catalog.defaults import chat_default_model, picker_groups
+from conversations.models import ApiKey, Model, User
+from conversations.web import AuthenticatedHttpRequest
 
 NEW_KEY_SESSION = "chatweb_new_api_key"
 
@@ -29,6 +31,25 @@ class ApiKeyCreateForm(forms.Form):
     )
 
 
+class DefaultModelForm(forms.Form):
+    """The model new chats open with: one the user may use, or empty for the site's default."""
+
+    model = forms.CharField(max_length=320, required=False)
+
+    def __init__(self, *args: object, user: User, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.user = user
+
+    def clean_model(self) -> Model | None:
+        name = self.cleaned_data["model"].strip()
+        if not name:
+            return None
+        for model in models_for_user(self.user):
+            if model.public_name == name:
+                return model
+        raise forms.ValidationError("That model is not one you can use.")
+
+
 class ApiKeyRevokeForm(forms.Form):
     key_id = forms.IntegerField(min_value=1)
 
@@ -39,10 +60,20 @@ def _page(
     form: ApiKeyCreateForm | None = None,
     new_key: str | None = None,
     new_key_row: ApiKey | None = None,
+    default_form: DefaultModelForm | None = None,
     status: int = 200,
 ) -> HttpResponse:
     keys = ApiKey.objects.for_user(request.user).order_by("revoked_at", "-created_at")
+    models = models_for_user(request.user)
+    user = request.user
+    chosen = next((m for m in models if m.pk == user.default_model_id), None)
+    site_default = chat_default_model(User(default_model=None), models)  # what "the site's default" is now
     context = {
+        "model_groups": picker_groups(models),
+        "chosen_model": chosen.public_name if chosen else "",
+        "chosen_gone": user.default_model_id is not None and chosen is None,
+        "site_default": site_default.label if site_default else "",
+        "default_form": default_form,
         "form": form or ApiKeyCreateForm(),
         "keys": keys,
         "new_key": new_key,
@@ -81,6 +112,17 @@ def settings_page(request: AuthenticatedHttpRequest) -> HttpResponse:
         # to the very next GET of this page, which removes it from there (shown once, as before).
         request.session[NEW_KEY_SESSION] = {"raw": raw, "id": key.pk}
         return redirect("settings")
+    if action == "default_model":
+        choice = DefaultModelForm(request.POST, user=request.user)
+        if not choice.is_valid():
+            return _page(request, default_form=choice, status=400)
+        model = choice.cleaned_data["model"]
+        User.objects.filter(pk=request.user.pk).update(default_model=model)
+        messages.success(
+            request,
+            f"New chats now open with {model.label}." if model else "New chats now open with the site's default model.",
+        )
+        return redirect("/settings/#default-model")
     if action == "revoke_key":
         revoke = ApiKeyRevokeForm(request.POST)
         if not revoke.is_valid():

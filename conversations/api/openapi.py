@@ -58,8 +58,8 @@ COMMON_ERRORS = {
         "client's address (`too_many_failed_keys`); the last two with Retry-After."
     ),
     "502": _error(
-        "The provider failed (`upstream_unavailable`, `upstream_rate_limited`, `upstream_auth`, "
-        "`insufficient_credits`, `upstream_stream_broken`)."
+        "The provider failed (`upstream_unavailable`, `upstream_unreachable`, `upstream_rate_limited`, "
+        "`upstream_auth`, `insufficient_credits`, `upstream_stream_broken`)."
     ),
     "504": _error("The provider did not answer in time (`upstream_timeout`)."),
 }

@@ -82,10 +82,12 @@ def api_call_record(
     ttft_ms: int | None,
     duration_ms: int,
     reckoning: Reckoning | None = None,
+    sent: bool = True,
 ) -> UsageRecord:
     """The call's ledger row (source `api`), settling its budget reservation."""
     return usage_record(
         reckoning=reckoning,
+        sent=sent,
         user_id=call.user_id,
         source=UsageRecord.Source.API,
         priced=call.priced,
@@ -137,9 +139,14 @@ class Relay:
     def text(self) -> str:
         return "".join(c.text() for _, c in sorted(self.choices.items()))
 
+    @property
+    def sent(self) -> bool:
+        """False when the request never reached the provider (no connection): nothing to bill."""
+        return self.error is None or self.error.sent
+
     def finish_reason(self) -> str:
         if self.error is not None:
-            return "error"
+            return "error" if self.error.sent else self.error.code
         first = self.choices.get(0)
         return (first.finish_reason if first else None) or "stop"
 
@@ -149,7 +156,7 @@ class Relay:
         if self._reckoning is None:
             text = self.text()
             args = {"priced": self.call.priced, "usage": self.usage, "prompt_messages": self.call.prompt_messages,
-                    "completion_text": text}
+                    "completion_text": text, "sent": self.sent}
             # Counting tokens offline (no usage reported) can take milliseconds: not on the event loop.
             self._reckoning = reckon(**args) if usage_reported(self.usage, text) else await db.api.run(reckon, **args)
         return self._reckoning
@@ -163,7 +170,8 @@ class Relay:
                 call=self.call,
                 usage=usage or self.usage,
                 completion_text=self.text(),
-                finish_reason=finish_reason or self.finish_reason(),
+                finish_reason=self.finish_reason() if not self.sent else finish_reason or self.finish_reason(),
+                sent=self.sent,
                 ttft_ms=self.ttft_ms,
                 duration_ms=int((time.monotonic() - self.started) * 1000),
                 reckoning=None if usage is not None else self._reckoning,

@@ -13,13 +13,14 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.db import transaction
+from django.utils import timezone
 
 from conversations.audit import IMPORTED, SOURCE_ADMIN, audit_record_many
 from conversations.catalog.targets import upstream_target
 from conversations.models import Model, Provider, User
 from conversations.upstream import client
 from conversations.upstream.client import UpstreamTarget
-from conversations.upstream.errors import UpstreamError
+from conversations.upstream.errors import ErrorCode, UpstreamError, admin_advice
 from conversations.upstream.events import ContentDelta, Finish, StreamError, Usage
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,11 @@ class CheckStep:
     upstream_message: str = ""
     status: int | None = None
 
+    @property
+    def advice(self) -> str:
+        """What to check, in plain words (the URL, the network, DNS, the key...)."""
+        return admin_advice(self.error_code) if self.error_code else ""
+
 
 @dataclass(frozen=True)
 class ConnectionCheck:
@@ -56,6 +62,11 @@ class ConnectionCheck:
     @property
     def ok(self) -> bool:
         return all(step.ok for step in self.steps)
+
+    @property
+    def unreachable(self) -> bool:
+        """No step could open a connection to the provider."""
+        return any(step.error_code == ErrorCode.UPSTREAM_UNREACHABLE for step in self.steps)
 
 
 @dataclass
@@ -177,11 +188,25 @@ async def _check_all(
 def provider_test_connections(*, providers: Iterable[Provider]) -> list[ConnectionCheck]:
     """Test each provider concurrently: GET /models, then a streamed one-token reply, with latencies.
 
-    Runs from sync code (admin views) in an event loop of its own; changes nothing in the database.
+    Runs from sync code (admin views) in an event loop of its own. Changes only each provider's
+    `unreachable_at` (what the model picker flags): set when no connection opened, cleared when one did.
     Pass providers with `models` prefetched.
     """
     jobs = [(p.pk, p.name, _check_target(p), _candidates(p)) for p in providers]
-    return async_to_sync(_check_all, force_new_loop=True)(jobs)
+    checks = async_to_sync(_check_all, force_new_loop=True)(jobs)
+    provider_reachability(
+        unreachable=[c.provider_id for c in checks if c.unreachable],
+        reachable=[c.provider_id for c in checks if not c.unreachable],
+    )
+    return checks
+
+
+def provider_reachability(*, unreachable: Iterable[int] = (), reachable: Iterable[int] = ()) -> None:
+    """Record what a check found: providers chatweb could not connect to, and ones it could."""
+    if unreachable := list(unreachable):
+        Provider.objects.filter(pk__in=unreachable).update(unreachable_at=timezone.now())
+    if reachable := list(reachable):
+        Provider.objects.filter(pk__in=reachable, unreachable_at__isnull=False).update(unreachable_at=None)
 
 
 async def _list_models(target: UpstreamTarget) -> list[dict[str, Any]]:
@@ -206,7 +231,13 @@ def provider_import_models(
 
     Raises UpstreamError when the upstream's /models cannot be read.
     """
-    items = async_to_sync(_list_models, force_new_loop=True)(_check_target(provider))
+    try:
+        items = async_to_sync(_list_models, force_new_loop=True)(_check_target(provider))
+    except UpstreamError as err:
+        if err.code == ErrorCode.UPSTREAM_UNREACHABLE:
+            provider_reachability(unreachable=[provider.pk])
+        raise
+    provider_reachability(reachable=[provider.pk])
     result = ImportResult()
     listed: dict[str, dict[str, Any]] = {}
     for item in items:

@@ -43,6 +43,8 @@ PROVIDER_KEYS = {
 MODEL_KEYS = {
     "id",
     "alias",
+    "display_name",
+    "description",
     "input_price",
     "output_price",
     "context_length",
@@ -180,11 +182,19 @@ def _model_fields(provider: str, entry: Any, index: int) -> tuple[str, dict[str,
         raise ProviderFileError(f"{where}: unknown field(s): {', '.join(sorted(unknown))}")
     alias = entry.get("alias", "")
     _check_type(alias, str, where, "alias", "a string")
+    texts = {}
+    for key, limit in (("display_name", 200), ("description", 300)):
+        value = entry.get(key, "")
+        _check_type(value, str, where, key, "a string")
+        if len(value) > limit:
+            raise ProviderFileError(f"{where}: {key} is longer than {limit} characters")
+        texts[key] = value.strip()
     api = entry.get("api", "chat")
     if api not in Model.Api.values:
         raise ProviderFileError(f"{where}: api must be one of {', '.join(Model.Api.values)}")
     fields: dict[str, Any] = {
         "alias": alias,
+        **texts,
         "input_price": _price(entry.get("input_price"), where, "input_price"),
         "output_price": _price(entry.get("output_price"), where, "output_price"),
         "context_length": _positive_int(entry.get("context_length"), where, "context_length"),
@@ -293,6 +303,9 @@ def providers_export() -> str:
             lines += ["", "[[provider.model]]", f"id = {_toml_value(model.upstream_id)}"]
             if model.alias:
                 lines.append(f"alias = {_toml_value(model.alias)}")
+            for attr in ("display_name", "description"):
+                if getattr(model, attr):
+                    lines.append(f"{attr} = {_toml_value(getattr(model, attr))}")
             for attr in ("input_price", "output_price", "context_length", "max_output_tokens"):
                 value = getattr(model, attr)
                 if value is not None:

@@ -157,6 +157,7 @@ class ReplyRun:
                     outcome.status, outcome.finish_reason = Message.Status.ERROR, "error"
                     outcome.error_code = event.code
                     outcome.error_message = _error_text(event)
+                    outcome.sent = event.sent
                     if event.status and event.status >= 400 and not self.content and not self.pending_content:
                         # Refused with an HTTP error before any output: the provider charged nothing.
                         outcome.usage = Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)

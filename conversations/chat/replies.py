@@ -30,6 +30,7 @@ class ReplyOutcome:
     error_message: str = ""
     ttft_ms: int | None = None
     duration_ms: int | None = None
+    sent: bool = True  # False: the request never reached the provider (billed nothing)
 
 
 def replies_checkpoint(*, partial: list[tuple[int, str, str, int]], alive: list[int]) -> None:
@@ -69,8 +70,11 @@ def reply_finish(*, plan: ReplyPlan, outcome: ReplyOutcome) -> dict[str, Any]:
     record = usage_record(
         user_id=plan.user_id, source="chat", priced=plan.priced, usage=outcome.usage,
         prompt_messages=plan.prompt_messages, completion_text=outcome.reasoning + outcome.content,
-        finish_reason=outcome.finish_reason, ttft_ms=outcome.ttft_ms, duration_ms=outcome.duration_ms,
+        # A request that never reached the provider says why in the ledger, where "error" alone would not.
+        finish_reason=outcome.finish_reason if outcome.sent else outcome.error_code,
+        ttft_ms=outcome.ttft_ms, duration_ms=outcome.duration_ms,
         conversation_id=plan.conversation_id, message_id=plan.message_id, reservation_id=plan.reservation_id,
+        sent=outcome.sent,
     )
     Conversation.objects.filter(pk=plan.conversation_id).update(updated_at=timezone.now())
     return usage_payload(record)

@@ -20,6 +20,7 @@ from conversations.chat.groups import conversation_group, frame_event
 from conversations.errors import BudgetExceeded
 from conversations.models import Conversation, Message
 from conversations.upstream import client
+from conversations.upstream.errors import ErrorCode
 from conversations.upstream.events import ContentDelta, StreamError, Usage
 from conversations.usage.ledger import usage_record
 
@@ -52,16 +53,20 @@ def _title_or_none(*, check: TitleCheck | None) -> TitleJob | None:
 
 
 @transaction.atomic
-def title_store(*, job: TitleJob, text: str, usage: Usage | None, failed: bool) -> str | None:
-    """Bill the call, then set the title unless the user renamed the conversation meanwhile."""
+def title_store(
+    *, job: TitleJob, text: str, usage: Usage | None, failed: bool, sent: bool = True
+) -> str | None:
+    """Bill the call (nothing when it never reached the provider), then set the title unless the user renamed
+    the conversation meanwhile."""
     usage_record(
+        sent=sent,
         user_id=job.user_id,
         source="chat",
         priced=job.priced,
         usage=usage,
         prompt_messages=job.prompt_messages,
         completion_text=text,
-        finish_reason="error" if failed else "stop",
+        finish_reason=("error" if sent else ErrorCode.UPSTREAM_UNREACHABLE.value) if failed else "stop",
         ttft_ms=None,
         duration_ms=None,
         conversation_id=job.conversation_id,
@@ -79,7 +84,7 @@ async def title_generate(*, conversation_id: int, message_id: int) -> str | None
     job = await db.chat.run(title_job, conversation_id=conversation_id, message_id=message_id)
     if job is None:
         return None
-    text, usage, failed = "", None, False
+    text, usage, failed, sent = "", None, False, True
     try:
         for event in await client.complete(job.target, job.path, job.body):
             if isinstance(event, ContentDelta) and event.index == 0:
@@ -87,11 +92,11 @@ async def title_generate(*, conversation_id: int, message_id: int) -> str | None
             elif isinstance(event, Usage):
                 usage = event
             elif isinstance(event, StreamError):
-                failed = True
+                failed, sent = True, event.sent
                 if event.status and event.status >= 400 and not text:
                     usage = Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
     finally:
-        title = await db.chat.run(title_store, job=job, text=text, usage=usage, failed=failed)
+        title = await db.chat.run(title_store, job=job, text=text, usage=usage, failed=failed, sent=sent)
     if title:
         payload = {"type": "chat.title", "conversation_id": conversation_id, "title": title}
         await get_channel_layer().group_send(

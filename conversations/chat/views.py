@@ -10,6 +10,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from conversations.catalog.access import models_for_user
+from conversations.catalog.defaults import chat_default_model, picker_groups
 from conversations.chat.commands import MAX_CONTENT_CHARS
 from conversations.chat.rendering import messages_render, policy
 from conversations.chat.replies import usage_payload
@@ -17,7 +18,7 @@ from conversations.chat.selectors import MessageTree, branch_messages, conversat
 from conversations.errors import NotFound
 from conversations.models import Conversation, Message, Preset, UsageRecord
 from conversations.upstream.params import PARAM_SPECS, range_text
-from conversations.usage.budgets import budget_status
+from conversations.usage.budgets import budget_display
 
 
 def decorate(messages: list[Message], tree: MessageTree) -> list[Message]:
@@ -86,12 +87,13 @@ def chat_context(request: HttpRequest, conversation: Conversation | None, *, que
         "chat_messages": branch,
         "streaming": any(m.status == Message.Status.STREAMING for m in branch),
         "models": models,
-        "current_model": current_model or (models[0].public_name if models else ""),
+        "model_groups": picker_groups(models),
+        "current_model": current_model or getattr(chat_default_model(request.user, models), "public_name", ""),
         "param_fields": param_fields(params),
         "params": params,
         "presets": presets,
         "render_policy": policy(),
-        "budget": budget_status(request.user),
+        "budget": budget_display(request.user),
         "max_content_chars": MAX_CONTENT_CHARS,  # checked in the page before sending, with a counter near it
     }
 

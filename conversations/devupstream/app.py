@@ -86,6 +86,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qs
 
+from conversations.catalog.localdev import DEV_MODELS
 from conversations.upstream.tokens import count_prompt_tokens, count_tokens
 
 from . import replies
@@ -112,12 +113,15 @@ class DevModel:
 
 
 MODELS: dict[str, DevModel] = {
-    m.id: m
-    for m in (
-        DevModel("dev-chat", "chat", input_price=0.50, output_price=1.50),
-        DevModel("dev-reasoner", "chat", reasoning=True, input_price=1.00, output_price=3.00),
-        DevModel("dev-complete", "completions", context_length=8192, input_price=0.20, output_price=0.60),
+    m.id: DevModel(
+        m.id,
+        m.api,
+        reasoning=m.reasoning,
+        context_length=m.context_length,
+        input_price=float(m.input_price),
+        output_price=float(m.output_price),
     )
+    for m in DEV_MODELS  # the one list `bootstrap` registers too
 }
 
 

@@ -26,7 +26,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from conversations.upstream.errors import ErrorCode, UpstreamError, error_from_response, user_message
+from conversations.upstream.errors import (
+    ErrorCode,
+    UpstreamError,
+    error_from_response,
+    unreachable,
+    user_message,
+)
 from conversations.upstream.events import StreamError, UpstreamEvent, Usage
 from conversations.upstream.http11 import Http11Transport
 from conversations.upstream.normalize import StreamNormalizer, normalize_response
@@ -185,7 +191,7 @@ def _bad_url(url: str) -> UpstreamError | None:
     problem = _url_problem(url)
     if problem is None:
         return None
-    return UpstreamError(ErrorCode.UPSTREAM_UNAVAILABLE, f"The provider's base URL is invalid: {problem}.")
+    return unreachable(problem, message=f"The provider's base URL is invalid: {problem}.")
 
 
 def _backoff(target: UpstreamTarget, attempt: int, retry_after: float | None) -> float:
@@ -195,7 +201,7 @@ def _backoff(target: UpstreamTarget, attempt: int, retry_after: float | None) ->
 
 
 def _error_event(err: UpstreamError) -> StreamError:
-    return StreamError(err.code, err.message, retryable=err.retryable, status=err.status)
+    return StreamError(err.code, err.message, retryable=err.retryable, status=err.status, sent=err.sent)
 
 
 def _transport_error(exc: Exception, target: UpstreamTarget, *, responded: bool) -> UpstreamError:
@@ -208,16 +214,18 @@ def _transport_error(exc: Exception, target: UpstreamTarget, *, responded: bool)
             detail=f"{type(exc).__name__}: {exc}",
         )
     if isinstance(exc, httpx.ConnectTimeout):
-        detail = f"no connection within {target.connect_timeout:g} s"
-    elif isinstance(exc, httpx.UnsupportedProtocol):
-        return UpstreamError(ErrorCode.UPSTREAM_UNAVAILABLE, f"The provider's base URL is invalid: {exc}")
-    else:
-        detail = f"{type(exc).__name__}: {exc}"
+        return unreachable(f"no connection within {target.connect_timeout:g} s")
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return unreachable(str(exc), message=f"The provider's base URL is invalid: {exc}")
+    detail = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, httpx.ConnectError):  # nothing was sent: no connection to send it on
+        return unreachable(detail)
     return UpstreamError(
         ErrorCode.UPSTREAM_UNAVAILABLE,
         user_message(ErrorCode.UPSTREAM_UNAVAILABLE),
         retryable=True,
         detail=detail,
+        sent=not isinstance(exc, httpx.PoolTimeout),  # still waiting for a connection of chatweb's own pool
     )
 
 

@@ -17,7 +17,8 @@ class ErrorCode(StrEnum):
     INSUFFICIENT_CREDITS = "insufficient_credits"  # 402
     UPSTREAM_RATE_LIMITED = "upstream_rate_limited"  # 429 after retries
     UPSTREAM_BAD_REQUEST = "upstream_bad_request"  # 400 / 404 / 422, with the provider's message
-    UPSTREAM_UNAVAILABLE = "upstream_unavailable"  # 5xx, refused connection
+    UPSTREAM_UNAVAILABLE = "upstream_unavailable"  # 5xx, an answer that is not an API's
+    UPSTREAM_UNREACHABLE = "upstream_unreachable"  # no connection: refused, unknown host, TLS, connect timeout
     UPSTREAM_TIMEOUT = "upstream_timeout"
     UPSTREAM_STREAM_BROKEN = "upstream_stream_broken"  # mid-stream error, dropped connection, bad stream
 
@@ -34,6 +35,7 @@ class UpstreamError(Exception):
         retryable: bool = False,
         retry_after: float | None = None,
         detail: str | None = None,
+        sent: bool = True,
     ) -> None:
         super().__init__(message)
         self.code = str(code)
@@ -42,6 +44,7 @@ class UpstreamError(Exception):
         self.retryable = retryable
         self.retry_after = retry_after
         self.detail = detail  # the provider's own words (redacted), for logs and admins
+        self.sent = sent  # False: the request never left chatweb (no connection), so nothing can be billed
 
 
 # --- Turning an upstream's error answer into an UpstreamError ----------------------------------------
@@ -58,6 +61,10 @@ _USER_MESSAGES = {
     ErrorCode.UPSTREAM_RATE_LIMITED: "The provider is receiving too many requests; please try again shortly.",
     ErrorCode.UPSTREAM_BAD_REQUEST: "The provider could not accept this request.",
     ErrorCode.UPSTREAM_UNAVAILABLE: "The provider is unavailable right now; please try again later.",
+    ErrorCode.UPSTREAM_UNREACHABLE: (
+        "The provider could not be reached: chatweb could not connect to its address. An administrator needs "
+        "to check the provider's base URL and the network."
+    ),
     ErrorCode.UPSTREAM_TIMEOUT: "The provider took too long to answer; please try again.",
     ErrorCode.UPSTREAM_STREAM_BROKEN: "The provider stopped sending the reply before it was finished.",
 }
@@ -75,6 +82,49 @@ def redact(text: str, limit: int = _MAX_DETAIL) -> str:
     """A provider's text made fit to show or log: key-like strings masked, cut to `limit` characters."""
     text = _SECRET_RE.sub("[redacted]", text.strip())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def unreachable(detail: str, *, message: str | None = None) -> UpstreamError:
+    """No connection to the provider could be opened (refused, unknown host name, TLS handshake, connect
+    timeout, an unusable base URL): the request was never sent, so it is never billed; worth a retry."""
+    return UpstreamError(
+        ErrorCode.UPSTREAM_UNREACHABLE,
+        message or user_message(ErrorCode.UPSTREAM_UNREACHABLE),
+        retryable=message is None,
+        detail=detail,
+        sent=False,
+    )
+
+
+# What an admin should check for each failure, in plain words (the connection test and the import say it).
+_ADVICE = {
+    ErrorCode.UPSTREAM_UNREACHABLE: (
+        "chatweb could not open a connection. Check the base URL (host name, port, http or https), that the "
+        "host name resolves (DNS) from the machine chatweb runs on, that the server is running and that no "
+        "firewall or proxy is in the way; for https, that its certificate is valid and trusted."
+    ),
+    ErrorCode.UPSTREAM_AUTH: "The provider refused the API key: check the key stored here and that the account "
+    "behind it is active and may use these models.",
+    ErrorCode.INSUFFICIENT_CREDITS: "The provider account has no credit left: top it up at the provider.",
+    ErrorCode.UPSTREAM_RATE_LIMITED: "The provider is rate-limiting this key: wait a minute, or raise the "
+    "account's limits at the provider.",
+    ErrorCode.UPSTREAM_BAD_REQUEST: "The provider refused the request itself: check the base URL's path (most "
+    "end in /v1) and, for a reply, the model id; the provider's own words are below.",
+    ErrorCode.UPSTREAM_UNAVAILABLE: "The provider answered, but with an error or with something that is not an "
+    "OpenAI-compatible API: check the base URL's path (most end in /v1) and the provider's status page.",
+    ErrorCode.UPSTREAM_TIMEOUT: "The provider accepted the connection but did not answer in time: check the "
+    "provider's status, or raise the provider's timeouts here.",
+    ErrorCode.UPSTREAM_STREAM_BROKEN: "The connection dropped during the answer: check for a proxy that cuts "
+    "long responses, then try again.",
+}
+
+
+def admin_advice(code: ErrorCode | str) -> str:
+    """What to check, in plain words, when a connection test or an import fails with this code."""
+    try:
+        return _ADVICE[ErrorCode(code)]
+    except (ValueError, KeyError):
+        return "Check the base URL, the network and the API key."
 
 
 def error_fields(obj: object) -> tuple[str | None, str | None, object]:

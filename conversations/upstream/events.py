@@ -70,12 +70,14 @@ class Finish:
 
 @dataclass(frozen=True, slots=True)
 class StreamError:
-    """The upstream failed: a stable `code` (errors.ErrorCode), a human message, whether a retry may help."""
+    """The upstream failed: a stable `code` (errors.ErrorCode), a human message, whether a retry may help;
+    `sent` False when the request never reached the provider (no connection), so nothing can be billed."""
 
     code: str
     message: str
     retryable: bool = False
     status: int | None = None
+    sent: bool = True
 
 
 UpstreamEvent = ContentDelta | ReasoningDelta | RefusalDelta | ToolCallDelta | Usage | Finish | StreamError

@@ -13,6 +13,7 @@ from django.utils import timezone
 from conversations.audit import CHANGED, audit_record
 from conversations.errors import BudgetExceeded
 from conversations.models import BudgetReservation, UsageRecord, User
+from conversations.money import BudgetText, budget_text
 from conversations.usage.days import day_start, local_today, month_first, zone_named
 from conversations.usage.rollup import Owner, ledger_sums, rolled_total, units_cost
 
@@ -73,6 +74,21 @@ def budget_status(user: User) -> BudgetStatus | None:
         "remaining": user.monthly_budget - spent - reserved,
         "month": month_first(local_today(zone_named(user.timezone))).isoformat(),
     }
+
+
+class BudgetDisplay(BudgetStatus, BudgetText):
+    """A budget status with the words every page shows for it (conversations/conversations/money.py)."""
+
+
+def budget_display(user: User) -> BudgetDisplay | None:
+    """The user's budget this month and how it reads ("$0.0045 left", never a negative amount)."""
+    status = budget_status(user)
+    if status is None:
+        return None
+    words = budget_text(
+        budget=status["budget"], spent=status["spent"], reserved=status["reserved"], remaining=status["remaining"]
+    )
+    return {**status, **words}
 
 
 def worst_case_cost(

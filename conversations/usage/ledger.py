@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from conversations.models import Model, UsageRecord
+from django.utils import timezone
+
+from conversations.models import Model, Provider, UsageRecord
 from conversations.upstream.events import Usage
 from conversations.upstream.tokens import count_prompt_tokens, count_tokens
 from conversations.usage.budgets import budget_settle
@@ -40,8 +42,16 @@ def usage_reported(usage: Usage | None, completion_text: str) -> bool:
     return usage is not None and (usage.total_tokens > 0 or usage.prompt_tokens > 0 or not completion_text)
 
 
-def token_counts(*, usage: Usage | None, prompt_messages: list[dict], completion_text: str) -> TokenCounts:
-    """The upstream's counts when it gave real ones; otherwise counted offline from what was sent and received."""
+NOT_SENT = TokenCounts(0, 0, 0, estimated=False)  # never reached the provider: nothing to bill, known exactly
+
+
+def token_counts(
+    *, usage: Usage | None, prompt_messages: list[dict], completion_text: str, sent: bool = True
+) -> TokenCounts:
+    """The upstream's counts when it gave real ones; otherwise counted offline from what was sent and received.
+    `sent` False: the request never reached the provider (no connection was opened), so it used no tokens."""
+    if not sent:
+        return NOT_SENT
     if usage is not None and usage_reported(usage, completion_text):
         total = usage.total_tokens or usage.prompt_tokens + usage.completion_tokens
         return TokenCounts(usage.prompt_tokens, usage.completion_tokens, total, estimated=False)
@@ -62,9 +72,13 @@ class Reckoning:
     cost_source: str
 
 
-def reckon(*, priced: Priced, usage: Usage | None, prompt_messages: list[dict], completion_text: str) -> Reckoning:
+def reckon(
+    *, priced: Priced, usage: Usage | None, prompt_messages: list[dict], completion_text: str, sent: bool = True
+) -> Reckoning:
     """The numbers of a ledger row, before it is written (the API tells them to the client first)."""
-    counts = token_counts(usage=usage, prompt_messages=prompt_messages, completion_text=completion_text)
+    counts = token_counts(usage=usage, prompt_messages=prompt_messages, completion_text=completion_text, sent=sent)
+    if not sent:
+        usage = None  # whatever came with the failure, a request that was never sent costs nothing
     # A provider's own cost wins; else tokens × prices (over estimated tokens, marked so); else 0, "estimated".
     cost, cost_source = reply_cost(
         usage=usage,
@@ -94,12 +108,16 @@ def usage_record(
     api_key_id: int | None = None,
     reservation_id: int | None = None,
     reckoning: Reckoning | None = None,
+    sent: bool = True,
 ) -> UsageRecord:
     """Write one ledger row and its daily roll-up, release the budget reservation; call inside a transaction.
-    `reckoning`: its numbers when they were worked out (and told) already."""
+    `reckoning`: its numbers when they were worked out (and told) already. `sent` False: the request never
+    reached the provider: 0 tokens, 0 cost, and the provider is marked unreachable for the model picker."""
     r = reckoning or reckon(
-        priced=priced, usage=usage, prompt_messages=prompt_messages, completion_text=completion_text
+        priced=priced, usage=usage, prompt_messages=prompt_messages, completion_text=completion_text, sent=sent
     )
+    if not sent:
+        Provider.objects.filter(name=priced.provider_name).update(unreachable_at=timezone.now())
     record = UsageRecord.objects.create(
         user_id=user_id,
         source=source,

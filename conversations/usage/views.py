@@ -24,9 +24,8 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from conversations import db
-from conversations.accounts.requests import AuthenticatedHttpRequest
 from conversations.models import UsageRecord, User
-from conversations.usage.budgets import budget_status
+from conversations.usage.budgets import budget_display
 from conversations.usage.charts import Bar, bar_chart, chart_table, money_axis, tokens_axis
 from conversations.usage.days import UTC, local_today, month_first, previous_month, zone_named
 from conversations.usage.rollup import Totals, money_text
@@ -41,6 +40,7 @@ from conversations.usage.selectors import (
     usage_subject,
     usage_summary,
 )
+from conversations.web import AuthenticatedHttpRequest
 
 CSV_COLUMNS = [
     "created_at", "source", "conversation_id", "message_id", "provider", "model", "prompt_tokens",
@@ -113,6 +113,26 @@ def summary_json(request: AuthenticatedHttpRequest) -> HttpResponse:
         "totals": totals_json(summary.totals),
         "by_day": [{"day": d.isoformat(), **totals_json(t)} for d, t in summary.by_day.items()],
         "by_model": [{"model": m, **totals_json(t)} for m, t in summary.by_model.items()],
+    })
+
+
+# --- /usage/budget.json: what the composer's budget line shows, fetched again after each reply -------------
+
+@require_GET
+@data_login_required
+def budget_json(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """The signed-in user's budget this month: exact amounts as strings and the words the pages show."""
+    status = budget_display(request.user)
+    if status is None:
+        return JsonResponse({"budget": None})
+    amounts = {"budget": money_text(status["budget"]), "spent": money_text(status["spent"]),
+               "reserved": money_text(status["reserved"])}
+    remaining = status["remaining"]
+    return JsonResponse({
+        **amounts,
+        "remaining": ("-" + money_text(-remaining)) if remaining < 0 else money_text(remaining),
+        "month": status["month"], "left": status["left"], "label": status["label"], "title": status["title"],
+        "over": status["over"],
     })
 
 
@@ -270,7 +290,7 @@ def _with_cost_text(records: QuerySet[UsageRecord]) -> list[UsageRecord]:
 
 
 def _budget(user: User) -> dict[str, Any] | None:
-    status = budget_status(user)
+    status = budget_display(user)
     if status is None:
         return None
     used = status["spent"] + status["reserved"]

@@ -324,6 +324,7 @@
       showError(f);
       if (f.message_id && streamingId === f.message_id) setStreaming(null);
       ui.announce(`Error: ${f.message}`);
+      document.dispatchEvent(new CustomEvent("chatweb:error", { detail: f }));
     },
     "chat.title"(f) {
       panel()?.titleChanged(f.conversation_id, f.title);

@@ -823,3 +823,34 @@ def test_createapikey_prints_the_key_on_its_last_line(alice):
     assert api_auth.api_key_authenticate(f"Bearer {raw}").pk == key.pk
     with pytest.raises(CommandError):
         call_command("createapikey", "nobody", stdout=StringIO())
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:  # bound, never listening: a connection there is refused
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+UNREACHABLE = {"refused": lambda: f"http://127.0.0.1:{_closed_port()}/v1", "dns": lambda: "http://nonexistent.invalid/v1"}
+
+
+@pytest.mark.parametrize("where", sorted(UNREACHABLE))
+async def test_a_request_that_never_reached_the_provider_costs_nothing(world, where, upstream_http, fast_backoff):
+    provider = await Provider.objects.acreate(name="gone", base_url=UNREACHABLE[where](), max_retries=1)
+    await Model.objects.acreate(provider=provider, upstream_id="m", input_price=Decimal(1), output_price=Decimal(1))
+    client = AsyncClient()
+    for stream in (False, True):
+        response = await post(
+            client, "/v1/chat/completions", {"model": "gone/m", "messages": HELLO, "stream": stream}, world.auth
+        )
+        error = assert_error(response, 502, "upstream_unreachable")
+        assert "could not connect" in error["message"]
+    records = [r async for r in UsageRecord.objects.all()]
+    assert len(records) == 2
+    for r in records:
+        assert (r.prompt_tokens, r.completion_tokens, r.total_tokens, r.estimated_cost) == (0, 0, 0, 0)
+        assert not r.usage_estimated and r.finish_reason == "upstream_unreachable"
+    await provider.arefresh_from_db()
+    assert provider.unreachable_at is not None

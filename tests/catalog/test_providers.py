@@ -135,3 +135,27 @@ def test_export_never_prints_keys_and_round_trips(db, tmp_path, token):
 def test_missing_file(db):
     with pytest.raises(CommandError, match="cannot read"):
         call_command("providers", "apply", "/nonexistent/providers.toml")
+
+
+def test_display_name_and_description_are_applied_and_exported(db, tmp_path, token):
+    apply(tmp_path, """
+[[provider]]
+name = "local"
+base_url = "http://127.0.0.1:9/v1"
+
+[[provider.model]]
+id = "m"
+display_name = "My Model"
+description = "Quick answers, \\"cheap\\""
+""")
+    model = Model.objects.get(public_name="local/m")
+    assert model.display_name == "My Model" and model.description == 'Quick answers, "cheap"'
+    out = io.StringIO()
+    call_command("providers", "export", stdout=out)
+    assert 'display_name = "My Model"' in out.getvalue()
+    Provider.objects.all().delete()
+    apply(tmp_path, out.getvalue())
+    assert Model.objects.get(public_name="local/m").description == 'Quick answers, "cheap"'
+    with pytest.raises(CommandError, match="display_name must be a string"):
+        apply(tmp_path, '[[provider]]\nname = "x"\nbase_url = "http://127.0.0.1:9/v1"\n'
+                        '[[provider.model]]\nid = "m"\ndisplay_name = 3\n')

@@ -496,3 +496,32 @@ async def test_a_send_while_the_last_reply_streams_is_refused_with_reply_in_prog
     await send(ws, {"type": "chat.stop", "message_id": started["message_id"]})
     await until(ws, "chat.done")
     await finish(ws)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:  # bound, never listening: a connection there is refused
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("base_url", ["refused", "http://nonexistent.invalid/v1"])
+async def test_a_reply_that_never_reached_the_provider_costs_nothing(alice, base_url, fast_backoff):
+    if base_url == "refused":
+        base_url = f"http://127.0.0.1:{_closed_port()}/v1"
+    model = await db(make_model)(base_url, max_retries=1)
+    ws = await connect(alice)
+    await send(ws, chat_send(model.public_name, "Is anyone there?"))
+    started, _ = await until(ws, "chat.started")
+    error, _ = await until(ws, "chat.error")
+    done, _ = await until(ws, "chat.done")
+    assert error["code"] == "upstream_unreachable" and "could not connect" in error["message"]
+    assert done["usage"]["total_tokens"] == 0 and done["usage"]["estimated_cost"] == "0"
+    assert not done["usage"]["estimated"]
+    record = await db(UsageRecord.objects.get)(message_id=started["message_id"])
+    assert (record.prompt_tokens, record.completion_tokens, record.estimated_cost) == (0, 0, 0)
+    assert not record.usage_estimated and record.finish_reason == "upstream_unreachable"
+    reply = await db(reply_of)(started["message_id"])
+    assert reply.status == "error" and reply.error_code == "upstream_unreachable"
+    await finish(ws)

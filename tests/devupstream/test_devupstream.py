@@ -408,3 +408,30 @@ def test_official_openai_client_streams(dev_upstream: ThreadedUpstream) -> None:
     assert whole.choices[0].finish_reason == "length"
     with pytest.raises(openai.RateLimitError):
         openai.OpenAI(base_url=dev_upstream.v1(fail=429), api_key="x", max_retries=0).models.list()
+
+
+def test_the_doc_the_server_and_bootstrap_agree_on_the_dev_models(db):
+    import io
+    import re
+    from decimal import Decimal
+    from pathlib import Path
+
+    from conversations.catalog.localdev import DEV_MODELS, DEV_PROVIDER_NAME
+    from conversations.devupstream.app import MODELS
+    from conversations.management.commands.bootstrap import Command
+    from conversations.models import Model
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "devupstream.md").read_text()
+    command = Command(stdout=io.StringIO())  # its dev provider step alone (the whole command makes an admin)
+    command._ensure_dev_provider("http://127.0.0.1:8001/v1")
+    for spec in DEV_MODELS:
+        row = re.search(rf"\| `{spec.id}` \| (\w+) \| \$([\d.]+) / \$([\d.]+) \| ([\d,]+) \|", doc)
+        assert row, spec.id
+        api, price_in, price_out, context = row.groups()
+        registered = Model.objects.get(provider__name=DEV_PROVIDER_NAME, upstream_id=spec.id)
+        served = MODELS[spec.id]
+        assert api == registered.api == served.api
+        assert Decimal(price_in) == registered.input_price == Decimal(str(served.input_price))
+        assert Decimal(price_out) == registered.output_price == Decimal(str(served.output_price))
+        assert int(context.replace(",", "")) == registered.context_length == served.context_length
+        assert registered.display_name == spec.display_name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Iterator
 from contextlib import aclosing
@@ -167,16 +168,29 @@ async def test_400_carries_the_provider_message(dev_upstream: ThreadedUpstream, 
     assert dev_upstream.stats(nonce)["requests"] == 1
 
 
-async def test_connection_refused_is_unavailable(fast_backoff: None) -> None:
+async def test_connection_refused_is_unreachable_and_never_sent(fast_backoff: None) -> None:
     [error] = await collect(UpstreamTarget(base_url="http://127.0.0.1:9/v1"))
-    assert error.code == ErrorCode.UPSTREAM_UNAVAILABLE
+    assert error.code == ErrorCode.UPSTREAM_UNREACHABLE and not error.sent
+
+
+async def test_an_unknown_host_is_unreachable_and_never_sent(fast_backoff: None) -> None:
+    [error] = await collect(UpstreamTarget(base_url="http://nonexistent.invalid/v1", max_retries=0))
+    assert error.code == ErrorCode.UPSTREAM_UNREACHABLE and not error.sent
+    with pytest.raises(UpstreamError) as caught:
+        await list_models(UpstreamTarget(base_url="http://nonexistent.invalid/v1", max_retries=0))
+    assert caught.value.code == ErrorCode.UPSTREAM_UNREACHABLE and not caught.value.sent
+
+
+async def test_an_answered_failure_was_sent(dev_upstream: ThreadedUpstream, nonce: str) -> None:
+    [error] = await collect(dataclasses.replace(target(dev_upstream, fail=503, key=nonce), max_retries=0))
+    assert error.code == ErrorCode.UPSTREAM_UNAVAILABLE and error.sent
 
 
 @pytest.mark.parametrize("base", ["not a url", "ftp://example.com/v1", "http://127.0.0.1:99999/v1"])
 async def test_invalid_base_url_is_an_error_not_an_exception(base: str) -> None:
     t = UpstreamTarget(base_url=base)
     [error] = await collect(t)
-    assert error.code == ErrorCode.UPSTREAM_UNAVAILABLE and "base URL" in error.message
+    assert error.code == ErrorCode.UPSTREAM_UNREACHABLE and "base URL" in error.message and not error.sent
     [error] = await complete(t, "/chat/completions", CHAT)
     assert "base URL" in error.message
     with pytest.raises(UpstreamError):
@@ -460,10 +474,10 @@ async def test_https_upstream_streams_whole_replies_on_kept_connections(
     await client.close_client()
 
 
-async def test_https_upstream_with_an_untrusted_certificate_is_unavailable(tls_upstream: ThreadedUpstream) -> None:
+async def test_https_upstream_with_an_untrusted_certificate_is_unreachable(tls_upstream: ThreadedUpstream) -> None:
     await client.close_client()
     events = await collect(UpstreamTarget(base_url=tls_upstream.v1(), max_retries=0))
-    assert len(events) == 1 and events[0].code == ErrorCode.UPSTREAM_UNAVAILABLE
+    assert len(events) == 1 and events[0].code == ErrorCode.UPSTREAM_UNREACHABLE and not events[0].sent
     await client.close_client()
 
 

@@ -53,7 +53,7 @@ def test_budget_command_sets_shows_and_clears_and_is_audited(alice):
     call_command("budget", "alice", "--monthly", "5.00", stdout=out)
     alice.refresh_from_db()
     assert alice.monthly_budget == Decimal("5.00")
-    assert "alice: monthly budget $5.00" in out.getvalue() and "$5.0000 left" in out.getvalue()
+    assert "alice: monthly budget $5.00" in out.getvalue() and "$5.00 left" in out.getvalue()
     entry = AuditLog.objects.get(object_type="user", object_id=str(alice.pk))
     assert entry.fields == ["monthly_budget"] and entry.action == "changed"
     assert entry.source == "budget command"
@@ -128,7 +128,7 @@ def test_a_request_larger_than_what_is_left_is_refused_and_an_exhausted_budget_r
     alice.save()
     with pytest.raises(BudgetExceeded) as refused:
         budget_reserve(user_id=alice.pk, amount=Decimal("1.5"))
-    assert refused.value.remaining == Decimal(1) and "could cost up to $1.5000" in str(refused.value)
+    assert refused.value.remaining == Decimal(1) and "could cost up to $1.50" in str(refused.value)
     spend(alice, timezone.now(), "1")
     with pytest.raises(BudgetExceeded, match="used up"):
         budget_reserve(user_id=alice.pk, amount=Decimal(0))
@@ -253,3 +253,57 @@ async def test_a_send_over_budget_is_refused_before_any_upstream_request(alice, 
                  Message.objects.filter(role="assistant").count())
     )()
     assert counts == (0, 0, 0)
+
+
+# --- How an overrun budget reads everywhere ----------------------------------------------------------------
+
+@pytest.fixture
+def overrun(alice):
+    """alice spent $0.0105 this month, then her budget was set to $0.0001 by the command."""
+    spend(alice, timezone.now(), "0.0105")
+    out = io.StringIO()
+    call_command("budget", "alice", "--monthly", "0.0001", stdout=out)
+    alice.refresh_from_db()
+    return alice, out.getvalue()
+
+
+@pytest.mark.django_db
+def test_an_overrun_budget_reads_the_same_everywhere_and_never_negative(client, overrun):
+    alice, command_output = overrun
+    assert "monthly budget $0.0001;" in command_output and "$0.0105 spent" in command_output
+    assert "$0 left · over by $0.0104" in command_output and "budget $0.00;" not in command_output
+    client.force_login(alice)
+    chat = client.get("/").content.decode()
+    assert "$0 of $0.0001 left this month · over by $0.0104" in chat and "$-" not in chat
+    usage = client.get("/usage/").content.decode()
+    assert '<strong id="budget-remaining">$0 left · over by $0.0104</strong>' in usage and "$-" not in usage
+    assert "of $0.0001 this month" in usage
+    with pytest.raises(BudgetExceeded) as refused:
+        budget_reserve(user_id=alice.pk, amount=Decimal("0.001"))
+    assert "over by $0.0104" in str(refused.value) and "$0.0000" not in str(refused.value)
+    status = client.get("/usage/budget.json").json()
+    assert status["label"] == "$0 of $0.0001 left this month · over by $0.0104" and status["over"] is True
+    assert status["remaining"] == "-0.0104" and status["budget"] == "0.0001"
+
+
+@pytest.mark.django_db
+def test_the_budget_json_follows_a_raised_budget_and_says_when_there_is_none(client, overrun):
+    alice, _ = overrun
+    client.force_login(alice)
+    call_command("budget", "alice", "--monthly", "5", stdout=io.StringIO())
+    status = client.get("/usage/budget.json").json()
+    assert status["label"] == "$4.99 of $5.00 left this month" and status["left"] == "$4.99 left"
+    call_command("budget", "alice", "--clear", stdout=io.StringIO())
+    assert client.get("/usage/budget.json").json() == {"budget": None}
+    client.logout()
+    assert client.get("/usage/budget.json").status_code == 401
+
+
+@pytest.mark.django_db
+def test_a_refusal_names_small_amounts_with_their_precision(alice):
+    alice.monthly_budget = Decimal("0.0100")
+    alice.save()
+    budget_reserve(user_id=alice.pk, amount=Decimal("0.009"))
+    with pytest.raises(BudgetExceeded) as refused:
+        budget_reserve(user_id=alice.pk, amount=Decimal("0.00123"))
+    assert "could cost up to $0.00123, more than the $0.001 left" in str(refused.value)

@@ -57,3 +57,18 @@ def test_never_a_credit() -> None:
 def test_results_are_decimals() -> None:
     for result in (cost(), cost(i=None, o=None), cost(Usage(1, 1, 2, Decimal("1")))):
         assert isinstance(result[0], Decimal)
+
+
+def test_a_request_never_sent_counts_nothing_and_one_sent_without_usage_is_estimated():
+    from conversations.upstream.events import Usage
+    from conversations.usage.ledger import Priced, reckon, token_counts
+
+    messages = [{"role": "user", "content": "Hello there, provider"}]
+    never = token_counts(usage=None, prompt_messages=messages, completion_text="", sent=False)
+    assert (never.prompt_tokens, never.completion_tokens, never.total_tokens, never.estimated) == (0, 0, 0, False)
+    sent = token_counts(usage=None, prompt_messages=messages, completion_text="")
+    assert sent.prompt_tokens > 0 and sent.estimated
+    priced = Priced("p", "p/m", Decimal(1), Decimal(1))
+    r = reckon(priced=priced, usage=Usage(5, 5, 10, cost=Decimal(1)), prompt_messages=messages,
+               completion_text="", sent=False)
+    assert r.estimated_cost == 0 and r.total_tokens == 0 and not r.usage_estimated

@@ -330,7 +330,7 @@ def test_budget_and_what_is_left_are_shown_when_set(client, alice):
     alice.save()
     add(alice, datetime.now(UTC) - timedelta(minutes=1), cost="1.25")
     html = client.get("/usage/").content.decode()
-    assert "Monthly budget" in html and '<strong id="budget-remaining">$3.7500</strong>' in html
+    assert "Monthly budget" in html and '<strong id="budget-remaining">$3.75 left</strong>' in html
     assert "<meter" in html
 
 

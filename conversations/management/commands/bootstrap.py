@@ -47,15 +47,18 @@ class Command(BaseCommand):
         provider, _ = Provider.objects.update_or_create(
             name=DEV_PROVIDER_NAME, defaults={"base_url": url.rstrip("/"), "is_development": True}
         )
-        for upstream_id, api, price_in, price_out in DEV_MODELS:
-            model = Model.objects.filter(provider=provider, upstream_id=upstream_id).first() or Model(
+        for spec in DEV_MODELS:
+            model = Model.objects.filter(provider=provider, upstream_id=spec.id).first() or Model(
                 provider=provider,
-                upstream_id=upstream_id,
-                input_price=Decimal(price_in),
-                output_price=Decimal(price_out),
+                upstream_id=spec.id,
+                input_price=Decimal(spec.input_price),
+                output_price=Decimal(spec.output_price),
+                context_length=spec.context_length,
+                display_name=spec.display_name,
+                description=spec.description,
             )
-            model.api = api
-            model.context_length = model.context_length or 8192
-            model.max_output_tokens = model.max_output_tokens or 1024
+            model.api = spec.api
+            model.context_length = model.context_length or spec.context_length
+            model.max_output_tokens = model.max_output_tokens or spec.max_output_tokens
             model.save()
         self.stdout.write(f"Development upstream registered as provider {DEV_PROVIDER_NAME!r} at {url}.")

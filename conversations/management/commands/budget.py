@@ -7,7 +7,8 @@ from decimal import Decimal, InvalidOperation
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from conversations.models import User
-from conversations.usage.budgets import budget_status, user_budget_set
+from conversations.money import money
+from conversations.usage.budgets import budget_display, user_budget_set
 
 SOURCE = "budget command"
 
@@ -41,12 +42,11 @@ class Command(BaseCommand):
             user_budget_set(user=user, monthly=None, source=SOURCE)
         elif options["monthly"] is not None:
             user_budget_set(user=user, monthly=_amount(options["monthly"]), source=SOURCE)
-        status = budget_status(user)
+        status = budget_display(user)
         if status is None:
             self.stdout.write(f"{user.username}: no monthly budget")
             return
         self.stdout.write(
-            f"{user.username}: monthly budget ${status['budget']:.2f}; since {status['month']} "
-            f"${status['spent']:.4f} spent, ${status['reserved']:.4f} reserved, "
-            f"${status['remaining']:.4f} left"
+            f"{user.username}: monthly budget {money(status['budget'])}; since {status['month']} "
+            f"{money(status['spent'])} spent, {money(status['reserved'])} reserved, {status['left']}"
         )

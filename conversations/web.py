@@ -1,4 +1,4 @@
-"""The request type of views behind a sign-in check, for the type checker."""
+"""The request type of page views behind a sign-in check, for the type checker (every package's views use it)."""
 
 from __future__ import annotations
 
