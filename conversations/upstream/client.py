@@ -28,9 +28,9 @@ import httpx
 
 from conversations.upstream.errors import ErrorCode, UpstreamError, error_from_response, user_message
 from conversations.upstream.events import StreamError, UpstreamEvent, Usage
-from conversations.upstream.http11 import Http11Transport
 from conversations.upstream.normalize import StreamNormalizer, normalize_response
 from conversations.upstream.sse import SSEDecoder
+from conversations.upstream.transport import AiohttpTransport
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class UpstreamTarget:
 _limits = {"max_connections": 1000, "max_keepalive": 200, "keepalive_expiry": 5.0}
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
 _clients = weakref.WeakKeyDictionary()
-_transports: weakref.WeakKeyDictionary[httpx.AsyncClient, Http11Transport] = weakref.WeakKeyDictionary()
+_transports: weakref.WeakKeyDictionary[httpx.AsyncClient, httpx.AsyncBaseTransport] = weakref.WeakKeyDictionary()
 _clients_pid = os.getpid()
 
 
@@ -91,11 +91,33 @@ def get_client() -> httpx.AsyncClient:
     if client is None or client.is_closed:
         # Every request sets its own timeouts (this default is a backstop); HTTP/1.1 only (http11.py). Loading the
         # CA bundle takes ~50 ms: once per client.
-        transport = Http11Transport(ssl_context=httpx.create_ssl_context(), **_limits)
+        transport = _make_transport()
         client = httpx.AsyncClient(transport=transport, follow_redirects=False, timeout=httpx.Timeout(60, connect=10))
         _clients[loop] = client
         _transports[client] = transport
     return client
+
+
+def _make_transport() -> httpx.AsyncBaseTransport:
+    # TEMPORARY while measuring: the candidates side by side (bench), chosen by CHATWEB_UPSTREAM_TRANSPORT.
+    which = os.environ.get("CHATWEB_UPSTREAM_TRANSPORT", "aiohttp")
+    ssl_context = httpx.create_ssl_context()
+    if which == "http11":
+        from conversations.upstream.http11 import Http11Transport
+
+        return Http11Transport(ssl_context=ssl_context, **_limits)
+    if which == "httpcore":
+        return httpx.AsyncHTTPTransport(verify=ssl_context, limits=httpx.Limits(
+            max_connections=_limits["max_connections"], max_keepalive_connections=_limits["max_keepalive"],
+            keepalive_expiry=_limits["keepalive_expiry"]))
+    if which == "httpx-aiohttp":
+        from httpx_aiohttp import AiohttpTransport as Stock
+
+        return Stock(verify=ssl_context, limits=httpx.Limits(
+            max_connections=_limits["max_connections"], max_keepalive_connections=_limits["max_keepalive"],
+            keepalive_expiry=_limits["keepalive_expiry"]))
+    return AiohttpTransport(ssl_context=ssl_context, max_connections=int(_limits["max_connections"]),
+                            keepalive_expiry=_limits["keepalive_expiry"])
 
 
 async def _send(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
