@@ -233,6 +233,10 @@ def _transport_error(exc: Exception, target: UpstreamTarget, *, responded: bool)
         detail = f"no connection within {target.connect_timeout:g} s"
     elif isinstance(exc, httpx.UnsupportedProtocol):
         return UpstreamError(ErrorCode.UPSTREAM_UNAVAILABLE, f"The provider's base URL is invalid: {exc}")
+    elif isinstance(exc, httpx.LocalProtocolError):  # nothing was sent; the message names a header, never its value
+        return UpstreamError(ErrorCode.UPSTREAM_UNAVAILABLE, f"The provider's request headers are invalid: {exc}.")
+    elif isinstance(exc, httpx.ProxyError):
+        detail = f"egress proxy: {exc}"
     else:
         detail = f"{type(exc).__name__}: {exc}"
     return UpstreamError(

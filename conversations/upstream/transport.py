@@ -130,6 +130,18 @@ class _Body(httpx.AsyncByteStream):
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
         self._early = b""  # what `buffered` took from aiohttp's buffer, handed over next
+        # aiohttp's C parser leaves a body waiting forever when it rejects the body's framing (an invalid chunk
+        # size): it closes the connection but tells the body nothing. The connection's end tells it here.
+        connection = response.connection
+        protocol = connection.protocol if connection is not None else None
+        self._closed = protocol.closed if protocol is not None else None
+        if self._closed is not None:
+            self._closed.add_done_callback(self._connection_ended)
+
+    def _connection_ended(self, _: Any) -> None:
+        content = self._response.content
+        if not content.is_eof() and content.exception() is None:
+            content.set_exception(aiohttp.ClientPayloadError("the connection ended before the body did"))
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         content = self._response.content
@@ -157,6 +169,9 @@ class _Body(httpx.AsyncByteStream):
         return bool(self._early)
 
     async def aclose(self) -> None:
+        if self._closed is not None:
+            self._closed.remove_done_callback(self._connection_ended)
+            self._closed = None
         response = self._response
         if response.content.is_eof():
             response.release()  # whole: the connection goes back to the pool
