@@ -38,7 +38,7 @@ from conversations.presets import PRESETS, preset_get
 from conversations.provider_checks import provider_import_models, provider_test_connections
 from conversations.upstream.errors import UpstreamError
 
-sensitive_key = method_decorator(sensitive_post_parameters("api_key"))
+sensitive_key = method_decorator(sensitive_post_parameters("api_key", "extra_headers"))
 
 
 # --- the audit trail for every admin write ------------------------------------------------------------
@@ -55,7 +55,8 @@ def _form_fields(form: ModelForm, add: bool) -> list[str]:
     else:
         names = [n for n in form.changed_data if n in audited]
     if isinstance(form, ProviderForm):
-        names = [n for n in names if n != "api_key"] + (["api_key"] if form.key_changed else [])
+        names = [n for n in names if n not in ("api_key", "secret_headers")] + (
+            ["api_key"] if form.key_changed else []) + (["secret_headers"] if form.secret_headers_changed else [])
     return names
 
 
@@ -219,12 +220,13 @@ class ProviderAdmin(AuditedAdmin):
     )
     list_filter = ("enabled",)
     search_fields = ("name", "base_url")
-    readonly_fields = ("key_status", "is_development")
+    readonly_fields = ("key_status", "secret_headers_status", "is_development")
     actions = ["test_connection", "import_models"]
     fieldsets = (
         (None, {"fields": ("name", "base_url", "enabled", "is_development")}),
         ("API key", {"fields": ("key_status", "api_key", "clear_api_key")}),
-        ("Compatibility", {"fields": ("send_stream_options", "dropped_params", "extra_headers")}),
+        ("Compatibility", {"fields": ("send_stream_options", "dropped_params", "extra_headers",
+                                      "secret_headers_status", "clear_secret_headers")}),
         (
             "Timeouts and retries",
             {
@@ -239,7 +241,7 @@ class ProviderAdmin(AuditedAdmin):
         if obj is None or self.has_change_permission(request, obj):
             return fieldsets
         # View-only: the admin would show every field read-only, with its value. Never the key's.
-        hidden = {"api_key", "clear_api_key"}
+        hidden = {"api_key", "clear_api_key", "clear_secret_headers"}
         return [
             (name, {**opts, "fields": [f for f in opts["fields"] if f not in hidden]})
             for name, opts in fieldsets
@@ -260,6 +262,11 @@ class ProviderAdmin(AuditedAdmin):
         if obj.pk is None or not obj.api_key:
             return "not set"
         return f"set, ending in …{obj.api_key_last4}"
+
+    @admin.display(description="secret headers")
+    def secret_headers_status(self, obj: Provider) -> str:
+        names = obj.secret_header_names if obj.pk is not None else []
+        return f"set: {', '.join(names)} (values never shown)" if names else "none"
 
     @admin.display(description="models", ordering="model_total")
     def model_count(self, obj: Provider) -> int:

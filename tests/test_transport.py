@@ -22,7 +22,8 @@ from conversations.upstream import client
 from conversations.upstream.client import UpstreamTarget, complete, list_models, stream
 from conversations.upstream.errors import ErrorCode, UpstreamError
 from conversations.upstream.events import ContentDelta, StreamError, UpstreamEvent, Usage
-from conversations.upstream.transport import EnvironmentProxies, header_problem
+from conversations.upstream.headers import header_problem, is_secret_header
+from conversations.upstream.transport import EnvironmentProxies
 
 pytestmark = pytest.mark.usefixtures("upstream_http", "no_proxy_env")
 
@@ -177,6 +178,11 @@ def test_header_rules() -> None:
     assert header_problem("X-Title", "") is None
     assert header_problem("X-Title", "a\r\nb") == "invalid value in header 'X-Title'"
     assert header_problem("X(Title)", "a") is not None
+    for name in ("Authorization", "api-key", "X-API-Key", "x-goog-api-key", "X-Auth-Token", "X-Client-Secret",
+                 "Proxy-Authorization", "Cookie", "X-Password"):
+        assert is_secret_header(name), name
+    for name in ("HTTP-Referer", "X-Title", "OpenAI-Organization", "anthropic-version", "X-Team"):
+        assert not is_secret_header(name), name
 
 
 async def test_good_extra_headers_are_sent_as_given() -> None:

@@ -53,7 +53,7 @@ class UpstreamTarget:
 
     base_url: str
     api_key: str | None = field(default=None, repr=False)
-    headers: Mapping[str, str] = field(default_factory=dict, hash=False)
+    headers: Mapping[str, str] = field(default_factory=dict, hash=False, repr=False)  # may carry secrets too
     send_stream_options: bool = True  # some upstreams reject `stream_options`
     connect_timeout: float = 10
     first_token_timeout: float = 120  # request sent → first event (keep-alive comments do not count)

@@ -18,37 +18,16 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import re
 import socket
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import httpx
 
-# RFC 9110 §5.1 token: what a header name may be made of.
-_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# RFC 9110 §5.5 field value: visible characters, spaces and tabs inside, obs-text; never CR, LF or NUL.
-_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
-
-
-def header_problem(name: str, value: str) -> str | None:
-    """Why this header cannot be sent as it is (None: it can). Only the name is ever quoted back."""
-    if not _NAME.fullmatch(name):
-        return f"invalid header name {name[:40]!r}"
-    if not _VALUE.fullmatch(value):
-        return f"invalid value in header {name!r}"
-    return None
-
-
-def check_headers(headers: Iterable[tuple[str, str]]) -> None:
-    """httpx.LocalProtocolError for the first header that would not be sent as one header line."""
-    for name, value in headers:
-        problem = header_problem(name, value)
-        if problem is not None:
-            raise httpx.LocalProtocolError(problem)
+from conversations.upstream.headers import check_headers
 
 
 class EnvironmentProxies:
