@@ -2,7 +2,7 @@
 
 httpx keeps what the client code reads (requests, `Response`, content decoding, its exception types); aiohttp
 does the connections (keep-alive pool, TLS, an egress proxy) and the parsing. This module adds what a provider's
-request needs on top, in aiohttp's public API only:
+request needs on top:
 
 - header names and values are checked before anything is sent: a provider's extra header can never add a line
   or a header of its own to the request;
