@@ -64,20 +64,17 @@ class UpstreamTarget:
 
 # --- the shared client ----------------------------------------------------------------------------
 
-_limits = {"max_connections": 1000, "max_keepalive": 200, "keepalive_expiry": 5.0}
+_limits = {"max_connections": 1000, "keepalive_expiry": 5.0}
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
 _clients = weakref.WeakKeyDictionary()
-_transports: weakref.WeakKeyDictionary[httpx.AsyncClient, httpx.AsyncBaseTransport] = weakref.WeakKeyDictionary()
+_transports: weakref.WeakKeyDictionary[httpx.AsyncClient, AiohttpTransport] = weakref.WeakKeyDictionary()
 _clients_pid = os.getpid()
 
 
-def configure(
-    *, max_connections: int = 1000, max_keepalive_connections: int = 200, keepalive_expiry: float = 5.0
-) -> None:
-    """Pool limits for clients created from now on (call at startup, before the first request)."""
-    _limits.update(
-        max_connections=max_connections, max_keepalive=max_keepalive_connections, keepalive_expiry=keepalive_expiry
-    )
+def configure(*, max_connections: int = 1000, keepalive_expiry: float = 5.0) -> None:
+    """Pool limits for clients created from now on (call at startup, before the first request): connections open at
+    once, and how long an idle one is kept for the next request."""
+    _limits.update(max_connections=max_connections, keepalive_expiry=keepalive_expiry)
 
 
 def get_client() -> httpx.AsyncClient:
@@ -89,35 +86,15 @@ def get_client() -> httpx.AsyncClient:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None or client.is_closed:
-        # Every request sets its own timeouts (this default is a backstop); HTTP/1.1 only (http11.py). Loading the
-        # CA bundle takes ~50 ms: once per client.
-        transport = _make_transport()
+        # Every request sets its own timeouts (this default is a backstop); HTTP/1.1 on aiohttp (transport.py), the
+        # egress proxy read from the environment now. Loading the CA bundle takes ~50 ms: once per client.
+        transport = AiohttpTransport(ssl_context=httpx.create_ssl_context(),
+                                     max_connections=int(_limits["max_connections"]),
+                                     keepalive_expiry=_limits["keepalive_expiry"])
         client = httpx.AsyncClient(transport=transport, follow_redirects=False, timeout=httpx.Timeout(60, connect=10))
         _clients[loop] = client
         _transports[client] = transport
     return client
-
-
-def _make_transport() -> httpx.AsyncBaseTransport:
-    # TEMPORARY while measuring: the candidates side by side (bench), chosen by CHATWEB_UPSTREAM_TRANSPORT.
-    which = os.environ.get("CHATWEB_UPSTREAM_TRANSPORT", "aiohttp")
-    ssl_context = httpx.create_ssl_context()
-    if which == "http11":
-        from conversations.upstream.http11 import Http11Transport
-
-        return Http11Transport(ssl_context=ssl_context, **_limits)
-    if which == "httpcore":
-        return httpx.AsyncHTTPTransport(verify=ssl_context, limits=httpx.Limits(
-            max_connections=_limits["max_connections"], max_keepalive_connections=_limits["max_keepalive"],
-            keepalive_expiry=_limits["keepalive_expiry"]))
-    if which == "httpx-aiohttp":
-        from httpx_aiohttp import AiohttpTransport as Stock
-
-        return Stock(verify=ssl_context, limits=httpx.Limits(
-            max_connections=_limits["max_connections"], max_keepalive_connections=_limits["max_keepalive"],
-            keepalive_expiry=_limits["keepalive_expiry"]))
-    return AiohttpTransport(ssl_context=ssl_context, max_connections=int(_limits["max_connections"]),
-                            keepalive_expiry=_limits["keepalive_expiry"])
 
 
 async def _send(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Response:
@@ -519,7 +496,7 @@ async def _attempt_stream(
 
 
 def _more_arrived(response: httpx.Response) -> bool:
-    buffered = getattr(response.stream, "buffered", None)  # http11's body; another stream cannot tell
+    buffered = getattr(response.stream, "buffered", None)  # the transport's body; httpx's decoding one cannot tell
     return bool(buffered and buffered())
 
 
