@@ -39,7 +39,7 @@ from conversations.money import money
 from conversations.upstream.errors import UpstreamError, admin_advice
 from conversations.usage import budgets
 
-sensitive_key = method_decorator(sensitive_post_parameters("api_key"))
+sensitive_key = method_decorator(sensitive_post_parameters("api_key", "extra_headers"))
 
 admin.site.site_header = "chatweb administration"
 admin.site.site_title = "chatweb admin"
@@ -60,7 +60,8 @@ def _form_fields(form: ModelForm, add: bool) -> list[str]:
     else:
         names = [n for n in form.changed_data if n in audited]
     if isinstance(form, ProviderForm):
-        names = [n for n in names if n != "api_key"] + (["api_key"] if form.key_changed else [])
+        names = [n for n in names if n not in ("api_key", "secret_headers")] + (
+            ["api_key"] if form.key_changed else []) + (["secret_headers"] if form.secret_headers_changed else [])
     return names
 
 
@@ -237,12 +238,13 @@ class ProviderAdmin(AuditedAdmin):
     )
     list_filter = ("enabled",)
     search_fields = ("name", "base_url")
-    readonly_fields = ("key_status", "is_development")
+    readonly_fields = ("key_status", "secret_headers_status", "is_development")
     actions = ["test_connection", "import_models"]
     fieldsets = (
         (None, {"fields": ("name", "base_url", "enabled", "is_development")}),
         ("API key", {"fields": ("key_status", "api_key", "clear_api_key")}),
-        ("Compatibility", {"fields": ("send_stream_options", "dropped_params", "extra_headers")}),
+        ("Compatibility", {"fields": ("send_stream_options", "dropped_params", "extra_headers",
+                                      "secret_headers_status", "clear_secret_headers")}),
         (
             "Timeouts and retries",
             {
@@ -257,7 +259,7 @@ class ProviderAdmin(AuditedAdmin):
         if obj is None or self.has_change_permission(request, obj):
             return fieldsets
         # View-only: the admin would show every field read-only, with its value. Never the key's.
-        hidden = {"api_key", "clear_api_key"}
+        hidden = {"api_key", "clear_api_key", "clear_secret_headers"}
         return [
             (name, {**opts, "fields": [f for f in opts["fields"] if f not in hidden]})
             for name, opts in fieldsets
@@ -278,6 +280,11 @@ class ProviderAdmin(AuditedAdmin):
         if obj.pk is None or not obj.api_key:
             return "not set"
         return f"set, ending in …{obj.api_key_last4}"
+
+    @admin.display(description="secret headers")
+    def secret_headers_status(self, obj: Provider) -> str:
+        names = obj.secret_header_names if obj.pk is not None else []
+        return f"set: {', '.join(names)} (values never shown)" if names else "none"
 
     @admin.display(description="models", ordering="model_total")
     def model_count(self, obj: Provider) -> int:

@@ -14,7 +14,7 @@ CREATED, CHANGED, DELETED, IMPORTED = "created", "changed", "deleted", "imported
 SOURCE_ADMIN = "admin"
 SOURCE_APPLY = "providers apply"
 
-SECRET_FIELDS = frozenset({"api_key"})  # named in the trail ("api_key changed"), never valued
+SECRET_FIELDS = frozenset({"api_key", "secret_headers"})  # named in the trail ("api_key changed"), never valued
 
 AUDITED_FIELDS: dict[type[models.Model], tuple[str, ...]] = {
     Provider: (
@@ -22,6 +22,7 @@ AUDITED_FIELDS: dict[type[models.Model], tuple[str, ...]] = {
         "base_url",
         "api_key",
         "extra_headers",
+        "secret_headers",
         "send_stream_options",
         "dropped_params",
         "connect_timeout",

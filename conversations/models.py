@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from decimal import Decimal
 from typing import TypedDict
 
@@ -15,7 +16,7 @@ from django.db import models
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
-from conversations.catalog.crypto import EncryptedTextField
+from conversations.crypto import EncryptedTextField, Secret
 
 
 class _Digits(TypedDict):
@@ -57,6 +58,10 @@ class Provider(models.Model):
     base_url = models.CharField(max_length=500, validators=[validate_base_url])
     api_key = EncryptedTextField(blank=True, default="", help_text="Encrypted at rest; never shown again.")
     extra_headers = models.JSONField(default=dict, blank=True, help_text="Extra request headers.")
+    # Headers that carry credentials (`api-key`, ...), as one JSON object: encrypted at rest like the key.
+    secret_headers = EncryptedTextField(
+        blank=True, default="", help_text="Credential headers (JSON), encrypted at rest; never shown again."
+    )
     send_stream_options = models.BooleanField(
         default=True,
         help_text="Ask for usage in streams (stream_options.include_usage); off for upstreams that reject it.",
@@ -88,6 +93,19 @@ class Provider(models.Model):
     @property
     def api_key_last4(self) -> str:
         return self.api_key.last4 if self.api_key else ""
+
+    @property
+    def secret_header_values(self) -> dict[str, str]:
+        """The credential headers, decrypted: only for the request to the provider."""
+        return json.loads(str.__str__(self.secret_headers)) if self.secret_headers else {}
+
+    @secret_header_values.setter
+    def secret_header_values(self, headers: Mapping[str, str]) -> None:
+        self.secret_headers = Secret(json.dumps(dict(headers), ensure_ascii=False) if headers else "")
+
+    @property
+    def secret_header_names(self) -> list[str]:
+        return sorted(self.secret_header_values)
 
 
 class ModelQuerySet(models.QuerySet):

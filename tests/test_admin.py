@@ -24,6 +24,7 @@ from django.urls import reverse
 from conversations.audit import audit_describe
 from conversations.catalog.presets import PRESETS
 from conversations.catalog.providers_file import providers_apply, providers_export
+from conversations.catalog.targets import upstream_target
 from conversations.devupstream.server import ThreadedUpstream
 from conversations.models import ApiKey, AuditLog, Model, Provider, UsageRecord, User
 from conversations.upstream.params import PARAM_SPECS
@@ -892,3 +893,68 @@ def test_one_model_at_most_is_the_default_for_new_chats(admin_client, staff):
     assert second.is_default and not first.is_default and second.display_name == "Model B"
     changed = {e.object_repr: e.fields for e in AuditLog.objects.filter(object_type="model")}
     assert "is_default" in changed["p/a"] and "is_default" in changed["p/b"]
+
+
+# --- secret headers: credential headers are stored encrypted and written-only ---------------------------------
+
+HEADER_SECRET = "azure-Hd82kSECRETheader7731"
+
+
+def stored_secret_headers(provider: Provider) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT secret_headers FROM conversations_provider WHERE id = %s", [provider.pk])
+        return cursor.fetchone()[0]
+
+
+def test_credential_headers_are_encrypted_never_shown_and_can_be_replaced_or_removed(admin_client):
+    headers = {"X-Title": "chatweb", "api-key": HEADER_SECRET}
+    provider = add_provider(admin_client, extra_headers=json.dumps(headers))
+    assert provider.extra_headers == {"X-Title": "chatweb"}, "a visible header stays visible"
+    assert provider.secret_header_values == {"api-key": HEADER_SECRET}
+    assert HEADER_SECRET not in stored_secret_headers(provider) and stored_secret_headers(provider)
+    target = upstream_target(provider)
+    assert dict(target.headers) == {"X-Title": "chatweb", "api-key": HEADER_SECRET}
+    assert HEADER_SECRET not in repr(target)
+    change = page(admin_client, url("conversations_provider_change", provider.pk))
+    assert HEADER_SECRET not in change and "set: api-key (values never shown)" in change
+    entry = AuditLog.objects.filter(object_id=str(provider.pk)).latest("pk")
+    assert "secret_headers" in entry.fields and HEADER_SECRET not in json.dumps(entry.fields)
+
+    # Saving the form again as it is keeps the secret header; typing it again replaces it.
+    admin_client.post(url("conversations_provider_change", provider.pk), provider_form(provider))
+    assert Provider.objects.get(pk=provider.pk).secret_header_values == {"api-key": HEADER_SECRET}
+    replaced = {"X-Title": "chatweb", "API-Key": "new-" + HEADER_SECRET}
+    admin_client.post(url("conversations_provider_change", provider.pk),
+                      provider_form(provider, extra_headers=json.dumps(replaced)))
+    provider.refresh_from_db()
+    assert provider.secret_header_values == {"API-Key": "new-" + HEADER_SECRET}
+    admin_client.post(url("conversations_provider_change", provider.pk),
+                      provider_form(provider, clear_secret_headers=["API-Key"]))
+    provider.refresh_from_db()
+    assert provider.secret_header_values == {} and stored_secret_headers(provider) == ""
+    assert "none" in page(admin_client, url("conversations_provider_change", provider.pk))
+
+
+def test_a_header_that_would_inject_a_line_is_refused_by_the_form(admin_client):
+    data = provider_form(extra_headers=json.dumps({"X-Title": "a\r\nX-Injected: 1"}))
+    response = admin_client.post(url("conversations_provider_add"), data)
+    assert response.status_code == 200 and "invalid value in header" in response.content.decode()
+    assert not Provider.objects.filter(name=data["name"]).exists()
+
+
+def test_rotatekeys_re_encrypts_secret_headers(db, settings):
+    from cryptography.fernet import Fernet
+
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    settings.CHATWEB_ENCRYPTION_KEYS = [old]
+    provider = Provider.objects.create(name="azure", base_url="https://a.test/v1")
+    provider.secret_header_values = {"api-key": HEADER_SECRET}
+    provider.save()
+    before = stored_secret_headers(provider)
+    settings.CHATWEB_ENCRYPTION_KEYS = [new, old]
+    out = io.StringIO()
+    call_command("rotatekeys", stdout=out)
+    assert "re-encrypted 0 provider key(s) and 1 set(s) of secret headers" in out.getvalue()
+    assert stored_secret_headers(provider) != before
+    settings.CHATWEB_ENCRYPTION_KEYS = [new]
+    assert Provider.objects.get(pk=provider.pk).secret_header_values == {"api-key": HEADER_SECRET}

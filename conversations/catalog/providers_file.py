@@ -23,6 +23,7 @@ from conversations.audit import (
     audit_snapshot,
 )
 from conversations.models import Model, Provider, User, validate_base_url
+from conversations.upstream.headers import header_problem, is_secret_header
 
 SLUG = re.compile(r"^[-a-zA-Z0-9_]+$")
 PROVIDER_KEYS = {
@@ -31,6 +32,7 @@ PROVIDER_KEYS = {
     "api_key",
     "api_key_env",
     "headers",
+    "headers_env",
     "model",
     "enabled",
     "send_stream_options",
@@ -143,7 +145,20 @@ def _provider_fields(entry: dict[str, Any], index: int) -> tuple[str, dict[str, 
     headers = entry.get("headers", {})
     if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
         raise ProviderFileError(f"{where}: headers must be a table of strings")
-    fields["extra_headers"] = headers
+    secret = {k: v for k, v in headers.items() if is_secret_header(k)}
+    from_env = entry.get("headers_env", {})
+    if not isinstance(from_env, dict) or not all(isinstance(v, str) for v in from_env.values()):
+        raise ProviderFileError(f"{where}: headers_env must be a table of environment variable names")
+    for header, var in from_env.items():
+        if var not in os.environ:
+            raise ProviderFileError(f"{where}: headers_env: environment variable {var} is not set")
+        secret[header] = os.environ[var]  # from the environment: a secret whatever its name
+    for header, value in {**headers, **secret}.items():
+        if problem := header_problem(header, value):
+            raise ProviderFileError(f"{where}: headers: {problem}")
+    fields["extra_headers"] = {k: v for k, v in headers.items() if k not in secret}
+    if secret:  # none in the file: the stored ones stay, as a key does
+        fields["secret_header_values"] = secret
     for flag in ("enabled", "send_stream_options"):
         if flag in entry:
             _check_type(entry[flag], bool, where, flag, "true or false")
@@ -281,7 +296,7 @@ def _toml_value(value: Any) -> str:
 
 def providers_export() -> str:
     """The current providers and models as a providers file. Keys are never printed."""
-    lines: list[str] = ["# Exported by `manage.py providers export`. API keys are not exported."]
+    lines: list[str] = ["# Exported by `manage.py providers export`. API keys and secret headers are not exported."]
     for provider in Provider.objects.prefetch_related("models").order_by("name"):
         lines += [
             "",
@@ -293,6 +308,9 @@ def providers_export() -> str:
             lines.append('# an API key is set (not exported): add api_key_env = "..." to set it on apply')
         if provider.extra_headers:
             lines.append(f"headers = {_toml_value(provider.extra_headers)}")
+        if provider.secret_headers:
+            names = ", ".join(provider.secret_header_names)
+            lines.append(f"# secret headers are set (not exported): {names}; add headers_env to set them on apply")
         if not provider.enabled:
             lines.append("enabled = false")
         if not provider.send_stream_options:

@@ -10,7 +10,7 @@ def upstream_target(provider: Provider) -> UpstreamTarget:
     return UpstreamTarget(
         base_url=provider.base_url,
         api_key=str.__str__(provider.api_key) if provider.api_key else None,
-        headers=dict(provider.extra_headers or {}),
+        headers={**(provider.extra_headers or {}), **provider.secret_header_values},
         send_stream_options=provider.send_stream_options,
         connect_timeout=provider.connect_timeout,
         first_token_timeout=provider.first_token_timeout,

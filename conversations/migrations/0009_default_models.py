@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('auth', '0012_alter_user_first_name_max_length'),
-        ('conversations', '0007_usageday_without_conversation'),
+        ('conversations', '0008_provider_secret_headers'),
     ]
 
     operations = [

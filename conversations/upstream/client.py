@@ -34,9 +34,9 @@ from conversations.upstream.errors import (
     user_message,
 )
 from conversations.upstream.events import StreamError, UpstreamEvent, Usage
-from conversations.upstream.http11 import Http11Transport
 from conversations.upstream.normalize import StreamNormalizer, normalize_response
 from conversations.upstream.sse import SSEDecoder
+from conversations.upstream.transport import AiohttpTransport
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class UpstreamTarget:
 
     base_url: str
     api_key: str | None = field(default=None, repr=False)
-    headers: Mapping[str, str] = field(default_factory=dict, hash=False)
+    headers: Mapping[str, str] = field(default_factory=dict, hash=False, repr=False)  # may carry secrets too
     send_stream_options: bool = True  # some upstreams reject `stream_options`
     connect_timeout: float = 10
     first_token_timeout: float = 120  # request sent → first event (keep-alive comments do not count)
@@ -70,20 +70,17 @@ class UpstreamTarget:
 
 # --- the shared client ----------------------------------------------------------------------------
 
-_limits = {"max_connections": 1000, "max_keepalive": 200, "keepalive_expiry": 5.0}
+_limits = {"max_connections": 1000, "keepalive_expiry": 5.0}
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
 _clients = weakref.WeakKeyDictionary()
-_transports: weakref.WeakKeyDictionary[httpx.AsyncClient, Http11Transport] = weakref.WeakKeyDictionary()
+_transports: weakref.WeakKeyDictionary[httpx.AsyncClient, AiohttpTransport] = weakref.WeakKeyDictionary()
 _clients_pid = os.getpid()
 
 
-def configure(
-    *, max_connections: int = 1000, max_keepalive_connections: int = 200, keepalive_expiry: float = 5.0
-) -> None:
-    """Pool limits for clients created from now on (call at startup, before the first request)."""
-    _limits.update(
-        max_connections=max_connections, max_keepalive=max_keepalive_connections, keepalive_expiry=keepalive_expiry
-    )
+def configure(*, max_connections: int = 1000, keepalive_expiry: float = 5.0) -> None:
+    """Pool limits for clients created from now on (call at startup, before the first request): connections open at
+    once, and how long an idle one is kept for the next request."""
+    _limits.update(max_connections=max_connections, keepalive_expiry=keepalive_expiry)
 
 
 def get_client() -> httpx.AsyncClient:
@@ -95,9 +92,11 @@ def get_client() -> httpx.AsyncClient:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None or client.is_closed:
-        # Every request sets its own timeouts (this default is a backstop); HTTP/1.1 only (http11.py). Loading the
-        # CA bundle takes ~50 ms: once per client.
-        transport = Http11Transport(ssl_context=httpx.create_ssl_context(), **_limits)
+        # Every request sets its own timeouts (this default is a backstop); HTTP/1.1 on aiohttp (transport.py), the
+        # egress proxy read from the environment now. Loading the CA bundle takes ~50 ms: once per client.
+        transport = AiohttpTransport(ssl_context=httpx.create_ssl_context(),
+                                     max_connections=int(_limits["max_connections"]),
+                                     keepalive_expiry=_limits["keepalive_expiry"])
         client = httpx.AsyncClient(transport=transport, follow_redirects=False, timeout=httpx.Timeout(60, connect=10))
         _clients[loop] = client
         _transports[client] = transport
@@ -217,6 +216,12 @@ def _transport_error(exc: Exception, target: UpstreamTarget, *, responded: bool)
         return unreachable(f"no connection within {target.connect_timeout:g} s")
     if isinstance(exc, httpx.UnsupportedProtocol):
         return unreachable(str(exc), message=f"The provider's base URL is invalid: {exc}")
+    if isinstance(exc, httpx.LocalProtocolError):  # nothing was sent; the message names a header, never its value
+        return UpstreamError(
+            ErrorCode.UPSTREAM_UNAVAILABLE, f"The provider's request headers are invalid: {exc}.", sent=False
+        )
+    if isinstance(exc, httpx.ProxyError):  # the egress proxy refused or failed: the provider was never reached
+        return unreachable(f"egress proxy: {exc}")
     detail = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, httpx.ConnectError):  # nothing was sent: no connection to send it on
         return unreachable(detail)
@@ -501,7 +506,7 @@ async def _attempt_stream(
 
 
 def _more_arrived(response: httpx.Response) -> bool:
-    buffered = getattr(response.stream, "buffered", None)  # http11's body; another stream cannot tell
+    buffered = getattr(response.stream, "buffered", None)  # the transport's body; httpx's decoding one cannot tell
     return bool(buffered and buffered())
 
 

@@ -5,7 +5,7 @@ from cryptography.fernet import Fernet
 from django.core.management import call_command
 from django.db import connection
 
-from conversations.catalog import crypto
+from conversations import crypto
 from conversations.models import Provider
 
 PLAINTEXT = "sk-live-0123456789abcdefSECRET"

@@ -159,3 +159,40 @@ description = "Quick answers, \\"cheap\\""
     with pytest.raises(CommandError, match="display_name must be a string"):
         apply(tmp_path, '[[provider]]\nname = "x"\nbase_url = "http://127.0.0.1:9/v1"\n'
                         '[[provider.model]]\nid = "m"\ndisplay_name = 3\n')
+
+
+# --- secret headers --------------------------------------------------------------------------------------------
+
+SECRET_HEADER_FILE = """
+[[provider]]
+name = "azure"
+base_url = "https://acme.openai.azure.test/openai/v1"
+headers = { "X-Team" = "research", "api-key" = "azure-in-file-5521" }
+"""
+
+
+def test_credential_headers_of_a_file_are_stored_encrypted_and_never_exported(db, tmp_path, monkeypatch):
+    apply(tmp_path, SECRET_HEADER_FILE)
+    azure = Provider.objects.get(name="azure")
+    assert azure.extra_headers == {"X-Team": "research"}
+    assert azure.secret_header_values == {"api-key": "azure-in-file-5521"}
+    out = io.StringIO()
+    call_command("providers", "export", stdout=out)
+    exported = out.getvalue()
+    assert "azure-in-file-5521" not in exported and "secret headers are set (not exported): api-key" in exported
+    assert 'headers = { "X-Team" = "research" }' in exported
+
+    # The exported file applied again keeps the stored secret header, as it keeps a key.
+    apply(tmp_path, exported)
+    assert Provider.objects.get(name="azure").secret_header_values == {"api-key": "azure-in-file-5521"}
+
+    monkeypatch.setenv("AZURE_KEY", "azure-from-env-7788")
+    apply(tmp_path, exported.replace('headers = {', 'headers_env = { "api-key" = "AZURE_KEY" }\nheaders = {'))
+    assert Provider.objects.get(name="azure").secret_header_values == {"api-key": "azure-from-env-7788"}
+
+
+def test_a_header_that_would_inject_a_line_is_refused_by_apply(db, tmp_path):
+    bad = SECRET_HEADER_FILE.replace('"research"', '"research\\r\\nX-Injected: 1"')
+    with pytest.raises(CommandError, match="invalid value in header 'X-Team'"):
+        apply(tmp_path, bad)
+    assert not Provider.objects.filter(name="azure").exists()

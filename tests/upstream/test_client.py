@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Iterator
 from contextlib import aclosing
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -416,42 +414,7 @@ async def test_concurrent_streams_share_the_pool(dev_upstream: ThreadedUpstream)
     assert all(len(only(r, ContentDelta)) == 20 and not only(r, StreamError) for r in results)
 
 
-# --- HTTPS: the pool's sockets are asyncio's own (http11.py), TLS included -----------------------------
-
-
-def _self_signed(directory: Path) -> tuple[str, str]:
-    """A certificate for 127.0.0.1 signed by itself, and its key, as PEM files."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return str(cert_path), str(key_path)
-
-
-@pytest.fixture
-def tls_upstream(tmp_path: Path) -> Iterator[ThreadedUpstream]:
-    with ThreadedUpstream(tls=_self_signed(tmp_path), delay=0.001) as upstream:
-        yield upstream
+# --- HTTPS (tls_upstream: tests/upstream_fixtures.py) --------------------------------------------------
 
 
 async def test_https_upstream_streams_whole_replies_on_kept_connections(
