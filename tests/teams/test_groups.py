@@ -283,3 +283,23 @@ def test_sign_in_group_sync_follows_the_claim_exactly(alice):
     assert set(alice.groups.values_list("name", flat=True)) == {"lab", "ops"}
     user_groups_sync(user=alice, names=["ops"])
     assert list(alice.groups.values_list("name", flat=True)) == ["ops"]
+
+
+@pytest.mark.django_db
+def test_the_admin_sets_a_groups_budget_and_managers_with_the_audit_trail(staff, alice):
+    staff.is_superuser = True
+    staff.save()
+    client = _as(staff)
+    group = Group.objects.create(name="lab")
+    page = client.get(f"/admin/auth/group/{group.pk}/change/")
+    assert page.status_code == 200 and "team settings" in page.content.decode().lower()
+    response = client.post(f"/admin/auth/group/{group.pk}/change/", {
+        "name": "lab",
+        "team-TOTAL_FORMS": "1", "team-INITIAL_FORMS": "0", "team-MIN_NUM_FORMS": "0", "team-MAX_NUM_FORMS": "1",
+        "team-0-group": str(group.pk), "team-0-monthly_budget": "12.50", "team-0-managers": [str(alice.pk)],
+    })
+    assert response.status_code == 302, response.content.decode()[:2000]
+    team = Team.objects.get(group=group)
+    assert team.monthly_budget == Decimal("12.50") and list(team.managers.all()) == [alice]
+    entry = AuditLog.objects.get(object_type="team")
+    assert entry.source == "admin" and "monthly_budget" in entry.fields
