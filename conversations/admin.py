@@ -8,7 +8,9 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
+from django.contrib.auth.admin import GroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q, QuerySet, Sum
 from django.forms import BaseInlineFormSet, ModelForm
@@ -34,7 +36,7 @@ from conversations.audit import (
 )
 from conversations.catalog.checks import provider_import_models, provider_test_connections
 from conversations.catalog.presets import PRESETS, preset_get
-from conversations.models import ApiKey, AuditLog, Model, Provider, UsageRecord, User
+from conversations.models import ApiKey, AuditLog, Model, Provider, Team, UsageRecord, User
 from conversations.money import money
 from conversations.upstream.errors import UpstreamError, admin_advice
 from conversations.usage import budgets
@@ -509,3 +511,27 @@ class AuditLogAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+# --- groups as teams: shared budget and managers ------------------------------------------------------------
+
+
+class TeamInline(admin.StackedInline):
+    model = Team
+    can_delete = False
+    extra = 1
+    max_num = 1
+    verbose_name = "team settings"
+    verbose_name_plural = "team settings (shared monthly budget, managers who see the group's usage)"
+    filter_horizontal = ("managers",)
+
+
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class TeamGroupAdmin(AuditedAdmin, GroupAdmin):
+    """Django's group page with the group's budget and managers (members are set on each user's page)."""
+
+    inlines = [TeamInline]
+    audit_creations = False

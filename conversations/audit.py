@@ -8,7 +8,7 @@ from typing import Any
 
 from django.db import models
 
-from conversations.models import AuditLog, Model, Provider, User
+from conversations.models import AuditLog, Model, Provider, Team, User
 
 CREATED, CHANGED, DELETED, IMPORTED = "created", "changed", "deleted", "imported"
 SOURCE_ADMIN = "admin"
@@ -47,6 +47,7 @@ AUDITED_FIELDS: dict[type[models.Model], tuple[str, ...]] = {
         "allowed_groups",
     ),
     User: ("monthly_budget",),
+    Team: ("monthly_budget", "managers"),
 }
 
 

@@ -56,17 +56,19 @@ class BudgetExceeded(AdmissionError):
 
     code = "budget_exceeded"
 
-    def __init__(self, remaining: Decimal, amount: Decimal | None = None) -> None:
+    def __init__(self, remaining: Decimal, amount: Decimal | None = None, *, group: str | None = None) -> None:
         self.remaining = remaining
         self.amount = amount
+        self.group = group  # None: the user's own budget; else the name of the group whose shared budget it is
+        which = "your monthly budget" if group is None else f"the monthly budget of group {group!r}"
         if remaining > 0 and amount is not None:
             message = (
-                f"This request could cost up to {money(amount)}, more than the {money(remaining)} left of your "
-                "monthly budget; lower max_tokens or ask an administrator to raise the budget."
+                f"This request could cost up to {money(amount)}, more than the {money(remaining)} left of {which}; "
+                "lower max_tokens or ask an administrator to raise the budget."
             )
         else:
             over = f"$0 left, over by {money(-remaining)}" if remaining < 0 else "$0 left"
-            message = f"Your monthly budget is used up ({over}); ask an administrator to raise it."
+            message = f"{which[0].upper()}{which[1:]} is used up ({over}); ask an administrator to raise it."
         super().__init__(message)
 
 

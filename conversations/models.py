@@ -555,3 +555,36 @@ class AuditLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.object_type} {self.object_repr}"
+
+
+# --- Teams: a group's shared budget and its managers -------------------------------------------------------
+
+
+class TeamQuerySet(models.QuerySet):
+    def managed_by(self, user: User) -> TeamQuerySet:
+        """The teams whose usage this user may see: staff see every team, a manager their own."""
+        if user.is_staff:
+            return self
+        return self.filter(managers=user)
+
+
+class Team(models.Model):
+    """What chatweb adds to a Django group: an optional shared monthly budget and the group's managers."""
+
+    group = models.OneToOneField(Group, on_delete=models.CASCADE, primary_key=True, related_name="team")
+    monthly_budget = models.DecimalField(
+        max_digits=12,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        help_text="USD per calendar month shared by every member; empty: no shared cap.",
+    )
+    managers = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="managed_teams",
+        help_text="Who sees this group's usage.",
+    )
+
+    objects = TeamQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return self.group.name

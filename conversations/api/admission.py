@@ -26,7 +26,7 @@ from conversations.models import ApiKey, Model
 from conversations.upstream.client import UpstreamTarget
 from conversations.upstream.params import drop_unsupported
 from conversations.upstream.tokens import count_prompt_tokens, count_tokens
-from conversations.usage.budgets import budget_reserve
+from conversations.usage.budgets import budget_reserve, budgets_apply
 from conversations.usage.ledger import Priced
 
 
@@ -55,6 +55,7 @@ class ApiCheck:
     body: dict[str, Any]
     prompt_messages: list[dict[str, Any]]
     prompt_tokens: int  # counted only when `auto` or a budget needs the worst case (else 0)
+    budgeted: bool = False  # a budget (the user's own or a group's) limits this user
 
 
 def check_api_call(*, key: ApiKey, request: ApiRequest) -> ApiCheck:
@@ -64,7 +65,8 @@ def check_api_call(*, key: ApiKey, request: ApiRequest) -> ApiCheck:
     chat = request.endpoint == "chat"
     prompt_messages = request.messages if chat else [{"role": "user", "content": request.prompt}]
     prompt_tokens = 0
-    if request.model is None or user.monthly_budget is not None:
+    budgeted = budgets_apply(user_id=user.pk)
+    if request.model is None or budgeted:
         prompt_tokens = count_prompt_tokens(prompt_messages) if chat else count_tokens(request.prompt or "")
     model = model_resolve(
         user=user,
@@ -75,7 +77,7 @@ def check_api_call(*, key: ApiKey, request: ApiRequest) -> ApiCheck:
     )
     path, body = _upstream_request(model, request)
     return ApiCheck(key=key, request=request, model=model, path=path, body=body, prompt_messages=prompt_messages,
-                    prompt_tokens=prompt_tokens)
+                    prompt_tokens=prompt_tokens, budgeted=budgeted)
 
 
 def do_api_call(*, check: ApiCheck) -> ApiCall:
@@ -84,7 +86,7 @@ def do_api_call(*, check: ApiCheck) -> ApiCall:
     key, model, request = check.key, check.model, check.request
     api_key_touch(key=key)
     reservation_id = None
-    if key.user.monthly_budget is not None:  # budget_reserve's own first test, without taking the write lock
+    if check.budgeted:  # budget_reserve's own first test, without taking the write lock
         reservation_id = budget_reserve(
             user_id=key.user.pk,
             amount=request_cost(model, check.prompt_tokens, request.max_tokens, request.n),

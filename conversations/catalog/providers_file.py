@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
@@ -53,6 +54,7 @@ MODEL_KEYS = {
     "max_output_tokens",
     "api",
     "enabled",
+    "groups",
 }
 
 
@@ -219,13 +221,21 @@ def _model_fields(provider: str, entry: Any, index: int) -> tuple[str, dict[str,
     if "enabled" in entry:
         _check_type(entry["enabled"], bool, where, "enabled", "true or false")
         fields["enabled"] = entry["enabled"]
+    if "groups" in entry:  # absent: the model's groups stay as they are (the admin may have set them)
+        groups = entry["groups"]
+        if not isinstance(groups, list) or not all(isinstance(g, str) and g.strip() for g in groups):
+            raise ProviderFileError(f"{where}: groups must be a list of group names (empty: everyone)")
+        fields["groups"] = sorted({g.strip() for g in groups})
     return upstream_id, fields
 
 
 def _audit(actor: User | None, obj: Provider | Model, before: dict[str, Any] | None) -> None:
     if before is None:
-        audit_record(actor=actor, action=CREATED, obj=obj, fields=audit_set_fields(obj), source=SOURCE_APPLY)
-    elif changed := audit_diff(before, audit_snapshot(obj)):
+        fields = audit_set_fields(obj)
+        if isinstance(obj, Model) and obj.allowed_groups.exists():
+            fields.append("allowed_groups")
+        audit_record(actor=actor, action=CREATED, obj=obj, fields=fields, source=SOURCE_APPLY)
+    elif changed := audit_diff(before, audit_snapshot(obj, many_to_many=isinstance(obj, Model))):
         audit_record(actor=actor, action=CHANGED, obj=obj, fields=changed, source=SOURCE_APPLY)
 
 
@@ -270,12 +280,15 @@ def providers_apply(*, text: str, actor: User | None = None) -> ApplyResult:
                 model, model_before = Model(provider=provider, upstream_id=upstream_id), None
                 result.models_created += 1
             else:
-                model_before = audit_snapshot(model)
+                model_before = audit_snapshot(model, many_to_many=True)
                 result.models_updated += 1
+            groups = model_fields.pop("groups", None)
             for key, value in model_fields.items():
                 setattr(model, key, value)
             model.provider = provider
             model.save()
+            if groups is not None:
+                model.allowed_groups.set([Group.objects.get_or_create(name=g)[0] for g in groups])
             _audit(actor, model, model_before)
     return result
 
@@ -332,4 +345,7 @@ def providers_export() -> str:
                 lines.append(f"api = {_toml_value(model.api)}")
             if not model.enabled:
                 lines.append("enabled = false")
+            groups = sorted(g.name for g in model.allowed_groups.all())
+            if groups:
+                lines.append(f"groups = {_toml_value(groups)}")
     return "\n".join(lines) + "\n"

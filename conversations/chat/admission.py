@@ -36,7 +36,7 @@ from conversations.models import Conversation, Message, Model, User
 from conversations.upstream.client import UpstreamTarget
 from conversations.upstream.params import ParamError, drop_unsupported, validate_params
 from conversations.upstream.tokens import count_prompt_tokens
-from conversations.usage.budgets import budget_reserve, worst_case_cost
+from conversations.usage.budgets import budget_reserve, budgets_apply, worst_case_cost
 from conversations.usage.ledger import Priced
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,8 @@ def _admit_reply(
     messages = chat_messages(conversation.system_prompt, branch)
     path, body = upstream_request(model, messages, params)
     reservation_id = None
-    if budget is not None:  # budget_reserve decides under the same lock (raises BudgetExceeded)
+    # budget_reserve decides under the same lock (raises BudgetExceeded), with the user's groups' budgets too
+    if budget is not None or budgets_apply(user_id=user.pk):
         reservation_id = budget_reserve(user_id=user.pk, amount=worst_case_cost(
             prompt_tokens=count_prompt_tokens(messages),
             max_tokens=params.get("max_tokens") or model.max_output_tokens,

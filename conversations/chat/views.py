@@ -18,7 +18,7 @@ from conversations.chat.selectors import MessageTree, branch_messages, conversat
 from conversations.errors import NotFound
 from conversations.models import Conversation, Message, Preset, UsageRecord
 from conversations.upstream.params import PARAM_SPECS, range_text
-from conversations.usage.budgets import budget_display
+from conversations.usage.budgets import budget_display, user_team_budgets
 
 
 def decorate(messages: list[Message], tree: MessageTree) -> list[Message]:
@@ -94,6 +94,7 @@ def chat_context(request: HttpRequest, conversation: Conversation | None, *, que
         "presets": presets,
         "render_policy": policy(),
         "budget": budget_display(request.user),
+        "group_budgets": user_team_budgets(request.user),  # each shared budget of the user's groups, by name
         "max_content_chars": MAX_CONTENT_CHARS,  # checked in the page before sending, with a counter near it
     }
 

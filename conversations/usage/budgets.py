@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TypedDict
 
+from django.conf import settings
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import Exists, OuterRef, Q, Sum
 from django.utils import timezone
 
 from conversations.audit import CHANGED, audit_record
 from conversations.errors import BudgetExceeded
-from conversations.models import BudgetReservation, UsageRecord, User
+from conversations.models import BudgetReservation, Team, UsageRecord, User
 from conversations.money import BudgetText, budget_text
 from conversations.usage.days import day_start, local_today, month_first, zone_named
 from conversations.usage.rollup import Owner, ledger_sums, rolled_total, units_cost
@@ -91,6 +93,66 @@ def budget_display(user: User) -> BudgetDisplay | None:
     return {**status, **words}
 
 
+@dataclass(frozen=True)
+class TeamBudgetStatus:
+    """A group's shared budget this month: budget, spent, reserved, remaining."""
+
+    name: str
+    budget: Decimal
+    spent: Decimal
+    reserved: Decimal
+    remaining: Decimal
+    month: str  # the month's first day in the server's time zone, YYYY-MM-DD
+
+    @property
+    def text(self) -> BudgetText:
+        """How the group's budget reads on the pages (never a negative amount left)."""
+        return budget_text(budget=self.budget, spent=self.spent, reserved=self.reserved, remaining=self.remaining)
+
+
+def team_month_start(now: datetime | None = None) -> datetime:
+    """The start of the current calendar month in the server's time zone (a group's members may live in many)."""
+    zone = zone_named(settings.TIME_ZONE)
+    return day_start(month_first(local_today(zone, now)), zone).astimezone(UTC)
+
+
+def team_month_spend(team: Team, now: datetime | None = None) -> Decimal:
+    """What the group's current members spent since the start of the group's month (exact, from the ledger)."""
+    records = UsageRecord.objects.filter(user__groups=team.group_id, created_at__gte=team_month_start(now))
+    units = records.aggregate(units=ledger_sums()["cost_units"])["units"]
+    return units_cost(units or 0)
+
+
+def _team_reserved(team: Team) -> Decimal:
+    since = timezone.now() - STALE_RESERVATION
+    held = BudgetReservation.objects.filter(user__groups=team.group_id, created_at__gte=since)
+    return held.aggregate(total=Sum("amount"))["total"] or ZERO
+
+
+def team_budget_remaining(team: Team) -> Decimal:
+    """What is left of the group's shared budget this month after its members' spend and open reservations."""
+    assert team.monthly_budget is not None
+    return team.monthly_budget - team_month_spend(team) - _team_reserved(team)
+
+
+def team_budget_status(team: Team) -> TeamBudgetStatus | None:
+    """The group's shared budget this month, for pages and commands (None: the group has no budget)."""
+    if team.monthly_budget is None:
+        return None
+    spent, reserved = team_month_spend(team), _team_reserved(team)
+    zone = zone_named(settings.TIME_ZONE)
+    return TeamBudgetStatus(
+        name=team.group.name, budget=team.monthly_budget, spent=spent, reserved=reserved,
+        remaining=team.monthly_budget - spent - reserved, month=month_first(local_today(zone)).isoformat(),
+    )
+
+
+def user_team_budgets(user: User) -> list[TeamBudgetStatus]:
+    """The shared budgets of the user's groups that have one, by group name."""
+    teams = Team.objects.select_related("group").filter(group__user=user, monthly_budget__isnull=False)
+    return [s for t in teams.order_by("group__name") if (s := team_budget_status(t)) is not None]
+
+
 def worst_case_cost(
     *, prompt_tokens: int, max_tokens: int | None, input_price: Decimal | None, output_price: Decimal | None
 ) -> Decimal:
@@ -101,25 +163,43 @@ def worst_case_cost(
 
 
 def budget_reserve(*, user_id: int, amount: Decimal) -> int | None:
-    """Hold `amount` against the user's budget or raise BudgetExceeded; the reservation id (None: no budget).
+    """Hold `amount` against the user's budget and each of their groups' budgets, or raise BudgetExceeded naming
+    the budget that does not fit; the reservation id (None: no budget applies).
 
     Admissions of one user run one after another, so concurrent requests cannot all see the same remaining
-    amount: on PostgreSQL the user row is locked (SELECT ... FOR UPDATE) for the transaction; on SQLite
-    transactions are IMMEDIATE (settings): the write lock is taken at BEGIN and every writer waits its turn.
-    The month is the user's calendar month in their time zone; reservations older than STALE_RESERVATION
+    amount: on PostgreSQL the user row is locked (SELECT ... FOR UPDATE) for the transaction, and so are the
+    rows of their budgeted groups (in key order, so that two members never wait on each other in a cycle): the
+    admissions of all members of a group are decided one at a time. On SQLite transactions are IMMEDIATE
+    (settings): the write lock is taken at BEGIN and every writer waits its turn. The month is the user's
+    calendar month in their time zone (a group's: the server's); reservations older than STALE_RESERVATION
     (left by a process that died) no longer count and are cleared here.
     """
     with transaction.atomic():
         user = User.objects.select_for_update().get(pk=user_id)
-        if user.monthly_budget is None:
+        teams = list(
+            Team.objects.select_for_update().select_related("group")
+            .filter(group__user=user_id, monthly_budget__isnull=False).order_by("pk")
+        )
+        if user.monthly_budget is None and not teams:
             return None
         stale = timezone.now() - STALE_RESERVATION
         BudgetReservation.objects.filter(user_id=user_id, created_at__lt=stale).delete()
-        remaining = budget_remaining(user)
-        assert remaining is not None
-        if remaining <= 0 or amount > remaining:
-            raise BudgetExceeded(remaining, amount)
+        if user.monthly_budget is not None:
+            remaining = budget_remaining(user)
+            assert remaining is not None
+            if remaining <= 0 or amount > remaining:
+                raise BudgetExceeded(remaining, amount)
+        for team in teams:
+            left = team_budget_remaining(team)
+            if left <= 0 or amount > left:
+                raise BudgetExceeded(left, amount, group=team.group.name)
         return BudgetReservation.objects.create(user=user, amount=amount).pk
+
+
+def budgets_apply(*, user_id: int) -> bool:
+    """Whether any budget limits this user's requests: their own or one of their groups' (one query)."""
+    shared = Team.objects.filter(group__user=OuterRef("pk"), monthly_budget__isnull=False)
+    return User.objects.filter(pk=user_id).filter(Q(monthly_budget__isnull=False) | Exists(shared)).exists()
 
 
 def budget_settle(reservation_id: int | None) -> None:

@@ -7,9 +7,11 @@ from datetime import date
 from operator import add
 from typing import Any
 
+from django.conf import settings
+from django.contrib.auth.models import Group
 from django.db.models import QuerySet
 
-from conversations.models import Conversation, UsageRecord, User
+from conversations.models import Conversation, Team, UsageRecord, User
 from conversations.rows import raw_rows
 from conversations.usage.days import days_between, local_today, month_first, zone_named
 from conversations.usage.ranking import top_conversations
@@ -33,13 +35,16 @@ class UsageScope:
     """Whose usage (one user, or everyone for staff) on which local days, first..last inclusive."""
 
     viewer: User
-    subject: User | None  # None: every user (staff only)
+    subject: User | None  # None: every user (staff only), or every member of `group`
     first: date
     last: date
     memo: dict = field(default_factory=dict, compare=False, repr=False)  # what one request learnt already
+    group: str | None = None  # a group's usage (its managers and staff): the members' usage, each on their days
+    members: tuple[int, ...] = ()  # the group's members' ids
 
     @property
     def everyone(self) -> bool:
+        """Several users' usage: every user's, or a group's members'."""
         return self.subject is None
 
     @property
@@ -61,6 +66,16 @@ def usage_subject(viewer: User, wanted: str | None) -> User | None:
     return found
 
 
+def usage_group(viewer: User, wanted: str) -> tuple[str, tuple[int, ...]]:
+    """The group a viewer asked for and its members' ids: staff may see any group, a manager their own; to anyone
+    else a group is unknown (404), whether it exists or not."""
+    team = Team.objects.managed_by(viewer).select_related("group").filter(group__name=wanted).first()
+    group = team.group if team is not None else (Group.objects.filter(name=wanted).first() if viewer.is_staff else None)
+    if group is None:
+        raise UsageQueryError("unknown_group", f"no group named {wanted!r}", status=404)
+    return group.name, tuple(group.user_set.order_by("pk").values_list("pk", flat=True))
+
+
 def _parse_day(name: str, value: str) -> date:
     try:
         return date.fromisoformat(value)
@@ -68,10 +83,14 @@ def _parse_day(name: str, value: str) -> date:
         raise UsageQueryError("bad_date", f"{name}: expected a date as YYYY-MM-DD, got {value!r}") from None
 
 
-def usage_scope(*, viewer: User, wanted_user: str | None, first: str | None, last: str | None) -> UsageScope:
-    """Check and resolve a request's `user`, `from` and `to`; by default this month in the subject's zone."""
-    subject = usage_subject(viewer, wanted_user)
-    today = local_today(zone_named((subject or viewer).timezone))
+def usage_scope(
+    *, viewer: User, wanted_user: str | None, first: str | None, last: str | None, wanted_group: str | None = None
+) -> UsageScope:
+    """Check and resolve a request's `user` (or `group`), `from` and `to`; by default this month in the subject's
+    zone (a group's: the server's)."""
+    group, members = usage_group(viewer, wanted_group) if wanted_group else (None, ())
+    subject = usage_subject(viewer, wanted_user) if group is None else None
+    today = local_today(zone_named(settings.TIME_ZONE if group else (subject or viewer).timezone))
     last_day = _parse_day("to", last) if last else None
     first_day = _parse_day("from", first) if first else month_first(last_day or today)
     if last_day is None:
@@ -80,7 +99,7 @@ def usage_scope(*, viewer: User, wanted_user: str | None, first: str | None, las
         raise UsageQueryError("bad_date", f"to ({last_day}) is before from ({first_day})")
     if (last_day - first_day).days >= MAX_SPAN_DAYS:
         raise UsageQueryError("bad_date", f"at most {MAX_SPAN_DAYS} days at a time")
-    return UsageScope(viewer=viewer, subject=subject, first=first_day, last=last_day)
+    return UsageScope(viewer=viewer, subject=subject, first=first_day, last=last_day, group=group, members=members)
 
 
 @dataclass
@@ -107,9 +126,15 @@ def _checked(scope: UsageScope, rolled: int | None = None) -> bool:
     return rollup_verify(owner, scope.first, scope.last, rolled)
 
 
+def _rolled(scope: UsageScope, *group: str) -> QuerySet:
+    rows = rolled_up(scope.owner, scope.first, scope.last, *group)
+    # A group without members still reads (no id is -1): an empty IN list would make no SQL at all for raw_rows.
+    return rows.filter(user_id__in=scope.members or (-1,)) if scope.group is not None else rows
+
+
 def _grouped(scope: UsageScope, *group: str) -> QuerySet:
     _checked(scope)
-    return rolled_up(scope.owner, scope.first, scope.last, *group)
+    return _rolled(scope, *group)
 
 
 def _most_expensive(groups: dict[str, Totals]) -> dict[str, Totals]:
@@ -132,7 +157,7 @@ def _day(value: date | str) -> date:
 def usage_summary(scope: UsageScope) -> Summary:
     """Totals, by day, by model, by provider and the unpriced models of the scope (one roll-up query)."""
     group = ("day", "provider_name", "model_name")
-    query = rolled_up(scope.owner, scope.first, scope.last, *group).values_list(*group, *SUMMED)
+    query = _rolled(scope, *group).values_list(*group, *SUMMED)
     rows = raw_rows(query)
     if not _checked(scope, rolled=sum(r[3] or 0 for r in rows)):
         rows = raw_rows(query)
@@ -168,7 +193,10 @@ class ConversationUsage:
 
 
 def usage_by_conversation(scope: UsageScope, limit: int = 10) -> list[ConversationUsage]:
-    """The scope's most expensive conversations (API calls have none), with their titles (ranking.py)."""
+    """The scope's most expensive conversations (API calls have none), with their titles (ranking.py). A group's
+    managers see how much its members spend, not what they talk about: none for a group."""
+    if scope.group is not None:
+        return []
     _checked(scope)
     top = top_conversations(scope.owner, scope.first, scope.last, limit)
     conversations = Conversation.objects.filter(pk__in=[pk for pk, _ in top])
@@ -203,9 +231,13 @@ def usage_by_user(scope: UsageScope) -> list[UserUsage]:
 
 
 def usage_records(
-    *, subject: User | None, first: date | None, last: date | None, zones: dict[str, list[str]] | None = None
+    *, subject: User | None, first: date | None, last: date | None, zones: dict[str, list[str]] | None = None,
+    members: tuple[int, ...] | None = None,
 ) -> QuerySet[UsageRecord]:
-    """The ledger rows of `subject` (None: everyone; from usage_subject) on its local days first..last."""
+    """The ledger rows of `subject` (None: everyone, or the group `members` when given; from usage_subject and
+    usage_group) on its local days first..last."""
     owner = Owner.of(subject) if subject is not None else EVERYONE
     records = UsageRecord.objects.for_user(subject) if subject is not None else UsageRecord.objects.all()
+    if subject is None and members is not None:
+        records = records.filter(user_id__in=members)
     return records.filter(ledger_q(owner, first, last, zones))

@@ -10,22 +10,24 @@ import csv
 import io
 import math
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 from functools import wraps
 from typing import Any
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.handlers.asgi import ASGIRequest
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from conversations import db
-from conversations.models import UsageRecord, User
-from conversations.usage.budgets import budget_display
+from conversations.models import Team, UsageRecord, User
+from conversations.usage.budgets import budget_display, team_budget_status
 from conversations.usage.charts import Bar, bar_chart, chart_table, money_axis, tokens_axis
 from conversations.usage.days import UTC, local_today, month_first, previous_month, zone_named
 from conversations.usage.rollup import Totals, money_text
@@ -35,6 +37,7 @@ from conversations.usage.selectors import (
     UsageScope,
     usage_by_conversation,
     usage_by_user,
+    usage_group,
     usage_records,
     usage_scope,
     usage_subject,
@@ -67,6 +70,13 @@ def totals_json(totals: Totals) -> dict[str, Any]:
     }
 
 
+def _zone_key(scope: UsageScope) -> str | None:
+    """The zone whose days the scope counts: the user's, the server's for a group, none for everyone."""
+    if scope.group is not None:
+        return zone_named(settings.TIME_ZONE).key
+    return None if scope.subject is None else zone_named(scope.subject.timezone).key
+
+
 def _error(exc: UsageQueryError) -> JsonResponse:
     return JsonResponse({"error": {"code": exc.code, "message": exc.message}}, status=exc.status)
 
@@ -89,6 +99,7 @@ def _scope(request: AuthenticatedHttpRequest) -> UsageScope:
     return usage_scope(
         viewer=request.user,
         wanted_user=request.GET.get("user"),
+        wanted_group=request.GET.get("group") or None,
         first=request.GET.get("from"),
         last=request.GET.get("to"),
     )
@@ -109,7 +120,8 @@ def summary_json(request: AuthenticatedHttpRequest) -> HttpResponse:
         "from": scope.first.isoformat(),
         "to": scope.last.isoformat(),
         "user": "all" if subject is None else subject.get_username(),
-        "time_zone": None if subject is None else zone_named(subject.timezone).key,
+        "group": scope.group,
+        "time_zone": _zone_key(scope),
         "totals": totals_json(summary.totals),
         "by_day": [{"day": d.isoformat(), **totals_json(t)} for d, t in summary.by_day.items()],
         "by_model": [{"model": m, **totals_json(t)} for m, t in summary.by_model.items()],
@@ -194,17 +206,19 @@ def export_csv(request: AuthenticatedHttpRequest) -> HttpResponseBase:
     The columns are those of docs/usage.md; an all-users export (staff) adds a `user` column at the end.
     """
     try:
-        subject = usage_subject(request.user, request.GET.get("user"))
+        wanted_group = request.GET.get("group") or None
+        group, members = usage_group(request.user, wanted_group) if wanted_group else (None, None)
+        subject = usage_subject(request.user, request.GET.get("user")) if group is None else None
         dated = "from" in request.GET or "to" in request.GET
         scope = _scope(request) if dated else None
     except UsageQueryError as exc:
         return _error(exc)
     records = usage_records(
-        subject=subject, first=scope.first if scope else None, last=scope.last if scope else None
+        subject=subject, first=scope.first if scope else None, last=scope.last if scope else None, members=members
     )
     everyone = subject is None
     header = CSV_COLUMNS + (["user"] if everyone else [])
-    name = "all" if subject is None else subject.get_username()
+    name = f"group-{group}" if group else "all" if subject is None else subject.get_username()
     span = f"-{scope.first}-{scope.last}" if scope else ""
     # Under ASGI (Daphne) an async iterator streams without buffering; under WSGI a plain one does.
     content = (_export_async if isinstance(request, ASGIRequest) else _export_sync)(records, everyone, header)
@@ -217,7 +231,9 @@ def export_csv(request: AuthenticatedHttpRequest) -> HttpResponseBase:
 
 def _query(scope: UsageScope, **extra: Any) -> str:
     params = {"from": scope.first.isoformat(), "to": scope.last.isoformat()}
-    if scope.subject is None:
+    if scope.group is not None:
+        params["group"] = scope.group
+    elif scope.subject is None:
         params["user"] = "all"
     elif scope.subject.pk != scope.viewer.pk:
         params["user"] = scope.subject.get_username()
@@ -264,7 +280,7 @@ def _charts(series: list[tuple[str, Totals]], scope: UsageScope) -> dict[str, An
 
 
 def _ranges(viewer: User, scope: UsageScope) -> list[tuple[str, str]]:
-    today = local_today(zone_named((scope.subject or viewer).timezone))
+    today = local_today(zone_named(_zone_key(scope) or viewer.timezone))
     last_first, last_last = previous_month(today)
     spans = [
         ("This month", month_first(today), today),
@@ -272,7 +288,7 @@ def _ranges(viewer: User, scope: UsageScope) -> list[tuple[str, str]]:
         ("Last 30 days", date.fromordinal(today.toordinal() - 29), today),
         ("This year", today.replace(month=1, day=1), today),
     ]
-    return [(label, "?" + _query(UsageScope(viewer, scope.subject, a, b))) for label, a, b in spans]
+    return [(label, "?" + _query(replace(scope, first=a, last=b, memo={}))) for label, a, b in spans]
 
 
 def _page_number(request: HttpRequest) -> int:
@@ -302,21 +318,39 @@ def _budget(user: User) -> dict[str, Any] | None:
     }
 
 
+def _group_budget(name: str) -> dict[str, Any] | None:
+    team = Team.objects.select_related("group").filter(group__name=name).first()
+    status = team_budget_status(team) if team is not None else None
+    if status is None:
+        return None
+    used = status.spent + status.reserved
+    return {
+        "budget": status.budget, "spent": status.spent, "reserved": status.reserved, "remaining": status.remaining,
+        "month": status.month, "meter_max": money_text(status.budget),
+        "meter_value": money_text(min(max(used, Decimal(0)), status.budget)),
+        "meter_high": money_text(status.budget * Decimal("0.8")),
+    }
+
+
 def _dashboard_context(request: HttpRequest, scope: UsageScope) -> dict[str, Any]:
     subject = scope.subject
     summary = usage_summary(scope)
     pages = max(1, math.ceil(summary.totals.requests / PAGE_SIZE))
     page = min(_page_number(request), pages)
     # The roll-up's request count is the ledger's row count for the range (rolled_up checks it): no COUNT(*).
-    records = usage_records(subject=scope.subject, first=scope.first, last=scope.last)
+    records = usage_records(
+        subject=scope.subject, first=scope.first, last=scope.last, members=scope.members if scope.group else None
+    )
     records = records.order_by("-created_at", "-pk")
     if scope.everyone:
         records = records.select_related("user")
     staff = scope.viewer.is_staff
     context: dict[str, Any] = {
         "scope": scope,
-        "subject_name": "all users" if subject is None else subject.get_username(),
-        "zone": "UTC" if subject is None else zone_named(subject.timezone).key,
+        "subject_name": (
+            f"group {scope.group}" if scope.group else "all users" if subject is None else subject.get_username()
+        ),
+        "zone": _zone_key(scope) or "UTC",
         "summary": summary,
         "totals": summary.totals,
         "series": _series(summary, scope),
@@ -330,6 +364,12 @@ def _dashboard_context(request: HttpRequest, scope: UsageScope) -> dict[str, Any
         "query": _query(scope),
         "ranges": _ranges(scope.viewer, scope),
         "budget": _budget(scope.subject) if scope.subject is not None else None,
+        "group": scope.group,
+        "group_budget": _group_budget(scope.group) if scope.group else None,
+        "by_member": usage_by_user(scope) if scope.group else None,
+        "managed_groups": list(
+            Team.objects.managed_by(scope.viewer).order_by("group__name").values_list("group__name", flat=True)
+        ),
         "staff": staff,
         "user_field": "all" if subject is None else (
             subject.get_username() if subject.pk != scope.viewer.pk else ""
@@ -339,7 +379,7 @@ def _dashboard_context(request: HttpRequest, scope: UsageScope) -> dict[str, Any
     if staff:
         context["by_provider"] = list(summary.by_provider.items())
         context["unpriced_models"] = list(summary.unpriced_models.items())
-        context["by_user"] = usage_by_user(scope) if scope.everyone else None
+        context["by_user"] = usage_by_user(scope) if scope.everyone and not scope.group else None
     return context
 
 
@@ -350,6 +390,8 @@ def dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
     try:
         scope = _scope(request)
     except UsageQueryError as exc:
+        if exc.code == "unknown_group":
+            raise Http404(exc.message) from None
         status, error = exc.status, exc.message
         scope = usage_scope(viewer=request.user, wanted_user=None, first=None, last=None)
     context = _dashboard_context(request, scope)
