@@ -47,9 +47,18 @@ def insert(obj: M) -> M:
     return obj
 
 
+def _column_field(model: type[models.Model], name: str) -> models.Field:
+    """The field stored in a column of the model's own table: a relation's reverse side, a generic foreign key
+    or a many-to-many field has none to update."""
+    field = model._meta.get_field(name)
+    if not isinstance(field, models.Field) or not field.concrete or field.column is None:
+        raise ValueError(f"{model.__name__}.{name} is not a column of {model._meta.db_table}")
+    return field
+
+
 @functools.cache
 def _update_sql(model: type[models.Model], names: tuple[str, ...]) -> tuple[str, tuple[models.Field, ...]]:
-    fields = tuple(model._meta.get_field(name) for name in names)
+    fields = tuple(_column_field(model, name) for name in names)
     quote = connection.ops.quote_name
     sql = (  # names from the model's own metadata: every value is a parameter
         f"UPDATE {quote(model._meta.db_table)} SET {', '.join(f'{quote(f.column)} = %s' for f in fields)} "  # noqa: S608

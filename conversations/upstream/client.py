@@ -17,7 +17,7 @@ import math
 import os
 import random
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
@@ -302,7 +302,9 @@ class _Retry(Exception):
         self.error = error
 
 
-async def stream(target: UpstreamTarget, path: str, payload: dict[str, Any]) -> AsyncIterator[UpstreamEvent]:
+async def stream(
+    target: UpstreamTarget, path: str, payload: dict[str, Any]
+) -> AsyncGenerator[UpstreamEvent, None]:
     """Stream a `/chat/completions` or `/completions` reply as typed events.
 
     Ends after the last event, or with exactly one `StreamError` on failure. Retries (408, 409, 429,
@@ -317,7 +319,7 @@ async def stream(target: UpstreamTarget, path: str, payload: dict[str, Any]) -> 
 
 async def stream_batches(
     target: UpstreamTarget, path: str, payload: dict[str, Any]
-) -> AsyncIterator[list[UpstreamEvent]]:
+) -> AsyncGenerator[list[UpstreamEvent], None]:
     """`stream`, as the events of each read together: whoever relays them can write them at once (a fast
     upstream's tokens often arrive several to a read)."""
     url = join_url(target.base_url, path)
@@ -399,7 +401,7 @@ async def _attempt_stream(
     api: Literal["chat", "completions"],
     *,
     final: bool,
-) -> AsyncIterator[list[UpstreamEvent]]:
+) -> AsyncGenerator[list[UpstreamEvent], None]:
     """One request, its events a read at a time. Raises _Retry (only before its first event, and unless
     `final`) to ask for another."""
     client = get_client()
