@@ -1,8 +1,8 @@
 """Rows on the path to the first token: writes with SQL compiled once per model, reads turned into objects once.
 
 `Model.objects.create()`, `save(update_fields=...)` and a queryset's `get()` build their SQL anew on every call:
-for the chat's admission (a conversation, two messages, the active leaf) that was two thirds of its time, for
-the API's key lookup nine tenths (issue #9). `insert` and `update` write the same rows through the same fields
+for the chat's admission (a conversation, two messages, the active leaf) that is two thirds of its time, for
+the API's key lookup nine tenths (docs/benchmarks.md). `insert` and `update` write the same rows through the same fields
 (defaults, `auto_now`, database conversions), so the stored values are those the ORM would store; only the
 statement text is cached. No signals are sent: nothing in chatweb listens to these models' saves.
 `RowObjects` lets a hand-written SELECT read fresh rows on every call and keep only the objects made of them.
