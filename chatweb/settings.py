@@ -159,7 +159,6 @@ LOGGING = {
     "loggers": {
         # httpx logs every request URL at INFO; URLs carry no keys, but the noise buries real problems.
         "httpx": {"level": "WARNING"},
-        "httpcore": {"level": "WARNING"},
     },
 }
 

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from channels.auth import AuthMiddleware, get_user
 from channels.sessions import CookieMiddleware, SessionMiddleware
 
 from conversations import db
 
-_get_user = get_user.func  # channels' own lookup (session -> user, with its hash check), without its thread hop
+if TYPE_CHECKING:
+    from channels.auth import UserLazyObject
+    from channels.consumer import _ChannelScope
+    from channels.db import DatabaseSyncToAsync
+    from django.contrib.auth.base_user import AbstractBaseUser
+    from django.contrib.auth.models import AnonymousUser
+
+# channels' own lookup (session -> user, with its hash check), without its thread hop. channels' stubs declare
+# get_user a coroutine function; it is a `database_sync_to_async` wrapper, whose `func` is the synchronous lookup.
+_get_user = cast("DatabaseSyncToAsync[[_ChannelScope], AbstractBaseUser | AnonymousUser]", get_user).func
 
 
 class ThreadAuthMiddleware(AuthMiddleware):
@@ -17,8 +26,9 @@ class ThreadAuthMiddleware(AuthMiddleware):
     SQLite connection (conversations/db.py). channels runs that read through `database_sync_to_async`, which
     opened and closed a connection for every socket (WAL pragmas included): ~4-5.5 ms a connect."""
 
-    async def resolve_scope(self, scope: dict[str, Any]) -> None:
-        scope["user"]._wrapped = await db.auth.run(_get_user, scope)
+    async def resolve_scope(self, scope: _ChannelScope) -> None:
+        # as channels' own resolve_scope: populate_scope, which runs first, has put a UserLazyObject there
+        cast("UserLazyObject", scope["user"])._wrapped = await db.auth.run(_get_user, scope)
 
 
 def auth_stack(inner: Any) -> Any:

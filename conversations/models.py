@@ -7,7 +7,7 @@ import json
 import secrets
 from collections.abc import Collection, Mapping
 from decimal import Decimal
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser, Group
@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
+from django.utils.safestring import SafeString
 
 from conversations.crypto import EncryptedTextField, Secret
 
@@ -281,6 +282,17 @@ class Message(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     objects = MessageQuerySet.as_manager()
+
+    # Not stored: what the chat page shows beside a message, set on the messages of a page before they are
+    # rendered (conversations/chat/selectors.py branch_messages, rendering.py messages_render, views.py decorate).
+    # Declared here for the type checker only; reading one before it is set raises AttributeError.
+    sibling_ids: list[int]
+    html: SafeString | None
+    usage_info: dict[str, Any] | None
+    version_index: int
+    version_count: int
+    version_prev: int | None
+    version_next: int | None
 
     class Meta:
         ordering = ["created_at", "id"]

@@ -1,8 +1,8 @@
 """Rows on the path to the first token: writes with SQL compiled once per model, reads turned into objects once.
 
 `Model.objects.create()`, `save(update_fields=...)` and a queryset's `get()` build their SQL anew on every call:
-for the chat's admission (a conversation, two messages, the active leaf) that was two thirds of its time, for
-the API's key lookup nine tenths (issue #9). `insert` and `update` write the same rows through the same fields
+for the chat's admission (a conversation, two messages, the active leaf) that is two thirds of its time, for
+the API's key lookup nine tenths (docs/benchmarks.md). `insert` and `update` write the same rows through the same fields
 (defaults, `auto_now`, database conversions), so the stored values are those the ORM would store; only the
 statement text is cached. No signals are sent: nothing in chatweb listens to these models' saves.
 `RowObjects` lets a hand-written SELECT read fresh rows on every call and keep only the objects made of them.
@@ -47,9 +47,18 @@ def insert(obj: M) -> M:
     return obj
 
 
+def _column_field(model: type[models.Model], name: str) -> models.Field:
+    """The field stored in a column of the model's own table: a relation's reverse side, a generic foreign key
+    or a many-to-many field has none to update."""
+    field = model._meta.get_field(name)
+    if not isinstance(field, models.Field) or not field.concrete or field.column is None:
+        raise ValueError(f"{model.__name__}.{name} is not a column of {model._meta.db_table}")
+    return field
+
+
 @functools.cache
 def _update_sql(model: type[models.Model], names: tuple[str, ...]) -> tuple[str, tuple[models.Field, ...]]:
-    fields = tuple(model._meta.get_field(name) for name in names)
+    fields = tuple(_column_field(model, name) for name in names)
     quote = connection.ops.quote_name
     sql = (  # names from the model's own metadata: every value is a parameter
         f"UPDATE {quote(model._meta.db_table)} SET {', '.join(f'{quote(f.column)} = %s' for f in fields)} "  # noqa: S608

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from django.db import transaction
 
@@ -155,10 +156,16 @@ class Relay:
         row is written (the write is then off the client's total time) and the two always agree."""
         if self._reckoning is None:
             text = self.text()
-            args = {"priced": self.call.priced, "usage": self.usage, "prompt_messages": self.call.prompt_messages,
-                    "completion_text": text, "sent": self.sent}
+            count = functools.partial(
+                reckon,
+                priced=self.call.priced,
+                usage=self.usage,
+                prompt_messages=self.call.prompt_messages,
+                completion_text=text,
+                sent=self.sent,
+            )
             # Counting tokens offline (no usage reported) can take milliseconds: not on the event loop.
-            self._reckoning = reckon(**args) if usage_reported(self.usage, text) else await db.api.run(reckon, **args)
+            self._reckoning = count() if usage_reported(self.usage, text) else await db.api.run(count)
         return self._reckoning
 
     async def record(self, finish_reason: str | None = None, *, usage: Usage | None = None) -> UsageRecord:
@@ -211,7 +218,7 @@ async def stream_open(call: ApiCall) -> AsyncIterator[bytes]:
 
 
 async def _sse(
-    relay: Relay, upstream: AsyncIterator[list[UpstreamEvent]], first: list[UpstreamEvent]
+    relay: Relay, upstream: AsyncGenerator[list[UpstreamEvent], None], first: list[UpstreamEvent]
 ) -> AsyncIterator[bytes]:
     """The SSE body: the chunks of each upstream read written together (one write to the client, not one each)."""
     call = relay.call
@@ -241,7 +248,7 @@ async def _sse(
     finally:
         # Reached on a normal end, and when the client disconnects (Django cancels the response task, or
         # closes this generator): closing the upstream stream closes its connection, the provider stops.
-        await upstream.aclose()  # type: ignore[attr-defined]
+        await upstream.aclose()
         if relay._record is None:
             await relay.stopped()
 

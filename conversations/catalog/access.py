@@ -49,7 +49,7 @@ def _usable_sql(by_name: bool, any_group: bool = False) -> str:
 def _rows(user: User | None, public_name: str | None, *, any_group: bool = False) -> list[tuple[Any, ...]]:
     params: list[Any] = [] if public_name is None else [public_name]
     if not any_group:  # the user's id for the group rule (anonymous: models open to everyone only)
-        params.insert(0, user.pk if getattr(user, "is_authenticated", False) else None)
+        params.insert(0, user.pk if user is not None and user.is_authenticated else None)
     with connection.cursor() as cursor:
         cursor.execute(_usable_sql(public_name is not None, any_group=any_group), params)
         return cursor.fetchall()

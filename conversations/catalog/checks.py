@@ -131,8 +131,7 @@ async def _reply_step(target: UpstreamTarget, model_id: str, api: str) -> CheckS
     start = time.perf_counter()
     first_ms: int | None = None
     text, finish, usage = "", "", None
-    # stream() is an async generator (it has aclose) though annotated as an AsyncIterator.
-    async with contextlib.aclosing(client.stream(target, path, body)) as events:  # type: ignore[type-var]
+    async with contextlib.aclosing(client.stream(target, path, body)) as events:
         async for event in events:
             if isinstance(event, StreamError):
                 return CheckStep(

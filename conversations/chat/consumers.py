@@ -7,7 +7,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -35,7 +35,7 @@ from conversations.chat.commands import (
 from conversations.chat.generation import ensure_reaper, reply_start
 from conversations.chat.groups import conversation_group, reply_group, user_group
 from conversations.errors import AdmissionError
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Message, User
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,12 @@ ADMISSIONS: dict[type, tuple[Callable[..., Any], Callable[..., Any]]] = {
 
 class ChatConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
-        self.user = self.scope.get("user")
-        if self.user is None or not self.user.is_authenticated:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
             await self.close(code=4401)
             return
+        # channels' UserLazyObject, which stands for the signed-in User it wraps (chatweb/wsauth.py fills it)
+        self.user = cast(User, user)
         self.groups_joined: set[str] = set()
         self.tasks: set[asyncio.Task] = set()  # the socket's own background tasks, referenced until done
         self.last_seq: dict[int, int] = {}  # message id -> last seq forwarded

@@ -41,6 +41,7 @@ from conversations.chat.selectors import conversation_for, message_tree, search_
 from conversations.chat.views import decorate
 from conversations.errors import AdmissionError, NotFound, ReplyInProgress
 from conversations.models import Conversation, Message, Preset
+from conversations.web import AuthenticatedHttpRequest
 
 Action = Callable[..., HttpResponseBase]
 
@@ -93,7 +94,7 @@ def preset_payload(preset: Preset) -> dict[str, Any]:
 @login_required
 @require_POST
 @refusals
-def rename(request: HttpRequest, conversation_id: int) -> HttpResponseBase:
+def rename(request: AuthenticatedHttpRequest, conversation_id: int) -> HttpResponseBase:
     check = check_conversation_rename(
         user=request.user, conversation_id=conversation_id, title=request.POST.get("title", "")
     )
@@ -104,7 +105,7 @@ def rename(request: HttpRequest, conversation_id: int) -> HttpResponseBase:
 @login_required
 @require_POST
 @refusals
-def delete(request: HttpRequest, conversation_id: int) -> HttpResponseBase:
+def delete(request: AuthenticatedHttpRequest, conversation_id: int) -> HttpResponseBase:
     do_conversation_delete(check=check_conversation_delete(user=request.user, conversation_id=conversation_id))
     return _answer(request, {"deleted": conversation_id, "location": "/"}, "/")
 
@@ -112,7 +113,7 @@ def delete(request: HttpRequest, conversation_id: int) -> HttpResponseBase:
 @login_required
 @require_POST
 @refusals
-def switch_branch(request: HttpRequest, conversation_id: int) -> HttpResponseBase:
+def switch_branch(request: AuthenticatedHttpRequest, conversation_id: int) -> HttpResponseBase:
     try:
         message_id = int(request.POST.get("message_id", ""))
     except ValueError:
@@ -127,7 +128,7 @@ def switch_branch(request: HttpRequest, conversation_id: int) -> HttpResponseBas
 @login_required
 @require_POST
 @refusals
-def delete_message(request: HttpRequest, conversation_id: int, message_id: int) -> HttpResponseBase:
+def delete_message(request: AuthenticatedHttpRequest, conversation_id: int, message_id: int) -> HttpResponseBase:
     check = check_message_delete(user=request.user, conversation_id=conversation_id, message_id=message_id)
     leaf = do_message_delete(check=check)
     return _answer(request, {"deleted": message_id, "active_leaf": leaf}, f"/c/{conversation_id}/")
@@ -136,7 +137,7 @@ def delete_message(request: HttpRequest, conversation_id: int, message_id: int) 
 @login_required
 @require_GET
 @refusals
-def messages(request: HttpRequest, conversation_id: int) -> HttpResponse:
+def messages(request: AuthenticatedHttpRequest, conversation_id: int) -> HttpResponse:
     """Rendered messages, as on the page: `?ids=1,2` those (e.g. a reply that has just finished, with its
     versions), else the branch shown."""
     conversation = conversation_for(request.user, conversation_id)
@@ -154,7 +155,7 @@ def messages(request: HttpRequest, conversation_id: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def search(request: HttpRequest) -> HttpResponse:
+def search(request: AuthenticatedHttpRequest) -> HttpResponse:
     """The sidebar's list for a query (title or any message's text), as HTML items."""
     query = request.GET.get("q", "")[:200]
     current = request.GET.get("current", "")
@@ -204,7 +205,7 @@ def export_markdown_text(conversation: Conversation, branch: list[Message]) -> s
 @login_required
 @require_GET
 @refusals
-def export_markdown(request: HttpRequest, conversation_id: int) -> HttpResponse:
+def export_markdown(request: AuthenticatedHttpRequest, conversation_id: int) -> HttpResponse:
     """The branch shown, as Markdown."""
     conversation = conversation_for(request.user, conversation_id)
     tree = message_tree(conversation.pk)
@@ -238,7 +239,7 @@ def export_json_data(conversation: Conversation) -> dict[str, Any]:
 @login_required
 @require_GET
 @refusals
-def export_json(request: HttpRequest, conversation_id: int) -> HttpResponse:
+def export_json(request: AuthenticatedHttpRequest, conversation_id: int) -> HttpResponse:
     """Every message (all branches, with parent ids) and the branch shown, as JSON."""
     conversation = conversation_for(request.user, conversation_id)
     body = json.dumps(export_json_data(conversation), ensure_ascii=False, indent=2)
@@ -248,7 +249,7 @@ def export_json(request: HttpRequest, conversation_id: int) -> HttpResponse:
 @login_required
 @require_POST
 @refusals
-def preset_create(request: HttpRequest) -> HttpResponseBase:
+def preset_create(request: AuthenticatedHttpRequest) -> HttpResponseBase:
     try:
         params = json.loads(request.POST.get("params") or "{}")
         if not isinstance(params, dict):
@@ -268,6 +269,6 @@ def preset_create(request: HttpRequest) -> HttpResponseBase:
 @login_required
 @require_POST
 @refusals
-def preset_delete(request: HttpRequest, preset_id: int) -> HttpResponseBase:
+def preset_delete(request: AuthenticatedHttpRequest, preset_id: int) -> HttpResponseBase:
     conversation_services.preset_delete(user=request.user, preset_id=preset_id)
     return _answer(request, {"deleted": preset_id}, "/")

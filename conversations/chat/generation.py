@@ -13,12 +13,11 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from channels.layers import get_channel_layer
 from django.conf import settings
 
 from conversations import db
 from conversations.chat.admission import ReplyPlan
-from conversations.chat.groups import conversation_group, frame_event, reply_group
+from conversations.chat.groups import channel_layer, conversation_group, frame_event, reply_group
 from conversations.chat.replies import ReplyOutcome, replies_checkpoint, replies_reap, reply_finish
 from conversations.chat.titles import title_after_reply
 from conversations.models import Message
@@ -53,12 +52,18 @@ _running: dict[int, ReplyRun] = {}  # message id -> generation owned by this pro
 _background: set[asyncio.Task] = set()
 
 
+def _being_cancelled() -> bool:
+    """Whether the running task itself is being cancelled (rather than a task it awaits)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 class ReplyRun:
     """One reply being generated in this process."""
 
     def __init__(self, plan: ReplyPlan) -> None:
         self.plan = plan
-        self.layer = get_channel_layer()
+        self.layer = channel_layer()
         self.group = conversation_group(plan.conversation_id)
         self.content: list[str] = []  # published text
         self.reasoning: list[str] = []
@@ -99,7 +104,7 @@ class ReplyRun:
             try:
                 await self.stream_task
             except asyncio.CancelledError:
-                if not self.stopped or asyncio.current_task().cancelling():
+                if not self.stopped or _being_cancelled():
                     raise  # not a stop: this task itself is being cancelled
             if self.stopped:
                 outcome.status, outcome.finish_reason = Message.Status.STOPPED, "stopped"
@@ -125,14 +130,14 @@ class ReplyRun:
         finally:
             if control is not None:
                 await self.layer.group_discard(reply_group(self.plan.message_id), control)
-            if listener is not None:
-                # Never cancel a channels_redis receive(): it shares one reader with every socket of the process
-                # and a cancelled one can swallow another socket's frame. Ask the listener to return instead.
-                await self.layer.send(control, {"type": "reply.end"})
-                try:
-                    await asyncio.wait_for(listener, timeout=5)
-                except TimeoutError:
-                    log.warning("reply %s: control listener did not end", self.plan.message_id)
+                if listener is not None:  # (it listens on `control`)
+                    # Never cancel a channels_redis receive(): it shares one reader with every socket of the
+                    # process and a cancelled one can swallow another socket's frame. Ask it to return instead.
+                    await self.layer.send(control, {"type": "reply.end"})
+                    try:
+                        await asyncio.wait_for(listener, timeout=5)
+                    except TimeoutError:
+                        log.warning("reply %s: control listener did not end", self.plan.message_id)
             _running.pop(self.plan.message_id, None)
 
     async def _stream(self, outcome: ReplyOutcome, started: float) -> None:
@@ -193,7 +198,7 @@ class ReplyRun:
         try:
             await publisher
         except asyncio.CancelledError:
-            if not publisher.cancelled() or asyncio.current_task().cancelling():
+            if not publisher.cancelled() or _being_cancelled():
                 raise  # this task itself is being cancelled
 
     async def _flush(self) -> None:

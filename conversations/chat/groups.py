@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from channels.layers import BaseChannelLayer, get_channel_layer
+from django.core.exceptions import ImproperlyConfigured
+
 
 def conversation_group(conversation_id: int) -> str:
     return f"conv.{conversation_id}"
@@ -23,3 +26,12 @@ def frame_event(payload: dict[str, Any], *, message_id: int, seq: int = 0) -> di
     """A channel-layer event carrying one protocol frame, encoded once for every socket that forwards it."""
     return {"type": "chat.frame", "message_id": message_id, "seq": seq, "kind": payload["type"],
             "frame": json.dumps(payload, ensure_ascii=False)}
+
+
+def channel_layer() -> BaseChannelLayer:
+    """The channel layer the chat publishes on. chatweb/settings.py always configures one (in memory, or Redis
+    from REDIS_URL): a reply or a title has no one to reach without it."""
+    layer = get_channel_layer()
+    if layer is None:
+        raise ImproperlyConfigured("the chat needs a channel layer: set CHANNEL_LAYERS")
+    return layer

@@ -10,13 +10,12 @@ import asyncio
 import logging
 import re
 
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 
 from conversations import db
 from conversations.chat.admission import TITLE_LENGTH, TitleCheck, TitleJob, admit, check_title, do_title
-from conversations.chat.groups import conversation_group, frame_event
+from conversations.chat.groups import channel_layer, conversation_group, frame_event
 from conversations.errors import BudgetExceeded
 from conversations.models import Conversation, Message
 from conversations.upstream import client
@@ -99,7 +98,7 @@ async def title_generate(*, conversation_id: int, message_id: int) -> str | None
         title = await db.chat.run(title_store, job=job, text=text, usage=usage, failed=failed, sent=sent)
     if title:
         payload = {"type": "chat.title", "conversation_id": conversation_id, "title": title}
-        await get_channel_layer().group_send(
+        await channel_layer().group_send(
             conversation_group(conversation_id), frame_event(payload, message_id=message_id)
         )
     return title

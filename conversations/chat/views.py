@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import render
 
 from conversations.catalog.access import models_for_user
@@ -19,6 +19,7 @@ from conversations.errors import NotFound
 from conversations.models import Conversation, Message, Preset, UsageRecord
 from conversations.upstream.params import PARAM_SPECS, range_text
 from conversations.usage.budgets import budget_display, user_team_budgets
+from conversations.web import AuthenticatedHttpRequest
 
 
 def decorate(messages: list[Message], tree: MessageTree) -> list[Message]:
@@ -60,7 +61,9 @@ def param_fields(values: dict[str, Any]) -> list[dict[str, Any]]:
     return fields
 
 
-def chat_context(request: HttpRequest, conversation: Conversation | None, *, query: str = "") -> dict[str, Any]:
+def chat_context(
+    request: AuthenticatedHttpRequest, conversation: Conversation | None, *, query: str = ""
+) -> dict[str, Any]:
     models = models_for_user(request.user)
     if conversation is not None:
         tree = message_tree(conversation.pk)
@@ -100,12 +103,12 @@ def chat_context(request: HttpRequest, conversation: Conversation | None, *, que
 
 
 @login_required
-def index(request: HttpRequest) -> HttpResponse:
+def index(request: AuthenticatedHttpRequest) -> HttpResponse:
     return render(request, "chat.html", chat_context(request, None, query=request.GET.get("q", "")))
 
 
 @login_required
-def conversation(request: HttpRequest, conversation_id: int) -> HttpResponse:
+def conversation(request: AuthenticatedHttpRequest, conversation_id: int) -> HttpResponse:
     try:
         found = conversation_for(request.user, conversation_id)
     except NotFound as exc:
