@@ -39,6 +39,7 @@ AUDITED_FIELDS: dict[type[models.Model], tuple[str, ...]] = {
         "context_length",
         "max_output_tokens",
         "api",
+        "vision",
         "enabled",
         "allowed_groups",
     ),

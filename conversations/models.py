@@ -112,6 +112,7 @@ class Model(models.Model):
         help_text="Default reply cap, used for budget reservations when a request sets none.",
     )
     api = models.CharField(max_length=16, choices=Api.choices, default=Api.CHAT)
+    vision = models.BooleanField(default=False, help_text="Takes images (attached images go to it as data URLs).")
     enabled = models.BooleanField(default=True)
     allowed_groups = models.ManyToManyField(
         Group,
@@ -498,3 +499,60 @@ class AuditLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.object_type} {self.object_repr}"
+
+
+# --- attachments ---------------------------------------------------------------------------------------------
+def attachment_storage():  # noqa: ANN201 (a callable, so that tests and deployments may swap the backend)
+    from django.core.files.storage import storages
+
+    return storages["attachments"]
+
+
+def attachment_path(instance: Attachment, filename: str) -> str:
+    # The stored name is the unguessable public id only: the person's file name never reaches the storage.
+    return f"{instance.public_id[:2]}/{instance.public_id}"
+
+
+def new_attachment_id() -> str:
+    return secrets.token_urlsafe(24)
+
+
+class AttachmentQuerySet(models.QuerySet):
+    def for_user(self, user: User) -> AttachmentQuerySet:
+        """The one door to a user's attachments."""
+        if not getattr(user, "is_authenticated", False):
+            return self.none()
+        return self.filter(owner=user)
+
+
+class Attachment(models.Model):
+    """A file a user uploaded to send with messages: an image (re-encoded, scaled) or a document (its text)."""
+
+    class Kind(models.TextChoices):
+        IMAGE = "image"
+        DOCUMENT = "document"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="attachments")
+    public_id = models.CharField(max_length=64, unique=True, default=new_attachment_id, editable=False)
+    conversation = models.ForeignKey(
+        Conversation, null=True, blank=True, on_delete=models.CASCADE, related_name="attachments",
+        help_text="Set when first sent: the file goes with its conversation.",
+    )
+    messages = models.ManyToManyField(Message, blank=True, related_name="attachments")
+    name = models.CharField(max_length=255)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    content_type = models.CharField(max_length=100)
+    size = models.PositiveBigIntegerField(help_text="Bytes stored.")
+    file = models.FileField(storage=attachment_storage, upload_to=attachment_path, max_length=200)
+    text = models.TextField(blank=True, default="", help_text="A document's extracted text.")
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = AttachmentQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return self.name

@@ -7,4 +7,6 @@ DEV_MODELS = [
     ("dev-chat", "chat", "0.50", "1.50"),
     ("dev-reasoner", "chat", "1.00", "4.00"),
     ("dev-complete", "completions", "0.20", "0.60"),
+    ("dev-vision", "chat", "0.50", "1.50"),
 ]
+DEV_VISION_MODELS = {"dev-vision"}  # registered with `vision = true`: it describes the images and texts it gets

@@ -48,6 +48,7 @@ MODEL_KEYS = {
     "context_length",
     "max_output_tokens",
     "api",
+    "vision",
     "enabled",
 }
 
@@ -194,6 +195,9 @@ def _model_fields(provider: str, entry: Any, index: int) -> tuple[str, dict[str,
     if "enabled" in entry:
         _check_type(entry["enabled"], bool, where, "enabled", "true or false")
         fields["enabled"] = entry["enabled"]
+    vision = entry.get("vision", False)
+    _check_type(vision, bool, where, "vision", "true or false")
+    fields["vision"] = vision
     return upstream_id, fields
 
 
@@ -299,6 +303,8 @@ def providers_export() -> str:
                     lines.append(f"{attr} = {_toml_value(value)}")
             if model.api != Model.Api.CHAT:
                 lines.append(f"api = {_toml_value(model.api)}")
+            if model.vision:
+                lines.append("vision = true")
             if not model.enabled:
                 lines.append("enabled = false")
     return "\n".join(lines) + "\n"

@@ -12,7 +12,8 @@ Endpoints
     GET  /healthz                   "ok"
 
 Models: ``dev-chat`` (chat), ``dev-reasoner`` (chat; streams ``delta.reasoning_content`` before the
-answer), ``dev-complete`` (``/v1/completions`` only). Replies are markdown-ish prose seeded by the
+answer), ``dev-complete`` (``/v1/completions`` only), ``dev-vision`` (chat; answers with what the last user
+message held: how many images and their sizes, each text part's length and first words). Replies are markdown-ish prose seeded by the
 prompt (the messages, the model and the request's ``seed``): the same request gives the same reply.
 Usage is exact for what was sent: prompt tokens from ``count_prompt_tokens(messages)`` (or
 ``count_tokens(prompt)``), completion tokens ``count_tokens`` of the reasoning plus the answer sent.
@@ -106,6 +107,7 @@ class DevModel:
     id: str
     api: str  # "chat" or "completions"
     reasoning: bool = False
+    describes: bool = False  # answers with what it received (images, text parts) instead of prose
     context_length: int = 32768
     input_price: float = 0.0  # USD per 1M tokens, for the dialects that report a cost
     output_price: float = 0.0
@@ -117,6 +119,7 @@ MODELS: dict[str, DevModel] = {
         DevModel("dev-chat", "chat", input_price=0.50, output_price=1.50),
         DevModel("dev-reasoner", "chat", reasoning=True, input_price=1.00, output_price=3.00),
         DevModel("dev-complete", "completions", context_length=8192, input_price=0.20, output_price=0.60),
+        DevModel("dev-vision", "chat", describes=True, input_price=0.50, output_price=1.50),
     )
 }
 
@@ -442,7 +445,9 @@ def make_plan(api: str, body: dict[str, Any], model: DevModel, opts: Options) ->
             code="context_length_exceeded",
         )
 
-    if opts.echo:
+    if api == "chat" and model.describes:
+        reasoning, answer = replies.make_reply(()), replies.echo(replies.describe_received(body["messages"]))
+    elif opts.echo:
         reasoning, answer = replies.make_reply(()), replies.echo(prompt)
         if opts.tokens is not None:
             answer = replies.make_reply(answer.pieces[: opts.tokens])

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from conversations.catalog.localdev import DEV_MODELS, DEV_PROVIDER_NAME
+from conversations.catalog.localdev import DEV_MODELS, DEV_PROVIDER_NAME, DEV_VISION_MODELS
 from conversations.models import Model, Provider
 
 
@@ -55,6 +55,7 @@ class Command(BaseCommand):
                 output_price=Decimal(price_out),
             )
             model.api = api
+            model.vision = upstream_id in DEV_VISION_MODELS
             model.context_length = model.context_length or 8192
             model.max_output_tokens = model.max_output_tokens or 1024
             model.save()
