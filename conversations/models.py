@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import secrets
 from decimal import Decimal
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser, Group
 from django.core.exceptions import ValidationError
+from django.core.files.storage import Storage, storages
 from django.db import models
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
@@ -502,10 +503,15 @@ class AuditLog(models.Model):
 
 
 # --- attachments ---------------------------------------------------------------------------------------------
-def attachment_storage():  # noqa: ANN201 (a callable, so that tests and deployments may swap the backend)
-    from django.core.files.storage import storages
+class _AttachmentStorage(Storage):
+    """The storage named "attachments" in STORAGES, looked up at each use rather than once at import."""
 
-    return storages["attachments"]
+    def __getattribute__(self, name: str) -> Any:
+        return getattr(storages["attachments"], name)
+
+
+def attachment_storage() -> Storage:
+    return _AttachmentStorage()
 
 
 def attachment_path(instance: Attachment, filename: str) -> str:
