@@ -1,10 +1,14 @@
 """The attachment endpoints: `POST /attachments/` (one file, a form field `file`, the session and CSRF token) and
-`GET /attachments/<id>/` (the file, to its owner only). The reading and checking is conversations/chat/attachments.py."""
+`GET /attachments/<id>/` (the file, to its owner only).
+Reading and checking files: conversations/chat/attachments.py."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, cast
+
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.views.decorators.http import require_GET, require_POST
 
 from conversations.chat.attachments import attachment_create, attachment_payload
@@ -13,7 +17,7 @@ from conversations.errors import (
     AttachmentTooLarge,
     AttachmentTypeUnsupported,
 )
-from conversations.models import Attachment
+from conversations.models import Attachment, User
 
 
 def _refusal(exc: AttachmentRefused) -> JsonResponse:
@@ -21,9 +25,9 @@ def _refusal(exc: AttachmentRefused) -> JsonResponse:
     return JsonResponse({"error": {"code": exc.code, "message": exc.message}}, status=status)
 
 
-def _login_json(view):  # noqa: ANN001, ANN202 (a decorator)
+def _login_json(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
     # The page's script asks with fetch: a signed-out request gets a JSON 401, not the login page.
-    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:  # noqa: ANN002, ANN003
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not request.user.is_authenticated:
             return JsonResponse({"error": {"code": "unauthorized", "message": "Sign in first."}}, status=401)
         return view(request, *args, **kwargs)
@@ -40,7 +44,7 @@ def upload(request: HttpRequest) -> HttpResponse:
             {"error": {"code": "bad_request", "message": "Send one file in the form field `file`."}}, status=400
         )
     try:
-        attachment = attachment_create(user=request.user, upload=upload)
+        attachment = attachment_create(user=cast(User, request.user), upload=upload)
     except AttachmentRefused as exc:
         return _refusal(exc)
     return JsonResponse(attachment_payload(attachment), status=201)
@@ -48,8 +52,8 @@ def upload(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def download(request: HttpRequest, attachment_id: str) -> HttpResponse:
-    attachment = Attachment.objects.for_user(request.user).filter(public_id=attachment_id).first()
+def download(request: HttpRequest, attachment_id: str) -> HttpResponseBase:
+    attachment = Attachment.objects.for_user(cast(User, request.user)).filter(public_id=attachment_id).first()
     if attachment is None:
         raise Http404("No such attachment.")
     response = FileResponse(

@@ -61,7 +61,7 @@ def _image(data: bytes) -> tuple[bytes, str, int, int]:
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            image = Image.open(io.BytesIO(data))
+            image: Image.Image = Image.open(io.BytesIO(data))
             if image.format not in IMAGE_FORMATS:
                 raise AttachmentTypeUnsupported(
                     f"{image.format} images are not supported; send PNG, JPEG, WebP or GIF."
@@ -128,7 +128,7 @@ def _docx_text(data: bytes) -> str:
 
     try:
         document = docx.Document(io.BytesIO(data))
-    except Exception as exc:  # python-docx raises many kinds on a broken package  # noqa: BLE001
+    except Exception as exc:  # python-docx raises many kinds on a broken package
         raise AttachmentUnreadable(f"The Word document cannot be read ({exc.__class__.__name__}).") from None
     lines = [p.text for p in document.paragraphs]
     for table in document.tables:
@@ -170,8 +170,8 @@ def _read(name: str, declared: str, data: bytes) -> dict[str, Any]:
     if head.startswith(b"PK\x03\x04"):
         text = _docx_text(data)
         return {"kind": Attachment.Kind.DOCUMENT, "content_type": DOCX_TYPE, "data": data, "text": text}
-    text = _plain_text(data)
-    if text is None:
+    plain = _plain_text(data)
+    if plain is None:
         raise AttachmentTypeUnsupported(
             "This type of file is not supported: send an image (PNG, JPEG, WebP, GIF), a PDF, a Word document, "
             "or text (plain, Markdown, CSV, JSON, source code)."
@@ -179,10 +179,10 @@ def _read(name: str, declared: str, data: bytes) -> dict[str, Any]:
     content_type = TEXT_TYPES.get(_suffix(name), "text/plain")
     if content_type == "application/json":
         try:
-            json.loads(text)
+            json.loads(plain)
         except ValueError:
             content_type = "text/plain"
-    return {"kind": Attachment.Kind.DOCUMENT, "content_type": content_type, "data": data, "text": text}
+    return {"kind": Attachment.Kind.DOCUMENT, "content_type": content_type, "data": data, "text": plain}
 
 
 # --- the service ----------------------------------------------------------------------------------------------
@@ -196,7 +196,7 @@ def attachment_create(*, user: User, upload: UploadedFile) -> Attachment:
         raise AttachmentTooLarge(f"The file is larger than {limit // (1024 * 1024)} MB, the limit per file.")
     if not data:
         raise AttachmentUnreadable("The file is empty.")
-    name = _clean_name(upload.name or "file")
+    name: str = _clean_name(upload.name or "file")
     found = _read(name, (upload.content_type or "").lower(), data)
     stored: bytes = found.pop("data")
     text = found.pop("text", "")

@@ -12,9 +12,10 @@ Endpoints
     GET  /healthz                   "ok"
 
 Models: ``dev-chat`` (chat), ``dev-reasoner`` (chat; streams ``delta.reasoning_content`` before the
-answer), ``dev-complete`` (``/v1/completions`` only), ``dev-vision`` (chat; answers with what the last user
-message held: how many images and their sizes, each text part's length and first words). Replies are markdown-ish prose seeded by the
-prompt (the messages, the model and the request's ``seed``): the same request gives the same reply.
+answer), ``dev-complete`` (``/v1/completions`` only), ``dev-vision`` (chat; answers with what
+the last user message held: how many images and their sizes, each text part's length and first words).
+The others' replies are markdown-ish prose seeded by the prompt (the messages, the model and the
+request's ``seed``): the same request gives the same reply.
 Usage is exact for what was sent: prompt tokens from ``count_prompt_tokens(messages)`` (or
 ``count_tokens(prompt)``), completion tokens ``count_tokens`` of the reasoning plus the answer sent.
 

@@ -1,6 +1,6 @@
-"""Attachments end to end without a browser: the upload endpoint and its refusals, the file to its owner only, `chat.send`
-with attachments over the real websocket to the development upstream (which records exactly what it received), the
-vision rule, and the files going with their conversation and account."""
+"""Attachments end to end without a browser: the upload endpoint and its refusals, the file to its owner only,
+`chat.send` with attachments over the real websocket to the development upstream (which records exactly what it
+received), the vision rule, and the files going with their conversation and account."""
 
 from __future__ import annotations
 
@@ -192,7 +192,7 @@ async def test_send_with_an_image_and_a_pdf_goes_upstream_as_content_parts(alice
     assert [a["id"] for a in started["attachments"]] == [image_id, pdf_id]
     assert started["attachments"][0] == {"id": image_id, "name": "photo.png", "kind": "image",
                                          "content_type": "image/png", "size": started["attachments"][0]["size"]}
-    done, frames = await until(ws, "chat.done")
+    _done, frames = await until(ws, "chat.done")
     await generation.wait_for_replies()
     await ws.disconnect()
     answer = "".join(f["content"] for f in frames if f["type"] == "chat.delta")
