@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from conversations import rows
@@ -141,7 +142,9 @@ def _admit_reply(
         )
     if branch is None:
         branch = conversation_branch(conversation, parent.pk if parent else None)
-    attached = attachments_by_message(m.pk for m in branch if m.role == Message.Role.USER)
+    attached = attachments_by_message(
+        m.pk for m in branch if m.role == Message.Role.USER and getattr(m, "has_attachments", False)
+    )
     # The whole history counts: an image sent earlier in the conversation would go to this model too.
     images_refused(model, (a for found in attached.values() for a in found))
     messages = chat_messages(conversation.system_prompt, branch, attached, model)
@@ -252,6 +255,7 @@ def do_reply_send(*, check: SendCheck) -> ReplyPlan:
             conversation=conversation, parent=parent, role=Message.Role.USER, content=command.content,
         ))
         message_attachments_link(message=user_message, attachments=check.attachments)
+        user_message.has_attachments = bool(check.attachments)  # type: ignore[attr-defined]  # as branches have
         return _admit_reply(
             user=user, conversation=conversation, model=model, parent=user_message, params=check.params,
             request_id=command.request_id, user_message=user_message,
@@ -305,13 +309,15 @@ class EditCheck:
     original: Message
     model: Model
     params: dict[str, Any]
+    has_attachments: bool = False
 
 
 def check_reply_edit(*, user: User, command: ChatEdit) -> EditCheck:
     """A user message may be edited: it is the user's, and its conversation's model is still usable."""
+    carries = Exists(Message.attachments.through.objects.filter(message_id=OuterRef("pk")))
     original = (
         Message.objects.for_user(user).select_related("conversation__model")
-        .filter(pk=command.message_id, role=Message.Role.USER).first()
+        .filter(pk=command.message_id, role=Message.Role.USER).annotate(has_attachments=carries).first()
     )
     if original is None:
         raise NotFound("no such message")
@@ -321,7 +327,8 @@ def check_reply_edit(*, user: User, command: ChatEdit) -> EditCheck:
         raise ModelUnavailable(gone, name=None)
     model = _usable(user, conversation.model.public_name, gone)
     params = _clean_params(model, conversation.params or {})
-    return EditCheck(user=user, command=command, original=original, model=model, params=params)
+    return EditCheck(user=user, command=command, original=original, model=model, params=params,
+                     has_attachments=original.has_attachments)
 
 
 def do_reply_edit(*, check: EditCheck) -> ReplyPlan:
@@ -332,8 +339,8 @@ def do_reply_edit(*, check: EditCheck) -> ReplyPlan:
             conversation=conversation, parent_id=original.parent_id, role=Message.Role.USER,
             content=check.command.content,
         ))
-        # The edited version keeps the original's attachments.
-        message_attachments_link(message=edited, attachments=list(original.attachments.all()))
+        if check.has_attachments:  # the edited version keeps the original's attachments
+            message_attachments_link(message=edited, attachments=list(original.attachments.all()))
         return _admit_reply(
             user=check.user, conversation=conversation, model=check.model, parent=edited, params=check.params,
             request_id=check.command.request_id, user_message=edited,

@@ -304,10 +304,13 @@ def message_attachments_link(*, message: Message, attachments: list[Attachment])
     """In the caller's transaction: the message carries these attachments, which now go with its conversation."""
     if not attachments:
         return
-    message.attachments.add(*attachments)
-    Attachment.objects.filter(pk__in=[a.pk for a in attachments], conversation__isnull=True).update(
-        conversation_id=message.conversation_id
-    )
+    through = Attachment.messages.through
+    through.objects.bulk_create([through(message_id=message.pk, attachment_id=a.pk) for a in attachments])
+    loose = [a.pk for a in attachments if a.conversation_id is None]
+    if loose:
+        Attachment.objects.filter(pk__in=loose, conversation__isnull=True).update(
+            conversation_id=message.conversation_id
+        )
 
 
 def attachment_file_delete(*, attachment: Attachment) -> None:
