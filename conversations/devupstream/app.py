@@ -109,6 +109,9 @@ class DevModel:
     api: str  # "chat" or "completions"
     reasoning: bool = False
     describes: bool = False  # answers with what it received (images, text parts) instead of prose
+    # Not in /v1/models: an import of the dev upstream's models brings the general ones, and `bootstrap`
+    # registers this one itself, with `vision = true`.
+    listed: bool = True
     context_length: int = 32768
     input_price: float = 0.0  # USD per 1M tokens, for the dialects that report a cost
     output_price: float = 0.0
@@ -120,7 +123,7 @@ MODELS: dict[str, DevModel] = {
         DevModel("dev-chat", "chat", input_price=0.50, output_price=1.50),
         DevModel("dev-reasoner", "chat", reasoning=True, input_price=1.00, output_price=3.00),
         DevModel("dev-complete", "completions", context_length=8192, input_price=0.20, output_price=0.60),
-        DevModel("dev-vision", "chat", describes=True, input_price=0.50, output_price=1.50),
+        DevModel("dev-vision", "chat", describes=True, listed=False, input_price=0.50, output_price=1.50),
     )
 }
 
@@ -664,7 +667,7 @@ class DevUpstream:
             }
 
         if path in ("/models", "/models/"):
-            await _send_json(send, 200, {"object": "list", "data": [describe(m) for m in MODELS.values()]})
+            await _send_json(send, 200, {"object": "list", "data": [describe(m) for m in MODELS.values() if m.listed]})
             return
         model = MODELS.get(path.removeprefix("/models/"))
         if model is None:

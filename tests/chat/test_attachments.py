@@ -303,3 +303,24 @@ def test_deleting_the_conversation_or_the_account_removes_the_stored_files(alice
     assert second_path.is_file()
     alice.delete()
     assert not Attachment.objects.exists() and not second_path.exists()
+
+
+# --- /v1 ------------------------------------------------------------------------------------------------------
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("upstream_http")
+async def test_v1_passes_image_parts_through_unchanged(alice, dev_upstream, nonce):
+    from django.test import AsyncClient
+
+    from conversations.accounts.apikeys import api_key_create
+
+    model = await db(_vision_model)(dev_upstream, nonce)
+    _key, raw = await db(api_key_create)(user=alice, name="tests")
+    url = "data:image/png;base64," + base64.b64encode(files.png(10, 20)).decode()
+    content = [{"type": "text", "text": "Look"}, {"type": "image_url", "image_url": {"url": url, "detail": "low"}}]
+    response = await AsyncClient().post(
+        "/v1/chat/completions", content_type="application/json", headers={"Authorization": f"Bearer {raw}"},
+        data={"model": model.public_name, "messages": [{"role": "user", "content": content}]},
+    )
+    assert response.status_code == 200, response.content
+    assert "I received 1 image (10x20)" in response.json()["choices"][0]["message"]["content"]
+    assert dev_upstream.received(nonce)[-1] == [{"role": "user", "content": content}]
