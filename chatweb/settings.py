@@ -180,6 +180,22 @@ CHATWEB_REAP_STALE_SECONDS = env.float("CHATWEB_REAP_STALE_SECONDS", default=30.
 # A model (public name) that writes each conversation's title after its first reply; empty: the first line.
 CHATWEB_TITLE_MODEL = env.str("CHATWEB_TITLE_MODEL", default="")
 
+# --- Attachments (docs/attachments.md). Files go through Django's storage API under the alias "attachments": the
+# local filesystem under var/ by default; any django-storages backend (S3 and compatible) by replacing that entry.
+CHATWEB_ATTACHMENTS_DIR = env.path("CHATWEB_ATTACHMENTS_DIR", default=VAR_DIR / "attachments")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "attachments": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(CHATWEB_ATTACHMENTS_DIR), "base_url": None},
+    },
+}
+CHATWEB_ATTACHMENT_MAX_BYTES = env.int("CHATWEB_ATTACHMENT_MAX_BYTES", default=20 * 1024 * 1024)
+CHATWEB_ATTACHMENT_IMAGE_SIDE = env.int("CHATWEB_ATTACHMENT_IMAGE_SIDE", default=2048)  # long side, in pixels
+CHATWEB_ATTACHMENTS_PER_MESSAGE = env.int("CHATWEB_ATTACHMENTS_PER_MESSAGE", default=10)
+CHATWEB_ATTACHMENT_QUOTA_BYTES = env.int("CHATWEB_ATTACHMENT_QUOTA_BYTES", default=1024 * 1024 * 1024)  # per user
+
 # --- Security (docs/security.md). Production (DEBUG off) is HTTPS only, behind a TLS proxy such as
 # nginx; development (DEBUG on) stays plain HTTP on 127.0.0.1:8000. `manage.py check --deploy` passes clean.
 _production = not DEBUG

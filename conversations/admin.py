@@ -157,6 +157,7 @@ class ModelInline(GroupChoicesMixin, admin.TabularInline):
         "context_length",
         "max_output_tokens",
         "api",
+        "vision",
         "enabled",
         "allowed_groups",
         "priced",
@@ -185,7 +186,7 @@ class LlmModelAdmin(GroupChoicesMixin, AuditedAdmin):
         "priced",
     )
     list_editable = ("input_price", "output_price", "enabled")
-    list_filter = (NeedsPricingFilter, "enabled", "api", "provider")
+    list_filter = (NeedsPricingFilter, "enabled", "api", "vision", "provider")
     list_select_related = ("provider",)
     search_fields = ("public_name", "upstream_id", "alias")
     readonly_fields = ("public_name", "created_at", "updated_at")
@@ -202,6 +203,7 @@ class LlmModelAdmin(GroupChoicesMixin, AuditedAdmin):
         "context_length",
         "max_output_tokens",
         "api",
+        "vision",
         "enabled",
         "is_default",
         "allowed_groups",

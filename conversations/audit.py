@@ -40,6 +40,7 @@ AUDITED_FIELDS: dict[type[models.Model], tuple[str, ...]] = {
         "context_length",
         "max_output_tokens",
         "api",
+        "vision",
         "enabled",
         "is_default",
         "display_name",

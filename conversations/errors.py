@@ -109,3 +109,33 @@ class AddressBlocked(AdmissionError):
     def __init__(self, *, wait: int) -> None:
         super().__init__(f"address blocked for {wait} s")
         self.wait = wait
+
+
+class AttachmentRefused(AdmissionError):
+    """An uploaded file is refused; nothing is stored. Subclasses say why (each its own HTTP status at the edge)."""
+
+    code = "bad_request"
+
+
+class AttachmentTooLarge(AttachmentRefused):
+    """The file (or its pixels, or what it unpacks to, or the user's storage quota) is beyond the limit."""
+
+    code = "too_large"
+
+
+class AttachmentTypeUnsupported(AttachmentRefused):
+    """The file's content is of no type chatweb reads (whatever its name says)."""
+
+    code = "unsupported_type"
+
+
+class AttachmentUnreadable(AttachmentRefused):
+    """The file claims a supported type but cannot be read: corrupt, encrypted, an image that is not one."""
+
+    code = "unreadable"
+
+
+class AttachmentUnsupported(AdmissionError):
+    """An image would go to a model that does not take images (no `vision = true`)."""
+
+    code = "attachment_unsupported"

@@ -12,6 +12,7 @@ from typing import Any, TypedDict
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser, Group
 from django.core.exceptions import ValidationError
+from django.core.files.storage import Storage, storages
 from django.db import models
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
@@ -152,6 +153,7 @@ class Model(models.Model):
         help_text="Default reply cap, used for budget reservations when a request sets none.",
     )
     api = models.CharField(max_length=16, choices=Api.choices, default=Api.CHAT)
+    vision = models.BooleanField(default=False, help_text="Takes images (attached images go to it as data URLs).")
     enabled = models.BooleanField(default=True)
     is_default = models.BooleanField(
         default=False,
@@ -293,6 +295,7 @@ class Message(models.Model):
     version_count: int
     version_prev: int | None
     version_next: int | None
+    attachment_list: list[Attachment]
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -600,3 +603,65 @@ class Team(models.Model):
 
     def __str__(self) -> str:
         return self.group.name
+
+
+# --- attachments ---------------------------------------------------------------------------------------------
+class _AttachmentStorage(Storage):
+    """The storage named "attachments" in STORAGES, looked up at each use rather than once at import."""
+
+    def __getattribute__(self, name: str) -> Any:
+        return getattr(storages["attachments"], name)
+
+
+def attachment_storage() -> Storage:
+    return _AttachmentStorage()
+
+
+def attachment_path(instance: Attachment, filename: str) -> str:
+    # The stored name is the unguessable public id only: the person's file name never reaches the storage.
+    return f"{instance.public_id[:2]}/{instance.public_id}"
+
+
+def new_attachment_id() -> str:
+    return secrets.token_urlsafe(24)
+
+
+class AttachmentQuerySet(models.QuerySet):
+    def for_user(self, user: User) -> AttachmentQuerySet:
+        """The one door to a user's attachments."""
+        if not getattr(user, "is_authenticated", False):
+            return self.none()
+        return self.filter(owner=user)
+
+
+class Attachment(models.Model):
+    """A file a user uploaded to send with messages: an image (re-encoded, scaled) or a document (its text)."""
+
+    class Kind(models.TextChoices):
+        IMAGE = "image"
+        DOCUMENT = "document"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="attachments")
+    public_id = models.CharField(max_length=64, unique=True, default=new_attachment_id, editable=False)
+    conversation = models.ForeignKey(
+        Conversation, null=True, blank=True, on_delete=models.CASCADE, related_name="attachments",
+        help_text="Set when first sent: the file goes with its conversation.",
+    )
+    messages = models.ManyToManyField(Message, blank=True, related_name="attachments")
+    name = models.CharField(max_length=255)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    content_type = models.CharField(max_length=100)
+    size = models.PositiveBigIntegerField(help_text="Bytes stored.")
+    file = models.FileField(storage=attachment_storage, upload_to=attachment_path, max_length=200)
+    text = models.TextField(blank=True, default="", help_text="A document's extracted text.")
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = AttachmentQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return self.name

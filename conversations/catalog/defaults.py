@@ -63,6 +63,7 @@ class PickerEntry:
     description: str
     details: str  # prices and context, e.g. "$0.50 / $1.50 per 1M tokens · 32,768 tokens of context"
     unreachable: bool
+    vision: bool = False  # takes images (attachments)
 
     @property
     def title(self) -> str:
@@ -104,7 +105,8 @@ def picker_groups(models: list[Model]) -> list[PickerGroup]:
         members = list(grouped)
         unreachable = provider_unreachable(members[0].provider.unreachable_at)
         entries = [
-            PickerEntry(m.public_name, m.label, m.api, m.description, model_details(m), unreachable) for m in members
+            PickerEntry(m.public_name, m.label, m.api, m.description, model_details(m), unreachable, m.vision)
+            for m in members
         ]
         groups.append(PickerGroup(name, unreachable, entries))
     return groups

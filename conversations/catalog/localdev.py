@@ -21,6 +21,8 @@ class DevModelSpec:
     description: str
     reasoning: bool = False
     max_output_tokens: int = 1024
+    vision: bool = False  # registered with `vision = true`: it describes the images and texts it gets
+    listed: bool = True  # in the upstream's /v1/models (an import of its models takes the listed ones)
 
 
 DEV_MODELS = [
@@ -31,5 +33,9 @@ DEV_MODELS = [
     ),
     DevModelSpec(
         "dev-complete", "completions", "0.20", "0.60", 8192, "Dev completion", "Offline test model: prompt only"
+    ),
+    DevModelSpec(
+        "dev-vision", "chat", "0.50", "1.50", 32768, "Dev vision",
+        "Offline test model: says what images and documents it received", vision=True, listed=False,
     ),
 ]

@@ -53,6 +53,7 @@ MODEL_KEYS = {
     "context_length",
     "max_output_tokens",
     "api",
+    "vision",
     "enabled",
     "groups",
 }
@@ -226,6 +227,9 @@ def _model_fields(provider: str, entry: Any, index: int) -> tuple[str, dict[str,
         if not isinstance(groups, list) or not all(isinstance(g, str) and g.strip() for g in groups):
             raise ProviderFileError(f"{where}: groups must be a list of group names (empty: everyone)")
         fields["groups"] = sorted({g.strip() for g in groups})
+    vision = entry.get("vision", False)
+    _check_type(vision, bool, where, "vision", "true or false")
+    fields["vision"] = vision
     return upstream_id, fields
 
 
@@ -343,6 +347,8 @@ def providers_export() -> str:
                     lines.append(f"{attr} = {_toml_value(value)}")
             if model.api != Model.Api.CHAT:
                 lines.append(f"api = {_toml_value(model.api)}")
+            if model.vision:
+                lines.append("vision = true")
             if not model.enabled:
                 lines.append("enabled = false")
             groups = sorted(g.name for g in model.allowed_groups.all())

@@ -23,16 +23,24 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from conversations import rows
 from conversations.catalog.access import model_for_user, usable_model
 from conversations.catalog.targets import upstream_target
+from conversations.chat.attachments import (
+    attachment_payload,
+    attachments_by_message,
+    attachments_for_send,
+    images_refused,
+    message_attachments_link,
+)
 from conversations.chat.commands import ChatEdit, ChatRegenerate, ChatSend
 from conversations.chat.prompting import chat_messages, upstream_request
 from conversations.chat.selectors import conversation_branch
 from conversations.errors import BadRequest, ModelUnavailable, NotFound, ReplyInProgress, TooManyReplies
-from conversations.models import Conversation, Message, Model, User
+from conversations.models import Attachment, Conversation, Message, Model, User
 from conversations.upstream.client import UpstreamTarget
 from conversations.upstream.params import ParamError, drop_unsupported, validate_params
 from conversations.upstream.tokens import count_prompt_tokens
@@ -62,7 +70,7 @@ class ReplyPlan:
     target: UpstreamTarget
     path: str
     body: dict[str, Any]
-    prompt_messages: list[dict[str, str]]
+    prompt_messages: list[dict[str, Any]]
     priced: Priced
     reservation_id: int | None = None
     parent_id: int | None = None
@@ -134,7 +142,12 @@ def _admit_reply(
         )
     if branch is None:
         branch = conversation_branch(conversation, parent.pk if parent else None)
-    messages = chat_messages(conversation.system_prompt, branch)
+    attached = attachments_by_message(
+        m.pk for m in branch if m.role == Message.Role.USER and getattr(m, "has_attachments", False)
+    )
+    # The whole history counts: an image sent earlier in the conversation would go to this model too.
+    images_refused(model, (a for found in attached.values() for a in found))
+    messages = chat_messages(conversation.system_prompt, branch, attached, model)
     path, body = upstream_request(model, messages, params)
     reservation_id = None
     # budget_reserve decides under the same lock (raises BudgetExceeded), with the user's groups' budgets too
@@ -165,6 +178,9 @@ def _admit_reply(
         priced=Priced.of(model),
         reservation_id=reservation_id,
         parent_id=parent.pk if parent else None,
+        extra={"attachments": [
+            attachment_payload(a) for a in (attached.get(user_message.pk, []) if user_message else [])
+        ]},
     )
 
 
@@ -177,6 +193,7 @@ class SendCheck:
     params: dict[str, Any]
     conversation: Conversation | None  # None: the send starts a new conversation
     parent: Message | None  # what the user's message answers (None: the first message)
+    attachments: list[Attachment] = field(default_factory=list)
 
 
 def check_reply_send(*, user: User, command: ChatSend) -> SendCheck:
@@ -205,8 +222,9 @@ def check_reply_send(*, user: User, command: ChatSend) -> SendCheck:
             if parent is None:
                 raise NotFound("no such message in this conversation")
     _not_busy(parent)
+    attachments = attachments_for_send(user=user, ids=command.attachments, conversation=conversation, model=model)
     return SendCheck(user=user, command=command, model=model, params=params, conversation=conversation,
-                     parent=parent)
+                     parent=parent, attachments=attachments)
 
 
 def do_reply_send(*, check: SendCheck) -> ReplyPlan:
@@ -217,7 +235,7 @@ def do_reply_send(*, check: SendCheck) -> ReplyPlan:
         if conversation is None:
             conversation = rows.insert(Conversation(
                 owner=user, model=model, system_prompt=command.system or "", params=command.params,
-                title=command.content.strip().splitlines()[0][:TITLE_LENGTH],
+                title=default_title(command.content) or (check.attachments[0].name if check.attachments else ""),
             ))
         else:
             # Locked now: another process may have deleted it or moved its active leaf since the check.
@@ -237,6 +255,8 @@ def do_reply_send(*, check: SendCheck) -> ReplyPlan:
         user_message = rows.insert(Message(
             conversation=conversation, parent=parent, role=Message.Role.USER, content=command.content,
         ))
+        message_attachments_link(message=user_message, attachments=check.attachments)
+        user_message.has_attachments = bool(check.attachments)  # type: ignore[attr-defined]  # as branches have
         return _admit_reply(
             user=user, conversation=conversation, model=model, parent=user_message, params=check.params,
             request_id=command.request_id, user_message=user_message,
@@ -290,13 +310,15 @@ class EditCheck:
     original: Message
     model: Model
     params: dict[str, Any]
+    has_attachments: bool = False
 
 
 def check_reply_edit(*, user: User, command: ChatEdit) -> EditCheck:
     """A user message may be edited: it is the user's, and its conversation's model is still usable."""
+    carries = Exists(Message.attachments.through.objects.filter(message_id=OuterRef("pk")))
     original = (
         Message.objects.for_user(user).select_related("conversation__model")
-        .filter(pk=command.message_id, role=Message.Role.USER).first()
+        .filter(pk=command.message_id, role=Message.Role.USER).annotate(has_attachments=carries).first()
     )
     if original is None:
         raise NotFound("no such message")
@@ -306,7 +328,8 @@ def check_reply_edit(*, user: User, command: ChatEdit) -> EditCheck:
         raise ModelUnavailable(gone, name=None)
     model = _usable(user, conversation.model.public_name, gone)
     params = _clean_params(model, conversation.params or {})
-    return EditCheck(user=user, command=command, original=original, model=model, params=params)
+    return EditCheck(user=user, command=command, original=original, model=model, params=params,
+                     has_attachments=original.has_attachments)
 
 
 def do_reply_edit(*, check: EditCheck) -> ReplyPlan:
@@ -317,6 +340,8 @@ def do_reply_edit(*, check: EditCheck) -> ReplyPlan:
             conversation=conversation, parent_id=original.parent_id, role=Message.Role.USER,
             content=check.command.content,
         ))
+        if check.has_attachments:  # the edited version keeps the original's attachments
+            message_attachments_link(message=edited, attachments=list(original.attachments.all()))
         return _admit_reply(
             user=check.user, conversation=conversation, model=check.model, parent=edited, params=check.params,
             request_id=check.command.request_id, user_message=edited,

@@ -11,6 +11,7 @@ MAX_SYSTEM_CHARS = 20_000
 # Room for the longest content and system prompt at 4 bytes a character, plus the rest.
 # Daphne refuses bigger messages itself (close 1009) at --websocket-max-message-size, 1 MiB by default.
 MAX_FRAME_BYTES = 512 * 1024
+MAX_ATTACHMENT_IDS = 50  # what a frame may name; the per-message limit (a setting) is checked at admission
 
 
 class CommandError(Exception):
@@ -35,6 +36,7 @@ class ChatSend:
     system: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     parent_id: int | None = None  # extension: branch from this message (edit and resend)
+    attachments: tuple[str, ...] = ()  # ids of the user's uploads (POST /attachments/)
 
 
 @dataclass(frozen=True)
@@ -129,8 +131,20 @@ def _content(frame: dict, request_id: str | None) -> str:
     return content
 
 
+def _attachments(frame: dict, request_id: str | None) -> tuple[str, ...]:
+    ids = frame.get("attachments") or []
+    if (
+        not isinstance(ids, list) or len(ids) > MAX_ATTACHMENT_IDS
+        or not all(isinstance(i, str) and 0 < len(i) <= 64 for i in ids)
+    ):
+        raise CommandError("bad_request", "`attachments` must be a list of attachment ids", request_id=request_id)
+    return tuple(ids)
+
+
 def _parse_send(frame: dict, request_id: str | None) -> ChatSend:
-    content = _content(frame, request_id)
+    attachments = _attachments(frame, request_id)
+    # A message of attachments alone needs no text.
+    content = "" if attachments and frame.get("content") in ("", None) else _content(frame, request_id)
     model = frame.get("model")
     if not isinstance(model, str) or not model:
         raise CommandError("bad_request", "`model` must name a model", request_id=request_id)
@@ -150,4 +164,5 @@ def _parse_send(frame: dict, request_id: str | None) -> ChatSend:
         system=system,
         params=params,
         parent_id=_optional_id(frame, "parent_id", request_id),
+        attachments=attachments,
     )

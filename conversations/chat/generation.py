@@ -98,7 +98,8 @@ class ReplyRun:
                  "conversation_id": self.plan.conversation_id,
                  "user_message_id": self.plan.user_message_id, "message_id": self.plan.message_id,
                  "parent_id": self.plan.parent_id, "user_content": self.plan.user_content,
-                 "model": self.plan.priced.model_name}
+                 "model": self.plan.priced.model_name,
+                 "attachments": self.plan.extra.get("attachments", [])}
             )
             publisher = asyncio.create_task(self._publish_loop())
             try:

@@ -61,8 +61,15 @@ def search_results(user: User, query: str) -> list[Conversation]:
 
 def conversation_branch(conversation: Conversation, leaf_id: int | None = None) -> list[Message]:
     """The messages from the root to `leaf_id` (default: the conversation's active leaf), in one query."""
-    # The history sent upstream needs no cached HTML: defer it (it can be larger than the text).
-    messages = {m.pk: m for m in Message.objects.filter(conversation=conversation).defer("content_html")}
+    # The history sent upstream needs no cached HTML: defer it (it can be larger than the text). Whether a message
+    # carries attachments comes in the same query, so a conversation without any costs no query more.
+    carries = Exists(Message.attachments.through.objects.filter(message_id=OuterRef("pk")))
+    messages = {
+        m.pk: m
+        for m in Message.objects.filter(conversation=conversation).defer("content_html").annotate(
+            has_attachments=carries
+        )
+    }
     leaf_id = leaf_id or conversation.active_leaf_id
     if leaf_id is None and messages:
         leaf_id = max(messages.values(), key=lambda m: (m.created_at, m.pk)).pk

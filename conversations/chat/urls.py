@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from conversations.chat import conversation_views, views
+from conversations.chat import attachment_views, conversation_views, views
 
 urlpatterns = [
     path("", views.index, name="index"),
@@ -18,6 +18,8 @@ urlpatterns = [
         conversation_views.delete_message,
         name="message-delete",
     ),
+    path("attachments/", attachment_views.upload, name="attachment-upload"),
+    path("attachments/<str:attachment_id>/", attachment_views.download, name="attachment-download"),
     path("search/", conversation_views.search, name="conversation-search"),
     path("presets/", conversation_views.preset_create, name="preset-create"),
     path("presets/<int:preset_id>/delete/", conversation_views.preset_delete, name="preset-delete"),

@@ -11,6 +11,7 @@ from django.shortcuts import render
 
 from conversations.catalog.access import models_for_user
 from conversations.catalog.defaults import chat_default_model, picker_groups
+from conversations.chat.attachments import attachments_by_message
 from conversations.chat.commands import MAX_CONTENT_CHARS
 from conversations.chat.rendering import messages_render, policy
 from conversations.chat.replies import usage_payload
@@ -28,8 +29,10 @@ def decorate(messages: list[Message], tree: MessageTree) -> list[Message]:
     replies = [m.pk for m in messages if m.role == Message.Role.ASSISTANT]
     records = UsageRecord.objects.filter(message_id__in=replies) if replies else []  # ids of the user's messages
     usage = {r.message_id: usage_payload(r) for r in records}
+    attached = attachments_by_message(m.pk for m in messages if m.role == Message.Role.USER)
     for message in messages:
         message.usage_info = usage.get(message.pk)
+        message.attachment_list = attached.get(message.pk, [])
         siblings = getattr(message, "sibling_ids", None) or tree.siblings(message.pk)
         index = siblings.index(message.pk) if message.pk in siblings else 0
         message.version_index = index + 1

@@ -12,8 +12,10 @@ Endpoints
     GET  /healthz                   "ok"
 
 Models: ``dev-chat`` (chat), ``dev-reasoner`` (chat; streams ``delta.reasoning_content`` before the
-answer), ``dev-complete`` (``/v1/completions`` only). Replies are markdown-ish prose seeded by the
-prompt (the messages, the model and the request's ``seed``): the same request gives the same reply.
+answer), ``dev-complete`` (``/v1/completions`` only), ``dev-vision`` (chat; answers with what
+the last user message held: how many images and their sizes, each text part's length and first words).
+The others' replies are markdown-ish prose seeded by the prompt (the messages, the model and the
+request's ``seed``): the same request gives the same reply.
 Usage is exact for what was sent: prompt tokens from ``count_prompt_tokens(messages)`` (or
 ``count_tokens(prompt)``), completion tokens ``count_tokens`` of the reasoning plus the answer sent.
 
@@ -107,6 +109,10 @@ class DevModel:
     id: str
     api: str  # "chat" or "completions"
     reasoning: bool = False
+    describes: bool = False  # answers with what it received (images, text parts) instead of prose
+    # Not in /v1/models: an import of the dev upstream's models brings the general ones, and `bootstrap`
+    # registers this one itself, with `vision = true`.
+    listed: bool = True
     context_length: int = 32768
     input_price: float = 0.0  # USD per 1M tokens, for the dialects that report a cost
     output_price: float = 0.0
@@ -120,6 +126,8 @@ MODELS: dict[str, DevModel] = {
         context_length=m.context_length,
         input_price=float(m.input_price),
         output_price=float(m.output_price),
+        describes=m.vision,
+        listed=m.listed,
     )
     for m in DEV_MODELS  # the one list `bootstrap` registers too
 }
@@ -446,7 +454,9 @@ def make_plan(api: str, body: dict[str, Any], model: DevModel, opts: Options) ->
             code="context_length_exceeded",
         )
 
-    if opts.echo:
+    if api == "chat" and model.describes:
+        reasoning, answer = replies.make_reply(()), replies.echo(replies.describe_received(body["messages"]))
+    elif opts.echo:
         reasoning, answer = replies.make_reply(()), replies.echo(prompt)
         if opts.tokens is not None:
             answer = replies.make_reply(answer.pieces[: opts.tokens])
@@ -662,7 +672,7 @@ class DevUpstream:
             }
 
         if path in ("/models", "/models/"):
-            await _send_json(send, 200, {"object": "list", "data": [describe(m) for m in MODELS.values()]})
+            await _send_json(send, 200, {"object": "list", "data": [describe(m) for m in MODELS.values() if m.listed]})
             return
         model = MODELS.get(path.removeprefix("/models/"))
         if model is None:

@@ -350,3 +350,45 @@ def content_text(content: object) -> str:
             part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text"
         )
     return ""
+
+
+FIRST_WORDS = 12
+
+
+def _image_size(url: str) -> str:
+    """"640x480" for a data URL's image, "?" when it cannot be read (or is a remote URL)."""
+    if not url.startswith("data:") or ";base64," not in url:
+        return "?"
+    import base64
+    import binascii
+    import io
+
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1], validate=True))) as image:
+            return f"{image.width}x{image.height}"
+    except (ImportError, OSError, ValueError, binascii.Error):
+        return "?"
+
+
+def describe_received(messages: list[dict]) -> str:
+    """What the last user message held, for the vision model's answer: its images and text parts."""
+    content: object = ""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            content = message.get("content")
+            break
+    parts = content if isinstance(content, list) else [{"type": "text", "text": content_text(content)}]
+    images = [
+        _image_size((p.get("image_url") or {}).get("url", ""))
+        for p in parts if isinstance(p, dict) and p.get("type") == "image_url"
+    ]
+    texts = [p.get("text", "") for p in parts if isinstance(p, dict) and p.get("type") == "text"]
+    noun = "image" if len(images) == 1 else "images"
+    lines = [f"I received {len(images)} {noun}" + (f" ({', '.join(images)})" if images else "")
+             + f" and {len(texts)} text part{'' if len(texts) == 1 else 's'}."]
+    for number, text in enumerate(texts, 1):
+        words = " ".join(text.split()[:FIRST_WORDS])
+        lines.append(f"Text part {number} ({len(text)} characters) begins: {words}")
+    return "\n\n".join(lines)

@@ -248,6 +248,7 @@
       if (f.user_message_id && !document.getElementById(`message-${f.user_message_id}`)) {
         const el = messageEl(f.user_message_id, "user", f.parent_id === f.user_message_id ? "" : f.parent_id);
         el.querySelector(".content").textContent = f.user_content;
+        window.chatwebAttachments?.render(el, f.attachments);
       }
       const state = reply(f.message_id);
       if (!state.el) state.el = messageEl(f.message_id, "assistant", f.user_message_id || f.parent_id);
@@ -362,7 +363,7 @@
     return `r${Date.now().toString(36)}${requestCounter}`;
   }
 
-  function sendMessage(content, parentId = null) {
+  function sendMessage(content, parentId = null, attachments = []) {
     const settings = panel() ? panel().collect() : { system: "", params: {} };
     if (!settings) return false;
     const requestId = nextRequestId();
@@ -371,6 +372,7 @@
       content, system: settings.system, params: settings.params,
     };
     if (parentId) frame.parent_id = parentId;
+    if (attachments.length) frame.attachments = attachments;
     pending.set(requestId, content);
     return send(frame) ? requestId : null;
   }
@@ -589,6 +591,7 @@
 
   function draftAccepted() {
     if (input.value === draft.content) input.value = "";
+    window.chatwebAttachments?.clear();
     draft = null;
     lockComposer(false);
     notice("");
@@ -622,7 +625,7 @@
 
   function sendDraft() {
     const content = input.value;
-    const requestId = sendMessage(content);
+    const requestId = sendMessage(content, null, window.chatwebAttachments?.ids() || []);
     if (!requestId) {
       lockComposer(false);
       notice("");
@@ -637,7 +640,16 @@
     event.preventDefault();
     if (draft || queued) return; // on its way already
     const content = input.value;
-    if (!content.trim()) {
+    const files = window.chatwebAttachments;
+    if (files?.uploading()) {
+      notice("Wait for the files to finish uploading.", "error");
+      return;
+    }
+    if (files?.failed()) {
+      notice("Remove the files that could not be uploaded first.", "error");
+      return;
+    }
+    if (!content.trim() && !files?.ids().length) {
       notice("Type a message first.", "error");
       input.focus();
       return;

@@ -60,5 +60,6 @@ class Command(BaseCommand):
             model.api = spec.api
             model.context_length = model.context_length or spec.context_length
             model.max_output_tokens = model.max_output_tokens or spec.max_output_tokens
+            model.vision = spec.vision
             model.save()
         self.stdout.write(f"Development upstream registered as provider {DEV_PROVIDER_NAME!r} at {url}.")

@@ -1,0 +1,326 @@
+"""Attachments end to end without a browser: the upload endpoint and its refusals, the file to its owner only,
+`chat.send` with attachments over the real websocket to the development upstream (which records exactly what it
+received), the vision rule, and the files going with their conversation and account."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import pytest
+from channels.db import database_sync_to_async
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from PIL import Image
+
+from conversations.chat import generation
+from conversations.models import Attachment, Conversation, Message, Model
+from tests import attachment_files as files
+from tests.chat_helpers import chat_send, connect, make_model, send, until
+from tests.conftest import PASSWORD
+
+db = database_sync_to_async
+
+
+@pytest.fixture(autouse=True)
+def attachment_storage(settings, tmp_path):
+    """Each test stores its files in its own folder."""
+    storages = dict(settings.STORAGES)
+    storages["attachments"] = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(tmp_path / "attachments")},
+    }
+    settings.STORAGES = storages
+    return tmp_path / "attachments"
+
+
+def client_for(user) -> Client:
+    client = Client()
+    assert client.login(username=user.username, password=PASSWORD)
+    return client
+
+
+def upload(client: Client, name: str, data: bytes, content_type: str = "application/octet-stream"):
+    return client.post("/attachments/", {"file": SimpleUploadedFile(name, data, content_type=content_type)})
+
+
+# --- upload ---------------------------------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_an_image_is_stored_reencoded_without_its_metadata_and_scaled(alice, attachment_storage):
+    response = upload(client_for(alice), "holiday.jpg", files.jpeg_with_gps(3000, 1000), "image/jpeg")
+    assert response.status_code == 201
+    body = response.json()
+    assert set(body) == {"id", "name", "kind", "content_type", "size"}
+    assert body["name"] == "holiday.jpg" and body["kind"] == "image" and body["content_type"] == "image/jpeg"
+    attachment = Attachment.objects.get(public_id=body["id"])
+    assert body["size"] == attachment.size
+    stored = attachment.file.open("rb").read()
+    assert len(stored) == body["size"]
+    image = Image.open(io.BytesIO(stored))
+    assert image.size == (2048, 683)  # the long side fits the default limit
+    assert not image.getexif()  # GPS position and camera gone
+    # stored under its unguessable id, never the person's file name
+    assert "holiday" not in attachment.file.name and body["id"] in attachment.file.name
+    assert len(body["id"]) >= 32
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("name", "data", "kind", "content_type", "text"),
+    [
+        ("report.pdf", files.pdf("Quarterly tides rose sharply"), "document", "application/pdf",
+         "Quarterly tides rose sharply"),
+        ("notes.docx", files.docx("First line of notes", "Second"), "document",
+         "application/vnd.openxmlformats-officedocument.wordprocessingml.document", "First line of notes\nSecond"),
+        ("data.csv", b"a,b\n1,2\n", "document", "text/csv", "a,b\n1,2\n"),
+        ("main.py", b"print('hi')\n", "document", "text/plain", "print('hi')\n"),
+        ("frame.gif", None, "image", "image/png", ""),
+    ],
+)
+def test_each_supported_type_is_read_by_its_content(alice, name, data, kind, content_type, text):
+    if data is None:
+        out = io.BytesIO()
+        Image.new("P", (10, 10)).save(out, "GIF")
+        data = out.getvalue()
+    response = upload(client_for(alice), name, data)
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert (body["kind"], body["content_type"]) == (kind, content_type)
+    assert Attachment.objects.get(public_id=body["id"]).text == text
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("name", "data", "status", "code"),
+    [
+        ("broken.pdf", b"%PDF-1.4\nthis is not really a pdf", 400, "unreadable"),
+        ("locked.pdf", files.encrypted_pdf(), 400, "unreadable"),
+        ("photo.png", b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>", 400, "unreadable"),
+        ("photo.jpg", b"<!doctype html><html><script>alert(1)</script></html>", 400, "unreadable"),
+        ("truncated.png", files.png()[:60], 400, "unreadable"),
+        ("bomb.png", files.decompression_bomb_png(), 413, "too_large"),
+        ("bomb.docx", files.zip_bomb_docx(), 413, "too_large"),
+        ("program.exe", b"MZ\x90\x00\x03\x00\x00\x00" + bytes(range(256)) * 4, 415, "unsupported_type"),
+        ("archive.zip", None, 415, "unsupported_type"),
+    ],
+)
+def test_bad_files_are_refused_with_a_clear_error_and_nothing_is_stored(alice, attachment_storage, name, data,
+                                                                       status, code):
+    if data is None:
+        out = io.BytesIO()
+        import zipfile
+
+        with zipfile.ZipFile(out, "w") as archive:
+            archive.writestr("readme.txt", "hello")
+        data = out.getvalue()
+    response = upload(client_for(alice), name, data)
+    assert response.status_code == status, response.content
+    error = response.json()["error"]
+    assert error["code"] == code and error["message"]
+    assert not Attachment.objects.exists()
+    assert not any(p.is_file() for p in attachment_storage.rglob("*")) if attachment_storage.exists() else True
+
+
+@pytest.mark.django_db
+def test_size_limit_and_quota(alice, settings):
+    client = client_for(alice)
+    settings.CHATWEB_ATTACHMENT_MAX_BYTES = 1000
+    response = upload(client, "big.txt", b"x" * 1001)
+    assert response.status_code == 413 and response.json()["error"]["code"] == "too_large"
+    settings.CHATWEB_ATTACHMENT_MAX_BYTES = 20 * 1024 * 1024
+    settings.CHATWEB_ATTACHMENT_QUOTA_BYTES = 1500
+    assert upload(client, "a.txt", b"a" * 1000).status_code == 201
+    response = upload(client, "b.txt", b"b" * 1000)
+    assert response.status_code == 413 and "quota" in response.json()["error"]["message"]
+    assert Attachment.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_upload_needs_a_signed_in_user_a_file_and_the_csrf_token(alice):
+    anonymous = Client()
+    assert upload(anonymous, "a.txt", b"hello").status_code == 401
+    assert client_for(alice).post("/attachments/", {}).status_code == 400
+    strict = Client(enforce_csrf_checks=True)
+    strict.login(username="alice", password=PASSWORD)
+    assert upload(strict, "a.txt", b"hello").status_code == 403
+    assert not Attachment.objects.exists()
+
+
+# --- the file, to its owner only -----------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_the_file_goes_to_its_owner_only(alice, bob):
+    owner = client_for(alice)
+    image_id = upload(owner, "dot.png", files.png()).json()["id"]
+    doc_id = upload(owner, "report.pdf", files.pdf("hello")).json()["id"]
+
+    image = owner.get(f"/attachments/{image_id}/")
+    assert image.status_code == 200 and image["Content-Type"] == "image/png"
+    assert image["X-Content-Type-Options"] == "nosniff"
+    assert Image.open(io.BytesIO(b"".join(image.streaming_content))).size == (64, 48)
+    document = owner.get(f"/attachments/{doc_id}/")
+    assert document.status_code == 200 and document["Content-Type"] == "application/pdf"
+    assert document["Content-Disposition"].startswith("attachment") and "report.pdf" in document["Content-Disposition"]
+    assert document["X-Content-Type-Options"] == "nosniff"
+
+    other = client_for(bob)
+    for attachment_id in (image_id, doc_id, "not-an-id"):
+        assert other.get(f"/attachments/{attachment_id}/").status_code == 404
+    assert Client().get(f"/attachments/{image_id}/").status_code == 302  # signed out: to the login page
+
+
+# --- chat.send with attachments ------------------------------------------------------------------------------
+def _vision_model(dev_upstream, nonce: str, *, vision: bool = True, upstream_id: str = "dev-vision") -> Model:
+    model = make_model(dev_upstream.v1(key=nonce), upstream_id=upstream_id)
+    model.vision = vision
+    model.save()
+    return model
+
+
+def _upload_as(user, name: str, data: bytes) -> str:
+    return client_for(user).post("/attachments/", {"file": SimpleUploadedFile(name, data)}).json()["id"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("upstream_http")
+async def test_send_with_an_image_and_a_pdf_goes_upstream_as_content_parts(alice, dev_upstream, nonce):
+    model = await db(_vision_model)(dev_upstream, nonce)
+    image_id = await db(_upload_as)(alice, "photo.png", files.png(64, 48))
+    pdf_id = await db(_upload_as)(alice, "report.pdf", files.pdf("Quarterly tides rose sharply this spring"))
+    ws = await connect(alice)
+    await send(ws, chat_send(model.public_name, "What are these?", attachments=[image_id, pdf_id]))
+    started, _ = await until(ws, "chat.started")
+    assert [a["id"] for a in started["attachments"]] == [image_id, pdf_id]
+    assert started["attachments"][0] == {"id": image_id, "name": "photo.png", "kind": "image",
+                                         "content_type": "image/png", "size": started["attachments"][0]["size"]}
+    _done, frames = await until(ws, "chat.done")
+    await generation.wait_for_replies()
+    await ws.disconnect()
+    answer = "".join(f["content"] for f in frames if f["type"] == "chat.delta")
+    assert "I received 1 image (64x48)" in answer
+    assert "begins: report.pdf Quarterly tides rose sharply" in answer
+
+    received = dev_upstream.received(nonce)[-1]
+    user = received[-1]
+    assert user["role"] == "user"
+    parts = user["content"]
+    assert parts[0] == {"type": "text", "text": "What are these?"}
+    assert parts[1] == {"type": "text", "text": "report.pdf\n\nQuarterly tides rose sharply this spring"}
+    assert parts[2]["type"] == "image_url"
+    url = parts[2]["image_url"]["url"]
+    assert url.startswith("data:image/png;base64,")
+    assert Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).size == (64, 48)
+
+    # the user's message keeps them; the attachments go with the conversation now
+    message = await db(lambda: Message.objects.get(pk=started["user_message_id"]))()
+    kept = await db(lambda: sorted(message.attachments.values_list("public_id", flat=True)))()
+    assert kept == sorted([image_id, pdf_id])
+    conversation_ids = await db(lambda: set(Attachment.objects.values_list("conversation_id", flat=True)))()
+    assert conversation_ids == {started["conversation_id"]}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("upstream_http")
+async def test_an_image_to_a_model_without_vision_is_refused_before_anything_goes_upstream(alice, dev_upstream,
+                                                                                          nonce):
+    model = await db(_vision_model)(dev_upstream, nonce, vision=False, upstream_id="dev-chat")
+    image_id = await db(_upload_as)(alice, "photo.png", files.png())
+    ws = await connect(alice)
+    await send(ws, chat_send(model.public_name, "What is this?", attachments=[image_id]))
+    error, _ = await until(ws, "chat.error")
+    assert error["code"] == "attachment_unsupported" and error["request_id"] == "r1"
+    await ws.disconnect()
+    assert dev_upstream.stats(nonce)["requests"] == 0
+    assert await db(lambda: (Message.objects.count(), Attachment.objects.filter(public_id=image_id).exists()))() == (
+        0, True)
+    # documents are text: any model takes them
+    doc_id = await db(_upload_as)(alice, "notes.txt", b"plain notes")
+    ws = await connect(alice)
+    await send(ws, chat_send(model.public_name, "Summarise", attachments=[doc_id]))
+    await until(ws, "chat.done")
+    await generation.wait_for_replies()
+    await ws.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("upstream_http")
+async def test_nobody_can_send_another_users_attachment(alice, bob, dev_upstream, nonce):
+    model = await db(_vision_model)(dev_upstream, nonce)
+    alices = await db(_upload_as)(alice, "photo.png", files.png())
+    ws = await connect(bob)
+    for ids in ([alices], ["no-such-id"]):
+        await send(ws, chat_send(model.public_name, "Look", attachments=ids))
+        error, _ = await until(ws, "chat.error")
+        assert error["code"] == "not_found"
+    await send(ws, chat_send(model.public_name, "Look", attachments="x"))
+    error, _ = await until(ws, "chat.error")
+    assert error["code"] == "bad_request"
+    await ws.disconnect()
+    assert await db(Message.objects.count)() == 0
+    assert dev_upstream.stats(nonce)["requests"] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("upstream_http")
+async def test_regenerate_and_edit_keep_the_attachments(alice, dev_upstream, nonce):
+    model = await db(_vision_model)(dev_upstream, nonce)
+    doc_id = await db(_upload_as)(alice, "notes.md", b"# Tides\nThe moon pulls the sea")
+    ws = await connect(alice)
+    await send(ws, chat_send(model.public_name, "Read this", attachments=[doc_id]))
+    started, _ = await until(ws, "chat.started")
+    await until(ws, "chat.done")
+    await send(ws, {"type": "chat.regenerate", "message_id": started["message_id"], "request_id": "r2"})
+    await until(ws, "chat.done")
+    await send(ws, {"type": "chat.edit", "message_id": started["user_message_id"], "content": "Read it again",
+                    "request_id": "r3"})
+    edited, _ = await until(ws, "chat.started")
+    assert [a["id"] for a in edited["attachments"]] == [doc_id]
+    await until(ws, "chat.done")
+    await generation.wait_for_replies()
+    await ws.disconnect()
+    sent = dev_upstream.received(nonce)
+    assert len(sent) == 3
+    for request in sent:
+        assert request[-1]["content"][1] == {"type": "text", "text": "notes.md\n\n# Tides\nThe moon pulls the sea"}
+    assert sent[2][-1]["content"][0]["text"] == "Read it again"
+
+
+# --- deletion ------------------------------------------------------------------------------------------------
+@pytest.mark.django_db(transaction=True)
+def test_deleting_the_conversation_or_the_account_removes_the_stored_files(alice, attachment_storage):
+    client = client_for(alice)
+    first = Attachment.objects.get(public_id=upload(client, "a.png", files.png()).json()["id"])
+    second = Attachment.objects.get(public_id=upload(client, "b.txt", b"text").json()["id"])
+    conversation = Conversation.objects.create(owner=alice, title="t")
+    message = Message.objects.create(conversation=conversation, role="user", content="x")
+    first.messages.add(message)
+    Attachment.objects.filter(pk=first.pk).update(conversation=conversation)
+    first_path = attachment_storage / first.file.name
+    second_path = attachment_storage / second.file.name
+    assert first_path.is_file() and second_path.is_file()
+
+    assert client.post(f"/c/{conversation.pk}/delete/").status_code in (200, 302)
+    assert not Attachment.objects.filter(pk=first.pk).exists() and not first_path.exists()
+    assert second_path.is_file()
+    alice.delete()
+    assert not Attachment.objects.exists() and not second_path.exists()
+
+
+# --- /v1 ------------------------------------------------------------------------------------------------------
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("upstream_http")
+async def test_v1_passes_image_parts_through_unchanged(alice, dev_upstream, nonce):
+    from django.test import AsyncClient
+
+    from conversations.accounts.apikeys import api_key_create
+
+    model = await db(_vision_model)(dev_upstream, nonce)
+    _key, raw = await db(api_key_create)(user=alice, name="tests")
+    url = "data:image/png;base64," + base64.b64encode(files.png(10, 20)).decode()
+    content = [{"type": "text", "text": "Look"}, {"type": "image_url", "image_url": {"url": url, "detail": "low"}}]
+    response = await AsyncClient().post(
+        "/v1/chat/completions", content_type="application/json", headers={"Authorization": f"Bearer {raw}"},
+        data={"model": model.public_name, "messages": [{"role": "user", "content": content}]},
+    )
+    assert response.status_code == 200, response.content
+    assert "I received 1 image (10x20)" in response.json()["choices"][0]["message"]["content"]
+    assert dev_upstream.received(nonce)[-1] == [{"role": "user", "content": content}]
