@@ -1,5 +1,6 @@
 """The /settings/ page: a user's personal API keys — create (shown once), list (prefix, last use), revoke; the
-links they shared (when each was made, revoke); importing conversations from an export file."""
+links they shared, with when each was made, and the import form (those two post to the chat package's views:
+conversations/chat/share_views.py, conversations/chat/import_views.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,6 @@ from django.views.decorators.http import require_http_methods
 
 from conversations.accounts.apikeys import ApiKeyLimit, api_key_create, api_key_revoke
 from conversations.accounts.requests import AuthenticatedHttpRequest
-from conversations.chat.importing import ImportRefused, import_conversations
-from conversations.chat.sharing import share_revoke
-from conversations.errors import NotFound
 from conversations.models import ApiKey, SharedLink
 
 NEW_KEY_SESSION = "chatweb_new_api_key"
@@ -37,31 +35,10 @@ class ApiKeyRevokeForm(forms.Form):
     key_id = forms.IntegerField(min_value=1)
 
 
-class ShareRevokeForm(forms.Form):
-    link_id = forms.IntegerField(min_value=1)
-
-
-IMPORT_MAX_BYTES = 200 * 1024 * 1024  # read whole before anything is written: a bound on memory
-
-
-class ImportForm(forms.Form):
-    file = forms.FileField(
-        label="Export file",
-        help_text="ChatGPT's conversations.json (from its data export) or a chatweb .json export.",
-    )
-
-    def clean_file(self):  # type: ignore[no-untyped-def]
-        upload = self.cleaned_data["file"]
-        if upload.size > IMPORT_MAX_BYTES:
-            raise forms.ValidationError(f"The file is larger than {IMPORT_MAX_BYTES // (1024 * 1024)} MB.")
-        return upload
-
-
 def _page(
     request: AuthenticatedHttpRequest,
     *,
     form: ApiKeyCreateForm | None = None,
-    import_form: ImportForm | None = None,
     new_key: str | None = None,
     new_key_row: ApiKey | None = None,
     status: int = 200,
@@ -76,7 +53,6 @@ def _page(
         "shared_links": SharedLink.objects.for_user(request.user).only(
             "pk", "token", "title", "conversation_id", "created_at"
         ),
-        "import_form": import_form or ImportForm(),
     }
     response = render(request, "settings.html", context, status=status)
     if new_key:
@@ -119,27 +95,5 @@ def settings_page(request: AuthenticatedHttpRequest) -> HttpResponse:
         except ApiKey.DoesNotExist:
             raise Http404("No such key.") from None
         messages.success(request, f"Key {key.prefix}… revoked; requests with it are refused from now on.")
-        return redirect("settings")
-    if action == "revoke_share":
-        revoke_share = ShareRevokeForm(request.POST)
-        if not revoke_share.is_valid():
-            raise Http404("No such link.")
-        try:
-            share_revoke(user=request.user, link_id=revoke_share.cleaned_data["link_id"])
-        except NotFound:
-            raise Http404("No such link.") from None
-        messages.success(request, "Link revoked: it no longer opens the conversation.")
-        return redirect("settings")
-    if action == "import_chats":
-        import_form = ImportForm(request.POST, request.FILES)
-        if not import_form.is_valid():
-            return _page(request, import_form=import_form, status=400)
-        try:
-            result = import_conversations(user=request.user, raw=import_form.cleaned_data["file"].read())
-        except ImportRefused as exc:
-            import_form.add_error("file", f"Nothing imported: {exc.message}")
-            return _page(request, import_form=import_form, status=400)
-        skipped = f" ({result.skipped} imported before were skipped)" if result.skipped else ""
-        messages.success(request, f"{result.summary().capitalize()}{skipped}.")
         return redirect("settings")
     return _page(request, status=400)

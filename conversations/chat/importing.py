@@ -221,7 +221,7 @@ def _chatgpt_message(node_id: str, message: Any, where: str) -> tuple[str, str, 
     content = message.get("content")
     if not isinstance(content, dict) or not isinstance(content.get("content_type"), str):
         raise ImportRefused(f"{here}: the message has no content with a content_type.")
-    metadata = message.get("metadata") if isinstance(message.get("metadata"), dict) else {}
+    metadata: dict[str, Any] = message["metadata"] if isinstance(message.get("metadata"), dict) else {}
     text, reasoning = chatgpt_content_text(content)
     when = _epoch(message.get("create_time"), here)
     if role == "system" or metadata.get("is_visually_hidden_from_conversation"):
@@ -280,8 +280,10 @@ def _chatgpt(entry: dict[str, Any], where: str) -> ParsedConversation:
     for message in kept.values():
         message.created_at = message.created_at or created
     source_id = entry.get("conversation_id") or entry.get("id")
+    if not isinstance(source_id, str) or not source_id:
+        source_id = _digest(entry)
     return ParsedConversation(
-        import_key=f"chatgpt:{source_id}"[:200] if isinstance(source_id, str) and source_id else f"chatgpt:{_digest(entry)}",
+        import_key=f"chatgpt:{source_id}"[:200],
         title=" ".join((title or "").split())[:TITLE_MAX],
         created_at=created,
         updated_at=_epoch(entry.get("update_time"), where),
@@ -406,7 +408,7 @@ def _write(user: User, parsed: ParsedConversation) -> int:
     # ChatGPT's current_node (or chatweb's active leaf) is the branch shown; without one, the newest line.
     leaf = parsed.active if parsed.active is not None else _newest_leaf(parsed, None)
     Conversation.objects.filter(pk=conversation.pk).update(
-        active_leaf=created[leaf] if leaf in created else None,
+        active_leaf=created.get(leaf) if leaf is not None else None,
         created_at=parsed.created_at or now,
         updated_at=parsed.updated_at or parsed.created_at or now,
     )

@@ -5,14 +5,16 @@ and asks search engines not to index it."""
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 
+from conversations.accounts.requests import AuthenticatedHttpRequest
 from conversations.chat.conversation_views import refusals
 from conversations.chat.rendering import render_markdown
-from conversations.chat.sharing import share_create, share_revoke_all, shared_snapshot
+from conversations.chat.sharing import share_create, share_revoke, share_revoke_all, shared_snapshot
 from conversations.errors import NotFound
 
 # Stricter than the site's policy: the shared page needs our stylesheet and nothing else (no script at all,
@@ -41,7 +43,7 @@ SHARED_PAGE_HEADERS = {
 @login_required
 @require_POST
 @refusals
-def share(request: HttpRequest, conversation_id: int) -> HttpResponseBase:
+def share(request: AuthenticatedHttpRequest, conversation_id: int) -> HttpResponseBase:
     link = share_create(user=request.user, conversation_id=conversation_id)
     return JsonResponse({"url": link.url, "created_at": link.created_at.isoformat()}, status=201)
 
@@ -49,9 +51,19 @@ def share(request: HttpRequest, conversation_id: int) -> HttpResponseBase:
 @login_required
 @require_POST
 @refusals
-def unshare(request: HttpRequest, conversation_id: int) -> HttpResponseBase:
+def unshare(request: AuthenticatedHttpRequest, conversation_id: int) -> HttpResponseBase:
     revoked = share_revoke_all(user=request.user, conversation_id=conversation_id)
     return JsonResponse({"revoked": revoked})
+
+
+@login_required
+@require_POST
+@refusals
+def revoke_link(request: AuthenticatedHttpRequest, link_id: int) -> HttpResponseBase:
+    """The settings page's Revoke button on one link."""
+    share_revoke(user=request.user, link_id=link_id)
+    messages.success(request, "Link revoked: it no longer opens the conversation.")
+    return HttpResponseRedirect("/settings/#shared-links")
 
 
 @require_GET
@@ -60,7 +72,7 @@ def shared_page(request: HttpRequest, token: str) -> HttpResponse:
         link = shared_snapshot(token)
     except NotFound as exc:
         raise Http404(exc.message) from None
-    messages = [
+    shown = [
         {
             "role": m.get("role"),
             "content": m.get("content", ""),
@@ -68,7 +80,7 @@ def shared_page(request: HttpRequest, token: str) -> HttpResponse:
         }
         for m in link.messages
     ]
-    response = render(request, "shared.html", {"link": link, "shared_messages": messages})
+    response = render(request, "shared.html", {"link": link, "shared_messages": shown})
     for name, value in SHARED_PAGE_HEADERS.items():
         response[name] = value
     return response

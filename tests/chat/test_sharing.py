@@ -99,7 +99,7 @@ def test_the_shared_page_is_noindex_with_a_strict_policy(alice, shared_talk):
 
 
 def test_a_share_is_a_snapshot_of_the_current_branch(alice, shared_talk):
-    conversation, (q1, a1, q2, a2) = shared_talk
+    conversation, (_q1, a1, _q2, a2) = shared_talk
     other = Message.objects.create(conversation=conversation, parent=a1, role="user", content="ANOTHER-BRANCH")
     client = client_for(alice)
     url = share(client, conversation.pk).json()["url"]
@@ -180,9 +180,9 @@ def test_the_settings_page_lists_links_with_their_dates_and_revokes_them(alice, 
     assert url in html and "Tides" in html and link.created_at.strftime("%Y-%m-%d") in html
     assert url not in client_for(bob).get("/settings/").content.decode()
     # bob cannot revoke alice's link
-    assert client_for(bob).post("/settings/", {"action": "revoke_share", "link_id": link.pk}).status_code == 404
+    assert client_for(bob).post(f"/settings/shares/{link.pk}/revoke/").status_code == 404
     assert Client().get(url).status_code == 200
-    response = client.post("/settings/", {"action": "revoke_share", "link_id": link.pk})
+    response = client.post(f"/settings/shares/{link.pk}/revoke/")
     assert response.status_code == 302
     assert Client().get(url).status_code == 404
     assert "You have not shared any conversation." in client.get("/settings/").content.decode()
