@@ -230,11 +230,19 @@ class Conversation(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Where an imported conversation came from ("chatgpt:<its id>", "chatweb:<digest>"): importing the same
+    # file again skips it (conversations/chat/importing.py). Empty for conversations made here.
+    import_key = models.CharField(max_length=200, blank=True, default="", editable=False)
 
     objects = ConversationQuerySet.as_manager()
 
     class Meta:
         indexes = [models.Index(fields=["owner", "-updated_at"], name="conversation_owner_recent")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "import_key"], condition=~models.Q(import_key=""), name="conversation_import_once"
+            )
+        ]
 
     def __str__(self) -> str:
         return self.title or f"Conversation {self.pk}"
@@ -665,3 +673,42 @@ class Attachment(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+
+# --- conversations people keep and share ----------------------------------------------------------------------
+class SharedLinkQuerySet(models.QuerySet):
+    def for_user(self, user: User) -> SharedLinkQuerySet:
+        """The links a user made."""
+        if not getattr(user, "is_authenticated", False):
+            return self.none()
+        return self.filter(owner=user)
+
+
+class SharedLink(models.Model):
+    """A read-only snapshot of a conversation's branch, readable by anyone holding its token. The snapshot holds
+    the messages' roles and text only: nothing else of the conversation or of its owner reaches the shared page."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="shared_links")
+    token = models.CharField(max_length=64, unique=True)
+    title = models.CharField(max_length=200, blank=True, default="")
+    messages = models.JSONField(default=list, help_text='[{"role": "user" | "assistant", "content": "..."}]')
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = SharedLinkQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"share of conversation {self.conversation_id}"
+
+    @staticmethod
+    def new_token() -> str:
+        # 128 random bits: the token is the only thing guarding the page.
+        return secrets.token_urlsafe(16)
+
+    @property
+    def url(self) -> str:
+        return f"/s/{self.token}/"

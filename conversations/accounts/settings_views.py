@@ -1,4 +1,6 @@
-"""The /settings/ page: a user's personal API keys — create (shown once), list (prefix, last use), revoke."""
+"""The /settings/ page: a user's personal API keys — create (shown once), list (prefix, last use), revoke; the
+links they shared, with when each was made, and the import form (those two post to the chat package's views:
+conversations/chat/share_views.py, conversations/chat/import_views.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from django.views.decorators.http import require_http_methods
 from conversations.accounts.apikeys import ApiKeyLimit, api_key_create, api_key_revoke
 from conversations.catalog.access import models_for_user
 from conversations.catalog.defaults import chat_default_model, picker_groups
-from conversations.models import ApiKey, Model, User
+from conversations.models import ApiKey, Model, SharedLink, User
 from conversations.web import AuthenticatedHttpRequest
 
 NEW_KEY_SESSION = "chatweb_new_api_key"
@@ -79,6 +81,9 @@ def _page(
         "new_key": new_key,
         "new_key_row": new_key_row,
         "api_base": request.build_absolute_uri("/v1"),
+        "shared_links": SharedLink.objects.for_user(request.user).only(
+            "pk", "token", "title", "conversation_id", "created_at"
+        ),
     }
     response = render(request, "settings.html", context, status=status)
     if new_key:

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from conversations.chat import attachment_views, conversation_views, views
+from conversations.chat import attachment_views, conversation_views, import_views, share_views, views
 
 urlpatterns = [
     path("", views.index, name="index"),
@@ -20,6 +20,11 @@ urlpatterns = [
     ),
     path("attachments/", attachment_views.upload, name="attachment-upload"),
     path("attachments/<str:attachment_id>/", attachment_views.download, name="attachment-download"),
+    path("c/<int:conversation_id>/share/", share_views.share, name="conversation-share"),
+    path("c/<int:conversation_id>/unshare/", share_views.unshare, name="conversation-unshare"),
+    path("s/<str:token>/", share_views.shared_page, name="shared"),
+    path("settings/shares/<int:link_id>/revoke/", share_views.revoke_link, name="shared-link-revoke"),
+    path("settings/import/", import_views.import_upload, name="import-upload"),
     path("search/", conversation_views.search, name="conversation-search"),
     path("presets/", conversation_views.preset_create, name="preset-create"),
     path("presets/<int:preset_id>/delete/", conversation_views.preset_delete, name="preset-delete"),
