@@ -34,7 +34,7 @@ from conversations.audit import (
 )
 from conversations.catalog.checks import provider_import_models, provider_test_connections
 from conversations.catalog.presets import PRESETS, preset_get
-from conversations.models import ApiKey, AuditLog, Model, Provider, UsageRecord, User
+from conversations.models import ApiKey, AuditLog, Model, ModelPrice, Provider, UsageRecord, User
 from conversations.upstream.errors import UpstreamError
 from conversations.usage import budgets
 
@@ -163,8 +163,23 @@ class ModelInline(GroupChoicesMixin, admin.TabularInline):
         return _priced(obj)
 
 
+class ModelPriceInline(admin.TabularInline):
+    """The model's price history, newest first: read-only, since the ledger's past rows were billed by it."""
+
+    model = ModelPrice
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "price history"
+    fields = ("effective_from", "input_price", "output_price", "changed_by", "source")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(Model)
 class LlmModelAdmin(GroupChoicesMixin, AuditedAdmin):
+    inlines = [ModelPriceInline]
     list_display = (
         "public_name",
         "provider",

@@ -24,7 +24,7 @@ from conversations.api.parsing import Endpoint, json_body, parse_request
 from conversations.errors import AdmissionError
 from conversations.models import UsageRecord
 from conversations.upstream import client
-from conversations.upstream.events import StreamError, UpstreamEvent, Usage
+from conversations.upstream.events import ACCOUNTING, ResponseId, StreamError, UpstreamEvent, Usage
 from conversations.usage.budgets import budget_settle
 from conversations.usage.ledger import Reckoning, reckon, usage_record, usage_reported
 
@@ -82,6 +82,7 @@ def api_call_record(
     ttft_ms: int | None,
     duration_ms: int,
     reckoning: Reckoning | None = None,
+    upstream_request_id: str | None = None,
 ) -> UsageRecord:
     """The call's ledger row (source `api`), settling its budget reservation."""
     return usage_record(
@@ -97,6 +98,7 @@ def api_call_record(
         duration_ms=duration_ms,
         api_key_id=call.api_key_id,
         reservation_id=call.reservation_id,
+        upstream_request_id=upstream_request_id,
     )
 
 
@@ -112,6 +114,7 @@ class Relay:
         self.ttft_ms: int | None = None
         self.choices: dict[int, Choice] = {}
         self.usage: Usage | None = None
+        self.response_id: str | None = None
         self.error: StreamError | None = None
         self._reckoning: Reckoning | None = None
         self._record: asyncio.Future[UsageRecord] | None = None
@@ -119,6 +122,8 @@ class Relay:
     def take(self, event: UpstreamEvent) -> None:
         if isinstance(event, Usage):
             self.usage = event
+        elif isinstance(event, ResponseId):
+            self.response_id = event.id
         elif isinstance(event, StreamError):
             self.error = event
         else:
@@ -167,6 +172,7 @@ class Relay:
                 ttft_ms=self.ttft_ms,
                 duration_ms=int((time.monotonic() - self.started) * 1000),
                 reckoning=None if usage is not None else self._reckoning,
+                upstream_request_id=self.response_id,
             )
             _recording.add(self._record)
             self._record.add_done_callback(_recording.discard)
@@ -189,7 +195,7 @@ async def stream_open(call: ApiCall) -> AsyncIterator[bytes]:
             for event in batch:
                 relay.take(event)
             first.extend(batch)
-            if not all(isinstance(event, Usage) for event in batch):
+            if not all(isinstance(event, ACCOUNTING) for event in batch):
                 break
     except BaseException:  # the client disconnected while the upstream was thinking
         await upstream.aclose()

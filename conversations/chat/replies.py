@@ -30,6 +30,7 @@ class ReplyOutcome:
     error_message: str = ""
     ttft_ms: int | None = None
     duration_ms: int | None = None
+    response_id: str | None = None
 
 
 def replies_checkpoint(*, partial: list[tuple[int, str, str, int]], alive: list[int]) -> None:
@@ -71,6 +72,7 @@ def reply_finish(*, plan: ReplyPlan, outcome: ReplyOutcome) -> dict[str, Any]:
         prompt_messages=plan.prompt_messages, completion_text=outcome.reasoning + outcome.content,
         finish_reason=outcome.finish_reason, ttft_ms=outcome.ttft_ms, duration_ms=outcome.duration_ms,
         conversation_id=plan.conversation_id, message_id=plan.message_id, reservation_id=plan.reservation_id,
+        upstream_request_id=outcome.response_id,
     )
     Conversation.objects.filter(pk=plan.conversation_id).update(updated_at=timezone.now())
     return usage_payload(record)

@@ -61,6 +61,14 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class ResponseId:
+    """The upstream's own `id` of the reply (its chunks' or body's `id`): what its usage export lists, so the
+    ledger can be reconciled with the provider's account. Given once, at the end, just before Usage."""
+
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Finish:
     """Choice `index` finished. `reason` is the upstream's word (stop, length, ...), `raw` kept as sent."""
 
@@ -78,4 +86,8 @@ class StreamError:
     status: int | None = None
 
 
-UpstreamEvent = ContentDelta | ReasoningDelta | RefusalDelta | ToolCallDelta | Usage | Finish | StreamError
+UpstreamEvent = (
+    ContentDelta | ReasoningDelta | RefusalDelta | ToolCallDelta | Usage | ResponseId | Finish | StreamError
+)
+# Events about the reply rather than part of it: they carry no output of their own.
+ACCOUNTING = (Usage, ResponseId)

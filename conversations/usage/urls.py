@@ -10,4 +10,5 @@ urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("export.csv", views.export_csv, name="export"),
     path("summary.json", views.summary_json, name="summary"),
+    path("reconciliation/", views.reconciliation, name="reconciliation"),
 ]
