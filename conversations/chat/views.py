@@ -17,7 +17,10 @@ from conversations.chat.selectors import MessageTree, branch_messages, conversat
 from conversations.errors import NotFound
 from conversations.models import Conversation, Message, Preset, UsageRecord
 from conversations.upstream.params import PARAM_SPECS, range_text
+from conversations.usage.alerts import budget_alert_text, budget_alerts_current
 from conversations.usage.budgets import budget_status
+from conversations.usage.rollup import money_text
+from conversations.usage.selectors import conversation_spend
 
 
 def decorate(messages: list[Message], tree: MessageTree) -> list[Message]:
@@ -93,7 +96,19 @@ def chat_context(request: HttpRequest, conversation: Conversation | None, *, que
         "render_policy": policy(),
         "budget": budget_status(request.user),
         "max_content_chars": MAX_CONTENT_CHARS,  # checked in the page before sending, with a counter near it
+        **cost_context(request, conversation),
     }
+
+
+def cost_context(request: HttpRequest, conversation: Conversation | None) -> dict[str, Any]:
+    """The chat page's cost figures: the conversation's running total and this month's budget alert, if any."""
+    alerts = budget_alerts_current(user=request.user)  # type: ignore[arg-type]
+    notice = budget_alert_text(alerts[0])[0].removeprefix("chatweb: ") if alerts else ""
+    context: dict[str, Any] = {"budget_alert": notice}
+    if conversation is not None:
+        cost, requests = conversation_spend(user=request.user, conversation_id=conversation.pk)  # type: ignore[arg-type]
+        context["conversation_cost"] = {"cost": money_text(cost), "requests": requests}
+    return context
 
 
 @login_required
