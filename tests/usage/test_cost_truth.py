@@ -186,7 +186,8 @@ async def test_a_price_change_between_two_replies_keeps_the_first_row(alice, sta
     assert second.input_price == Decimal("5") and second.output_price == Decimal("15")
     expected = (second.prompt_tokens * Decimal(5) + second.completion_tokens * Decimal(15)) / 1_000_000
     assert second.estimated_cost == expected.quantize(Decimal("1E-10"))
-    assert second.upstream_request_id.startswith("chatcmpl-") and second.upstream_request_id != first.upstream_request_id
+    assert second.upstream_request_id.startswith("chatcmpl-")
+    assert second.upstream_request_id != first.upstream_request_id
     history = await db(lambda: list(ModelPrice.objects.filter(model=model).values_list(
         "input_price", "changed_by__username", "source")))()
     assert history == [(Decimal("5"), "staff", "admin")]
@@ -255,7 +256,7 @@ def test_budget_alerts_fire_once_under_concurrent_sends(alice):
         try:
             barrier.wait()
             ledger_row(alice, f"c{i}", "0.3")
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             failures.append(exc)
         finally:
             close_old_connections()
