@@ -17,7 +17,7 @@ from django.db import close_old_connections, transaction
 
 from conversations.audit import CHANGED, SOURCE_ADMIN, audit_record
 from conversations.chat import generation
-from conversations.models import BudgetAlert, ModelPrice, ProviderCharge, UsageRecord
+from conversations.models import BudgetAlert, Conversation, ModelPrice, ProviderCharge, UsageRecord
 from conversations.upstream.events import Usage
 from conversations.usage.forecast import usage_forecast
 from conversations.usage.ledger import Priced, usage_record
@@ -284,3 +284,45 @@ def test_the_normaliser_gives_the_response_id_once_at_the_end():
     assert isinstance(events[-1], Usage) and isinstance(events[-2], ResponseId)
     body = {"id": "gen-8", "choices": [{"message": {"content": "x"}, "finish_reason": "stop"}]}
     assert ResponseId("gen-8") in normalize_response(body)
+
+
+# --- before sending: chat.estimate ----------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("upstream_http")
+async def test_chat_estimate_matches_what_the_upstream_then_reports(alice, bob, dev_upstream, nonce):
+    model = await db(make_model)(dev_upstream.v1(key=nonce, tokens=8))
+    ws = await connect(alice)
+    await send(ws, chat_send(model.public_name, "The history: tides rise and fall twice a day.", system="Be brief."))
+    started, _ = await until(ws, "chat.started")
+    await until(ws, "chat.done")
+    await generation.wait_for_replies()
+    content = "And why do the tides follow the moon rather than the sun, mostly?"
+    frame = {"type": "chat.estimate", "request_id": "e1", "conversation_id": started["conversation_id"],
+             "model": model.public_name, "content": content, "params": {"max_tokens": 100}}
+    await send(ws, frame)
+    estimate, _ = await until(ws, "chat.estimate")
+    assert estimate["request_id"] == "e1" and estimate["estimated"] is True
+    # The cost if the reply ran to its cap: prompt × 0.5 + 100 × 1.5 per million tokens.
+    worst = (Decimal(estimate["prompt_tokens"]) * Decimal("0.5") + 100 * Decimal("1.5")) / 1_000_000
+    assert Decimal(estimate["max_cost"]) == worst
+    await send(ws, chat_send(model.public_name, content, conversation_id=started["conversation_id"],
+                             request_id="r2", params={"max_tokens": 100}))
+    started2, _ = await until(ws, "chat.started")
+    done, _ = await until(ws, "chat.done")
+    await generation.wait_for_replies()
+    record = await db(UsageRecord.objects.get)(message_id=started2["message_id"])
+    assert not record.usage_estimated  # the upstream's own count, to compare with
+    # Counted offline with the same tokenizer family: within 10 % (chat templates add a few tokens a message).
+    assert abs(estimate["prompt_tokens"] - record.prompt_tokens) <= max(4, record.prompt_tokens // 10)
+    assert record.estimated_cost <= Decimal(estimate["max_cost"])
+    # Someone else's conversation is not found; a bad frame is a clear error.
+    bobs = await db(Conversation.objects.create)(owner=bob, title="bob's")
+    await send(ws, {**frame, "conversation_id": bobs.pk})
+    error, _ = await until(ws, "chat.error")
+    assert error["code"] == "not_found" and error["request_id"] == "e1"
+    await send(ws, {**frame, "model": ""})
+    error, _ = await until(ws, "chat.error")
+    assert error["code"] == "bad_request"
+    await ws.disconnect()
