@@ -310,7 +310,7 @@ async def test_chat_estimate_matches_what_the_upstream_then_reports(alice, bob, 
     await send(ws, chat_send(model.public_name, content, conversation_id=started["conversation_id"],
                              request_id="r2", params={"max_tokens": 100}))
     started2, _ = await until(ws, "chat.started")
-    done, _ = await until(ws, "chat.done")
+    await until(ws, "chat.done")
     await generation.wait_for_replies()
     record = await db(UsageRecord.objects.get)(message_id=started2["message_id"])
     assert not record.usage_estimated  # the upstream's own count, to compare with
