@@ -7,11 +7,10 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from conversations.models import UsageRecord, User
-from conversations.usage.budgets import month_spend
 from conversations.usage.days import day_start, local_today, month_first, zone_named
 from conversations.usage.rollup import money_text
 
@@ -43,15 +42,16 @@ def usage_forecast(*, user: User, now: datetime | None = None) -> Forecast:
     today = local_today(zone, now)
     first = month_first(today)
     last = date(today.year, today.month, calendar.monthrange(today.year, today.month)[1])
-    spent = month_spend(user, now)
     window_first = max(first, today - timedelta(days=RATE_DAYS - 1))
-    recent = (
+    window_start = day_start(window_first, zone)
+    # One query for both sums (the dashboard counts its queries); a forecast needs no more than 10 places.
+    sums = (
         UsageRecord.objects.for_user(user)
-        .filter(created_at__gte=day_start(window_first, zone), created_at__lte=now)
-        .aggregate(cost=Sum("estimated_cost"))["cost"]
-        or Decimal(0)
+        .filter(created_at__gte=day_start(first, zone), created_at__lte=now)
+        .aggregate(spent=Sum("estimated_cost"), recent=Sum("estimated_cost", filter=Q(created_at__gte=window_start)))
     )
-    rate = Decimal(recent) / ((today - window_first).days + 1)
+    spent, recent = _money(sums["spent"]), _money(sums["recent"])
+    rate = recent / ((today - window_first).days + 1)
     days_left = (last - today).days
     month_end = spent + rate * days_left
     budget = user.monthly_budget
@@ -65,3 +65,7 @@ def usage_forecast(*, user: User, now: datetime | None = None) -> Forecast:
             day = today + timedelta(days=days)
             exhausted_on = day if day <= last else None
     return Forecast(spent, rate, month_end, budget, exhausted_on)
+
+
+def _money(value: Decimal | float | None) -> Decimal:
+    return Decimal(str(value or 0)).quantize(Decimal("1E-10"))
