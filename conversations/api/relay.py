@@ -24,7 +24,7 @@ from conversations.api.parsing import Endpoint, json_body, parse_request
 from conversations.errors import AdmissionError
 from conversations.models import UsageRecord
 from conversations.upstream import client
-from conversations.upstream.events import ACCOUNTING, ResponseId, StreamError, UpstreamEvent, Usage
+from conversations.upstream.events import StreamError, UpstreamEvent, Usage
 from conversations.usage.budgets import budget_settle
 from conversations.usage.ledger import Reckoning, reckon, usage_record, usage_reported
 
@@ -114,7 +114,6 @@ class Relay:
         self.ttft_ms: int | None = None
         self.choices: dict[int, Choice] = {}
         self.usage: Usage | None = None
-        self.response_id: str | None = None
         self.error: StreamError | None = None
         self._reckoning: Reckoning | None = None
         self._record: asyncio.Future[UsageRecord] | None = None
@@ -122,8 +121,6 @@ class Relay:
     def take(self, event: UpstreamEvent) -> None:
         if isinstance(event, Usage):
             self.usage = event
-        elif isinstance(event, ResponseId):
-            self.response_id = event.id
         elif isinstance(event, StreamError):
             self.error = event
         else:
@@ -172,7 +169,7 @@ class Relay:
                 ttft_ms=self.ttft_ms,
                 duration_ms=int((time.monotonic() - self.started) * 1000),
                 reckoning=None if usage is not None else self._reckoning,
-                upstream_request_id=self.response_id,
+                upstream_request_id=(usage or self.usage or NO_USAGE).response_id,
             )
             _recording.add(self._record)
             self._record.add_done_callback(_recording.discard)
@@ -195,7 +192,7 @@ async def stream_open(call: ApiCall) -> AsyncIterator[bytes]:
             for event in batch:
                 relay.take(event)
             first.extend(batch)
-            if not all(isinstance(event, ACCOUNTING) for event in batch):
+            if not all(isinstance(event, Usage) for event in batch):
                 break
     except BaseException:  # the client disconnected while the upstream was thinking
         await upstream.aclose()

@@ -29,7 +29,6 @@ from conversations.upstream.events import (
     Finish,
     ReasoningDelta,
     RefusalDelta,
-    ResponseId,
     StreamError,
     Usage,
 )
@@ -151,8 +150,6 @@ class ReplyRun:
                         await asyncio.sleep(0)
                 elif isinstance(event, Usage):
                     outcome.usage = event
-                elif isinstance(event, ResponseId):
-                    outcome.response_id = event.id
                 elif isinstance(event, Finish):
                     if event.index == 0:
                         outcome.finish_reason = event.reason

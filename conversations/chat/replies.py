@@ -30,8 +30,6 @@ class ReplyOutcome:
     error_message: str = ""
     ttft_ms: int | None = None
     duration_ms: int | None = None
-    response_id: str | None = None
-
 
 def replies_checkpoint(*, partial: list[tuple[int, str, str, int]], alive: list[int]) -> None:
     """One write for all of a process's streaming replies: the text so far of those in `partial`
@@ -72,7 +70,7 @@ def reply_finish(*, plan: ReplyPlan, outcome: ReplyOutcome) -> dict[str, Any]:
         prompt_messages=plan.prompt_messages, completion_text=outcome.reasoning + outcome.content,
         finish_reason=outcome.finish_reason, ttft_ms=outcome.ttft_ms, duration_ms=outcome.duration_ms,
         conversation_id=plan.conversation_id, message_id=plan.message_id, reservation_id=plan.reservation_id,
-        upstream_request_id=outcome.response_id,
+        upstream_request_id=outcome.usage.response_id if outcome.usage else None,
     )
     Conversation.objects.filter(pk=plan.conversation_id).update(updated_at=timezone.now())
     return usage_payload(record)

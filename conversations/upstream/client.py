@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from conversations.upstream.errors import ErrorCode, UpstreamError, error_from_response, user_message
-from conversations.upstream.events import ACCOUNTING, StreamError, UpstreamEvent
+from conversations.upstream.events import StreamError, UpstreamEvent, Usage
 from conversations.upstream.http11 import Http11Transport
 from conversations.upstream.normalize import StreamNormalizer, normalize_response
 from conversations.upstream.sse import SSEDecoder
@@ -222,11 +222,11 @@ def _transport_error(exc: Exception, target: UpstreamTarget, *, responded: bool)
 
 
 def _only_failure(events: list[UpstreamEvent]) -> bool:
-    """True when the events end in a StreamError and carry nothing else but usage (and the response id)."""
+    """True when the events end in a StreamError and carry nothing else but usage."""
     return (
         bool(events)
         and isinstance(events[-1], StreamError)
-        and all(isinstance(e, ACCOUNTING) for e in events[:-1])
+        and all(isinstance(e, Usage) for e in events[:-1])
     )
 
 
@@ -465,7 +465,7 @@ async def _attempt_stream(
                         # The first token goes as soon as it is known: a fast upstream's whole answer can come in
                         # one read, and normalising all of it first delayed the first token by as much.
                         events = []
-                        while start < len(sses) and all(isinstance(e, ACCOUNTING) for e in events):
+                        while start < len(sses) and all(isinstance(e, Usage) for e in events):
                             events.extend(normalizer.feed(sses[start]))
                             start += 1
                     if not events:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
@@ -13,7 +14,6 @@ from conversations.upstream.events import (
     Finish,
     ReasoningDelta,
     RefusalDelta,
-    ResponseId,
     SSEEvent,
     StreamError,
     ToolCallDelta,
@@ -40,9 +40,9 @@ class StreamNormalizer:
     """Turns the SSE events of one streamed reply into UpstreamEvents, whatever the provider's dialect.
 
     Ordering: content, reasoning, refusal and tool-call deltas come as their chunks arrive, then a Finish
-    per choice index (once, the first finish_reason seen for it). The upstream's response id (the first
-    chunk `id` seen) is given once at the end, before Usage. Usage is held back and given exactly
-    once at the end, merged over every chunk that carried any (per field maximum, never a sum): on
+    per choice index (once, the first finish_reason seen for it). Usage is held back and given exactly
+    once at the end (with the upstream's response id, the first chunk `id` seen), merged over every
+    chunk that carried any (per field maximum, never a sum): on
     `[DONE]`, or in finish() at EOF, or just before a StreamError. A StreamError is always the last event;
     after it, and after `[DONE]`, further input is ignored. finish() must be called at EOF: it reports a
     stream cut before its reply finished (the partial text the caller holds stays valid).
@@ -132,10 +132,11 @@ class StreamNormalizer:
 
     def _end(self) -> list[UpstreamEvent]:
         self._ended = True
-        out: list[UpstreamEvent] = [] if self._response_id is None else [ResponseId(self._response_id)]
-        if self._usage is not None:
-            out.append(self._usage)
-        return out
+        if self._usage is None:
+            return []
+        if self._response_id is not None:
+            self._usage = replace(self._usage, response_id=self._response_id)
+        return [self._usage]
 
     def _fail(self, message: str, *, code: object = None) -> list[UpstreamEvent]:
         self._error = _stream_error(message, code)
@@ -253,15 +254,15 @@ def normalize_response(body: dict[str, Any], api: Api = "chat") -> list[Upstream
             out.append(Finish(reason if reason and isinstance(reason, str) else "unknown", index))
     if not out:
         return [StreamError(BROKEN, "the upstream answered without any choices")]
-    response_id = body.get("id")
-    if response_id and isinstance(response_id, str):
-        out.append(ResponseId(response_id[:255]))
     raw_usage = body.get("usage")
     if not raw_usage and isinstance(body.get("x_groq"), dict):
         raw_usage = body["x_groq"].get("usage")
     if isinstance(raw_usage, dict):
         usage = _usage(raw_usage, _cost(raw_usage))
         if usage is not None:
+            response_id = body.get("id")
+            if response_id and isinstance(response_id, str):
+                usage = replace(usage, response_id=response_id[:255])
             out.append(usage)
     return out
 
