@@ -241,3 +241,17 @@ CHATWEB_THROTTLE_LOCK_SECONDS = env.int("CHATWEB_THROTTLE_LOCK_SECONDS", default
 # Websocket limits (conversations/chat/commands.py holds the frame and message sizes).
 CHATWEB_MAX_CONCURRENT_REPLIES = env.int("CHATWEB_MAX_CONCURRENT_REPLIES", default=4)  # streaming, per user
 CHATWEB_WS_IDLE_SECONDS = env.int("CHATWEB_WS_IDLE_SECONDS", default=900)  # then the socket is closed (4408)
+
+# Email (budget alerts): the console backend in development, SMTP when EMAIL_HOST is set.
+EMAIL_BACKEND = env.str(
+    "EMAIL_BACKEND",
+    default="django.core.mail.backends.smtp.EmailBackend"
+    if "EMAIL_HOST" in env
+    else "django.core.mail.backends.console.EmailBackend",
+)
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="chatweb@localhost")

@@ -19,6 +19,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.decorators import method_decorator
+from django.utils.html import format_html, format_html_join
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
@@ -36,7 +37,7 @@ from conversations.audit import (
 )
 from conversations.catalog.checks import provider_import_models, provider_test_connections
 from conversations.catalog.presets import PRESETS, preset_get
-from conversations.models import ApiKey, AuditLog, Model, Provider, Team, UsageRecord, User
+from conversations.models import ApiKey, AuditLog, Model, ModelPrice, Provider, Team, UsageRecord, User
 from conversations.money import money
 from conversations.upstream.errors import UpstreamError, admin_advice
 from conversations.usage import budgets
@@ -189,7 +190,7 @@ class LlmModelAdmin(GroupChoicesMixin, AuditedAdmin):
     list_filter = (NeedsPricingFilter, "enabled", "api", "vision", "provider")
     list_select_related = ("provider",)
     search_fields = ("public_name", "upstream_id", "alias")
-    readonly_fields = ("public_name", "created_at", "updated_at")
+    readonly_fields = ("public_name", "created_at", "updated_at", "price_history")
     filter_horizontal = ("allowed_groups",)
     fields = (
         "provider",
@@ -209,7 +210,29 @@ class LlmModelAdmin(GroupChoicesMixin, AuditedAdmin):
         "allowed_groups",
         "created_at",
         "updated_at",
+        "price_history",
     )
+
+    @admin.display(description="price history")
+    def price_history(self, obj: Model) -> str:
+        """Newest first, read-only (a read-only field, not an inline: the change form's fields stay as they were):
+        the ledger's past rows were billed by these prices."""
+        if obj.pk is None:
+            return "-"
+        rows = ModelPrice.objects.filter(model=obj).select_related("changed_by")[:50]
+        return format_html(
+            "<table class=\"price-history\"><thead><tr><th>from</th><th>input</th><th>output</th><th>by</th>"
+            "<th>through</th></tr></thead><tbody>{}</tbody></table>",
+            format_html_join(
+                "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                (
+                    (f"{p.effective_from:%Y-%m-%d %H:%M} UTC", p.input_price if p.input_price is not None else "-",
+                     p.output_price if p.output_price is not None else "-",
+                     p.changed_by.get_username() if p.changed_by else "-", p.source or "-")
+                    for p in rows
+                ),
+            ) or "",
+        ) if rows else "no price change recorded"
 
     @admin.display(boolean=True, description="priced", ordering="input_price")
     def priced(self, obj: Model) -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 
 from django.db import models
 
-from conversations.models import AuditLog, Model, Provider, Team, User
+from conversations.models import AuditLog, Model, ModelPrice, Provider, Team, User
 
 CREATED, CHANGED, DELETED, IMPORTED = "created", "changed", "deleted", "imported"
 SOURCE_ADMIN = "admin"
@@ -125,10 +125,28 @@ def _entry(
 def audit_record(
     *, actor: User | None, action: str, obj: models.Model, fields: Iterable[str] = (), source: str
 ) -> AuditLog:
-    """Write one entry: `actor` did `action` to `obj` touching `fields` (names only) through `source`."""
+    """Write one entry: `actor` did `action` to `obj` touching `fields` (names only) through `source`; a model's
+    new prices also go to its price history."""
+    fields = list(fields)
     entry = _entry(actor=actor, action=action, obj=obj, fields=fields, source=source)
     entry.save()
+    if isinstance(obj, Model) and action in (CREATED, CHANGED) and PRICE_FIELDS.intersection(fields):
+        model_price_record(model=obj, actor=actor, source=source)
     return entry
+
+
+PRICE_FIELDS = frozenset({"input_price", "output_price"})
+
+
+def model_price_record(*, model: Model, actor: User | None, source: str) -> ModelPrice:
+    """Add the model's current prices to its history, in force from now (earlier ledger rows keep theirs)."""
+    return ModelPrice.objects.create(
+        model=model,
+        input_price=model.input_price,
+        output_price=model.output_price,
+        changed_by=actor if actor is not None and actor.is_authenticated else None,
+        source=source,
+    )
 
 
 def audit_record_many(

@@ -377,6 +377,7 @@ class UsageRecord(models.Model):
         REPORTED = "reported", "reported by the provider"
         PRICE = "price", "tokens × the model's prices"
         ESTIMATED = "estimated", "no price known"
+        RECONCILED = "reconciled", "matched to the provider's own account"
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_records")
     source = models.CharField(max_length=8, choices=Source.choices)
@@ -399,6 +400,13 @@ class UsageRecord(models.Model):
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # Cost truth: the provider's id of the reply, the prices it was billed at, the provider's own figure.
+    upstream_request_id = models.CharField(max_length=255, blank=True, default="")
+    input_price = models.DecimalField(**PRICE, null=True, blank=True, help_text="As billed, per 1M tokens.")
+    output_price = models.DecimalField(**PRICE, null=True, blank=True, help_text="As billed, per 1M tokens.")
+    reconciled_cost = models.DecimalField(
+        **USD, null=True, blank=True, help_text="The provider's own cost, once reconciled (USD)."
+    )
 
     objects = UsageRecordQuerySet.as_manager()
 
@@ -407,6 +415,7 @@ class UsageRecord(models.Model):
         indexes = [
             models.Index(fields=["user", "created_at"], name="usage_user_time"),
             models.Index(fields=["created_at"], name="usage_time"),
+            models.Index(fields=["provider_name", "upstream_request_id"], name="usage_upstream_id"),
         ]
 
     def __str__(self) -> str:
@@ -578,6 +587,74 @@ class AuditLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.object_type} {self.object_repr}"
+
+
+# --- cost truth: price history, the provider's account, budget alerts ---------------------------------------
+
+
+class ModelPrice(models.Model):
+    """One entry of a model's price history: the prices in force from `effective_from`, and who set them."""
+
+    model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="price_history")
+    input_price = models.DecimalField(**PRICE, null=True, blank=True)
+    output_price = models.DecimalField(**PRICE, null=True, blank=True)
+    effective_from = models.DateTimeField(default=timezone.now)
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    source = models.CharField(max_length=32, blank=True, default="", help_text="admin, providers apply, ...")
+
+    class Meta:
+        ordering = ["-effective_from", "-id"]
+        indexes = [models.Index(fields=["model", "-effective_from"], name="modelprice_model_time")]
+
+    def __str__(self) -> str:
+        return f"{self.model_id} from {self.effective_from:%Y-%m-%d %H:%M}"
+
+
+class ProviderCharge(models.Model):
+    """One request as the provider's own account lists it (imported by `manage.py reconcile`)."""
+
+    provider_name = models.CharField(max_length=64)
+    request_id = models.CharField(max_length=255)
+    created_at = models.DateTimeField()
+    model_name = models.CharField(max_length=320, blank=True, default="")
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    cost = models.DecimalField(**USD)
+    record = models.ForeignKey(
+        UsageRecord, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The ledger row with the same upstream id, if any.",
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["provider_name", "request_id"], name="providercharge_request")
+        ]
+        indexes = [models.Index(fields=["provider_name", "created_at"], name="providercharge_time")]
+
+    def __str__(self) -> str:
+        return f"{self.provider_name} {self.request_id}"
+
+
+class BudgetAlert(models.Model):
+    """A budget threshold (80 or 100 %) crossed in one month: written once, so its email goes once."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    month = models.DateField(help_text="The month's first day, in the user's time zone.")
+    threshold = models.PositiveSmallIntegerField()
+    budget = models.DecimalField(max_digits=12, decimal_places=4)
+    spent = models.DecimalField(**USD)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "month", "threshold"], name="budgetalert_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.threshold}% of {self.budget} for user {self.user_id} in {self.month:%Y-%m}"
 
 
 # --- Teams: a group's shared budget and its managers -------------------------------------------------------

@@ -84,6 +84,7 @@ def api_call_record(
     duration_ms: int,
     reckoning: Reckoning | None = None,
     sent: bool = True,
+    upstream_request_id: str | None = None,
 ) -> UsageRecord:
     """The call's ledger row (source `api`), settling its budget reservation."""
     return usage_record(
@@ -100,6 +101,7 @@ def api_call_record(
         duration_ms=duration_ms,
         api_key_id=call.api_key_id,
         reservation_id=call.reservation_id,
+        upstream_request_id=upstream_request_id,
     )
 
 
@@ -182,6 +184,7 @@ class Relay:
                 ttft_ms=self.ttft_ms,
                 duration_ms=int((time.monotonic() - self.started) * 1000),
                 reckoning=None if usage is not None else self._reckoning,
+                upstream_request_id=(usage or self.usage or NO_USAGE).response_id,
             )
             _recording.add(self._record)
             self._record.add_done_callback(_recording.discard)

@@ -36,7 +36,7 @@ from conversations.chat.attachments import (
     images_refused,
     message_attachments_link,
 )
-from conversations.chat.commands import ChatEdit, ChatRegenerate, ChatSend
+from conversations.chat.commands import ChatEdit, ChatEstimate, ChatRegenerate, ChatSend
 from conversations.chat.prompting import chat_messages, upstream_request
 from conversations.chat.selectors import conversation_branch
 from conversations.errors import BadRequest, ModelUnavailable, NotFound, ReplyInProgress, TooManyReplies
@@ -444,3 +444,38 @@ def do_title(*, check: TitleCheck) -> TitleJob:
         priced=Priced.of(model),
         reservation_id=reservation_id,
     )
+
+
+# --- chat.estimate (read only) ----------------------------------------------------------------------------------
+def reply_estimate(*, user: User, command: ChatEstimate) -> dict[str, Any]:
+    """The `chat.estimate` answer: the prompt's tokens as it would go upstream (system prompt and the shown branch
+    included, counted offline) and the cost if the reply ran to its cap (the request's max_tokens, else the model's)."""
+    model = _usable(user, command.model, f"no model named {command.model!r} is available to you")
+    params = _clean_params(model, command.params)
+    branch: list[Message] = []
+    system = command.system
+    if command.conversation_id is not None:
+        conversation = Conversation.objects.for_user(user).filter(pk=command.conversation_id).first()
+        if conversation is None:
+            raise NotFound("no such conversation")
+        if conversation.active_leaf_id is not None:
+            branch = conversation_branch(conversation, conversation.active_leaf_id)
+        if system is None:
+            system = conversation.system_prompt
+    if command.content:
+        branch = [*branch, Message(role=Message.Role.USER, content=command.content)]
+    prompt_tokens = count_prompt_tokens(chat_messages(system or "", branch))
+    max_cost = worst_case_cost(
+        prompt_tokens=prompt_tokens,
+        max_tokens=params.get("max_tokens") or model.max_output_tokens,
+        input_price=model.input_price,
+        output_price=model.output_price,
+    )
+    return {
+        "type": "chat.estimate",
+        "request_id": command.request_id,
+        "prompt_tokens": prompt_tokens,
+        "max_cost": format(max_cost.quantize(Decimal("1E-10")).normalize(), "f") if max_cost else "0",
+        "estimated": True,
+        "priced": model.priced,
+    }

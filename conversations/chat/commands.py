@@ -64,7 +64,19 @@ class ChatSubscribe:
     conversation_id: int
 
 
-Command = ChatSend | ChatStop | ChatRegenerate | ChatEdit | ChatSubscribe
+@dataclass(frozen=True)
+class ChatEstimate:
+    """What a message would cost before it is sent: the prompt as it would go upstream, the reply at its cap."""
+
+    request_id: str | None
+    conversation_id: int | None
+    model: str
+    content: str
+    system: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+Command = ChatSend | ChatStop | ChatRegenerate | ChatEdit | ChatSubscribe | ChatEstimate
 
 
 def _optional_id(frame: dict, name: str, request_id: str | None) -> int | None:
@@ -115,6 +127,8 @@ def parse_command(text: str | None) -> Command:
         )
     if kind == "chat.subscribe":
         return ChatSubscribe(conversation_id=_id(frame, "conversation_id", request_id))
+    if kind == "chat.estimate":
+        return _parse_estimate(frame, request_id)
     raise CommandError("bad_request", f"unknown frame type {str(kind)[:40]!r}", request_id=request_id)
 
 
@@ -165,4 +179,20 @@ def _parse_send(frame: dict, request_id: str | None) -> ChatSend:
         params=params,
         parent_id=_optional_id(frame, "parent_id", request_id),
         attachments=attachments,
+    )
+
+
+def _parse_estimate(frame: dict, request_id: str | None) -> ChatEstimate:
+    content = frame.get("content", "")
+    if not isinstance(content, str) or len(content) > MAX_CONTENT_CHARS:
+        raise CommandError("bad_request", "`content` must be a string of reasonable length", request_id=request_id)
+    # The rest is checked as for chat.send (an empty draft is fine: it estimates the history alone).
+    send = _parse_send({**frame, "content": content or "-"}, request_id)
+    return ChatEstimate(
+        request_id=request_id,
+        conversation_id=send.conversation_id,
+        model=send.model,
+        content=content,
+        system=send.system,
+        params=send.params,
     )

@@ -22,9 +22,11 @@ from conversations.chat.admission import (
     do_reply_edit,
     do_reply_regenerate,
     do_reply_send,
+    reply_estimate,
 )
 from conversations.chat.commands import (
     ChatEdit,
+    ChatEstimate,
     ChatRegenerate,
     ChatSend,
     ChatStop,
@@ -103,6 +105,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
             await self.stop(command)
         elif isinstance(command, ChatSubscribe):
             await self.subscribe(command.conversation_id)
+        elif isinstance(command, ChatEstimate):
+            answer = await db.chat.run(reply_estimate, user=self.user, command=command)
+            await self.send(text_data=json.dumps(answer))
 
     # --- commands -----------------------------------------------------------------------------------------
     async def start(self, command: ChatSend | ChatRegenerate | ChatEdit) -> None:

@@ -32,7 +32,6 @@ class ReplyOutcome:
     duration_ms: int | None = None
     sent: bool = True  # False: the request never reached the provider (billed nothing)
 
-
 def replies_checkpoint(*, partial: list[tuple[int, str, str, int]], alive: list[int]) -> None:
     """One write for all of a process's streaming replies: the text so far of those in `partial`
     (message id, content, reasoning, seq) and a heartbeat for the `alive` ids, in one transaction.
@@ -75,6 +74,7 @@ def reply_finish(*, plan: ReplyPlan, outcome: ReplyOutcome) -> dict[str, Any]:
         ttft_ms=outcome.ttft_ms, duration_ms=outcome.duration_ms,
         conversation_id=plan.conversation_id, message_id=plan.message_id, reservation_id=plan.reservation_id,
         sent=outcome.sent,
+        upstream_request_id=outcome.usage.response_id if outcome.usage else None,
     )
     Conversation.objects.filter(pk=plan.conversation_id).update(updated_at=timezone.now())
     return usage_payload(record)

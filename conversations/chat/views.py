@@ -19,7 +19,10 @@ from conversations.chat.selectors import MessageTree, branch_messages, conversat
 from conversations.errors import NotFound
 from conversations.models import Conversation, Message, Preset, UsageRecord
 from conversations.upstream.params import PARAM_SPECS, range_text
+from conversations.usage.alerts import budget_alert_text, budget_alerts_current
 from conversations.usage.budgets import budget_display, user_team_budgets
+from conversations.usage.rollup import money_text
+from conversations.usage.selectors import conversation_spend
 from conversations.web import AuthenticatedHttpRequest
 
 
@@ -102,7 +105,19 @@ def chat_context(
         "budget": budget_display(request.user),
         "group_budgets": user_team_budgets(request.user),  # each shared budget of the user's groups, by name
         "max_content_chars": MAX_CONTENT_CHARS,  # checked in the page before sending, with a counter near it
+        **cost_context(request, conversation),
     }
+
+
+def cost_context(request: AuthenticatedHttpRequest, conversation: Conversation | None) -> dict[str, Any]:
+    """The chat page's cost figures: the conversation's running total and this month's budget alert, if any."""
+    alerts = budget_alerts_current(user=request.user)
+    notice = budget_alert_text(alerts[0])[0].removeprefix("chatweb: ") if alerts else ""
+    context: dict[str, Any] = {"budget_alert": notice}
+    if conversation is not None:
+        cost, requests = conversation_spend(user=request.user, conversation_id=conversation.pk)
+        context["conversation_cost"] = {"cost": money_text(cost), "requests": requests}
+    return context
 
 
 @login_required

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 
@@ -52,12 +52,18 @@ class ToolCallDelta:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token counts as the upstream reported them, and its own cost when it sends one (USD)."""
+    """Token counts as the upstream reported them, and its own cost when it sends one (USD).
+
+    `response_id`: the upstream's own `id` of the reply (its chunks' or body's `id`), what its usage export
+    lists, so that the ledger can be reconciled with the provider's account. It rides on Usage, given once at
+    the end, rather than in an event of its own, so that the events of a stream stay what they were; it is
+    not part of equality (two reports of the same counts are the same usage)."""
 
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
     cost: Decimal | None = None
+    response_id: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
@@ -40,13 +41,16 @@ class StreamNormalizer:
 
     Ordering: content, reasoning, refusal and tool-call deltas come as their chunks arrive, then a Finish
     per choice index (once, the first finish_reason seen for it). Usage is held back and given exactly
-    once at the end, merged over every chunk that carried any (per field maximum, never a sum): on
+    once at the end (with the upstream's response id, the first chunk `id` seen), merged over every
+    chunk that carried any (per field maximum, never a sum): on
     `[DONE]`, or in finish() at EOF, or just before a StreamError. A StreamError is always the last event;
     after it, and after `[DONE]`, further input is ignored. finish() must be called at EOF: it reports a
     stream cut before its reply finished (the partial text the caller holds stays valid).
     """
 
-    __slots__ = ("_api", "_done", "_ended", "_error", "_finish_reason", "_finished", "_seen", "_usage")
+    __slots__ = (
+        "_api", "_done", "_ended", "_error", "_finish_reason", "_finished", "_response_id", "_seen", "_usage"
+    )
 
     def __init__(self, api: Api = "chat") -> None:
         self._api = api
@@ -57,6 +61,7 @@ class StreamNormalizer:
         self._finished: set[int] = set()  # choice indexes that sent a finish_reason
         self._seen: set[int] = set()  # choice indexes that appeared at all
         self._usage: Usage | None = None
+        self._response_id: str | None = None
 
     @property
     def api(self) -> Api:
@@ -78,6 +83,11 @@ class StreamNormalizer:
     def usage(self) -> Usage | None:
         """The best usage seen so far (None when the upstream reported none)."""
         return self._usage
+
+    @property
+    def response_id(self) -> str | None:
+        """The upstream's id of this reply (the first chunk `id` seen), if it sent one."""
+        return self._response_id
 
     @property
     def error(self) -> StreamError | None:
@@ -122,7 +132,11 @@ class StreamNormalizer:
 
     def _end(self) -> list[UpstreamEvent]:
         self._ended = True
-        return [self._usage] if self._usage is not None else []
+        if self._usage is None:
+            return []
+        if self._response_id is not None:
+            self._usage = replace(self._usage, response_id=self._response_id)
+        return [self._usage]
 
     def _fail(self, message: str, *, code: object = None) -> list[UpstreamEvent]:
         self._error = _stream_error(message, code)
@@ -158,6 +172,10 @@ class StreamNormalizer:
             message, _kind, code = error_fields(chunk)
             out.extend(self._fail(redact(message) if message else _REPORTED, code=code))
             return
+        if self._response_id is None:
+            response_id = chunk.get("id")
+            if response_id and response_id.__class__ is str:
+                self._response_id = response_id[:255]
         choices = chunk.get("choices")
         if choices and choices.__class__ is list:
             for position, choice in enumerate(choices):
@@ -242,6 +260,9 @@ def normalize_response(body: dict[str, Any], api: Api = "chat") -> list[Upstream
     if isinstance(raw_usage, dict):
         usage = _usage(raw_usage, _cost(raw_usage))
         if usage is not None:
+            response_id = body.get("id")
+            if response_id and isinstance(response_id, str):
+                usage = replace(usage, response_id=response_id[:255])
             out.append(usage)
     return out
 

@@ -10,6 +10,7 @@ from django.utils import timezone
 from conversations.models import Model, Provider, UsageRecord
 from conversations.upstream.events import Usage
 from conversations.upstream.tokens import count_prompt_tokens, count_tokens
+from conversations.usage.alerts import budget_alerts_check
 from conversations.usage.budgets import budget_settle
 from conversations.usage.pricing import reply_cost
 from conversations.usage.rollup import usage_day_add
@@ -109,10 +110,12 @@ def usage_record(
     reservation_id: int | None = None,
     reckoning: Reckoning | None = None,
     sent: bool = True,
+    upstream_request_id: str | None = None,
 ) -> UsageRecord:
     """Write one ledger row and its daily roll-up, release the budget reservation; call inside a transaction.
     `reckoning`: its numbers when they were worked out (and told) already. `sent` False: the request never
-    reached the provider: 0 tokens, 0 cost, and the provider is marked unreachable for the model picker."""
+    reached the provider: 0 tokens, 0 cost, and the provider is marked unreachable for the model picker.
+    `upstream_request_id`: the provider's id of the reply, what reconciliation matches its account by."""
     r = reckoning or reckon(
         priced=priced, usage=usage, prompt_messages=prompt_messages, completion_text=completion_text, sent=sent
     )
@@ -135,7 +138,13 @@ def usage_record(
         finish_reason=finish_reason,
         ttft_ms=ttft_ms,
         duration_ms=duration_ms,
+        upstream_request_id=(upstream_request_id or "")[:255],
+        # The prices the row was billed at: a later price change never reprices it.
+        input_price=priced.input_price,
+        output_price=priced.output_price,
     )
     usage_day_add(record=record)  # the dashboard's daily roll-up moves with the ledger, in one transaction
     budget_settle(reservation_id)
+    if record.estimated_cost > 0:
+        budget_alerts_check(user_id=user_id)
     return record

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal
 from operator import add
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import Group
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet, Sum
 
 from conversations.models import Conversation, Team, UsageRecord, User
 from conversations.rows import raw_rows
@@ -241,3 +242,11 @@ def usage_records(
     if subject is None and members is not None:
         records = records.filter(user_id__in=members)
     return records.filter(ledger_q(owner, first, last, zones))
+
+
+def conversation_spend(*, user: User, conversation_id: int) -> tuple[Decimal, int]:
+    """A conversation's running cost and request count: every ledger row of it, all branches and regenerations."""
+    sums = UsageRecord.objects.for_user(user).filter(conversation_id=conversation_id).aggregate(
+        cost=Sum("estimated_cost"), n=Count("pk")
+    )
+    return Decimal(str(sums["cost"] or 0)), sums["n"]

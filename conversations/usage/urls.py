@@ -11,4 +11,5 @@ urlpatterns = [
     path("export.csv", views.export_csv, name="export"),
     path("summary.json", views.summary_json, name="summary"),
     path("budget.json", views.budget_json, name="budget"),
+    path("reconciliation/", views.reconciliation, name="reconciliation"),
 ]

@@ -30,6 +30,8 @@ from conversations.models import Team, UsageRecord, User
 from conversations.usage.budgets import budget_display, team_budget_status
 from conversations.usage.charts import Bar, bar_chart, chart_table, money_axis, tokens_axis
 from conversations.usage.days import UTC, local_today, month_first, previous_month, zone_named
+from conversations.usage.forecast import usage_forecast
+from conversations.usage.reconcile import reconciliation_report
 from conversations.usage.rollup import Totals, money_text
 from conversations.usage.selectors import (
     Summary,
@@ -48,13 +50,14 @@ from conversations.web import AuthenticatedHttpRequest
 CSV_COLUMNS = [
     "created_at", "source", "conversation_id", "message_id", "provider", "model", "prompt_tokens",
     "completion_tokens", "total_tokens", "estimated_cost", "usage_estimated", "finish_reason", "ttft_ms",
-    "duration_ms",
+    "duration_ms", "upstream_request_id", "cost_source", "reconciled_cost",
 ]
 _CSV_FIELDS = [
     "created_at", "source", "conversation_id", "message_id", "provider_name", "model_name", "prompt_tokens",
     "completion_tokens", "total_tokens", "estimated_cost", "usage_estimated", "finish_reason", "ttft_ms",
-    "duration_ms",
+    "duration_ms", "upstream_request_id", "cost_source", "reconciled_cost",
 ]
+_PK = len(_CSV_FIELDS)  # where a batch row holds the record's id, after the exported fields
 EXPORT_BATCH = 5000
 PAGE_SIZE = 25
 DAILY_CHART_MAX_DAYS = 366  # longer ranges are charted by month
@@ -125,6 +128,8 @@ def summary_json(request: AuthenticatedHttpRequest) -> HttpResponse:
         "totals": totals_json(summary.totals),
         "by_day": [{"day": d.isoformat(), **totals_json(t)} for d, t in summary.by_day.items()],
         "by_model": [{"model": m, **totals_json(t)} for m, t in summary.by_model.items()],
+        # The current month's forecast of the subject (one user; none for all users).
+        "forecast": None if subject is None else usage_forecast(user=subject).as_json(),
     })
 
 
@@ -152,11 +157,13 @@ def budget_json(request: AuthenticatedHttpRequest) -> HttpResponse:
 
 def _csv_row(row: tuple, everyone: bool) -> list[Any]:
     (created_at, source, conversation_id, message_id, provider, model, prompt, completion, total, cost,
-     usage_estimated, finish_reason, ttft_ms, duration_ms, *rest) = row
+     usage_estimated, finish_reason, ttft_ms, duration_ms, upstream_request_id, cost_source, reconciled,
+     *rest) = row
     out = [
         created_at.astimezone(UTC).isoformat(), source, conversation_id or "", message_id or "", provider,
         model, prompt, completion, total, money_text(cost), "true" if usage_estimated else "false",
         finish_reason, "" if ttft_ms is None else ttft_ms, "" if duration_ms is None else duration_ms,
+        upstream_request_id, cost_source, "" if reconciled is None else money_text(reconciled),
     ]
     return out + rest if everyone else out
 
@@ -177,7 +184,7 @@ def _export_batch(records: QuerySet[UsageRecord], after: tuple | None, everyone:
 
 
 def _strip_pk(row: tuple) -> tuple:
-    return row[:14] + row[15:]
+    return row[:_PK] + row[_PK + 1 :]
 
 
 def _export_sync(records: QuerySet[UsageRecord], everyone: bool, header: list[str]) -> Iterator[bytes]:
@@ -185,7 +192,7 @@ def _export_sync(records: QuerySet[UsageRecord], everyone: bool, header: list[st
     after = None
     while rows := _export_batch(records, after, everyone):
         yield _encode([_csv_row(_strip_pk(r), everyone) for r in rows])
-        after = (rows[-1][0], rows[-1][14])
+        after = (rows[-1][0], rows[-1][_PK])
 
 
 async def _export_async(
@@ -195,7 +202,7 @@ async def _export_async(
     after = None
     while rows := await db.pages.run(_export_batch, records, after, everyone):
         yield _encode([_csv_row(_strip_pk(r), everyone) for r in rows])
-        after = (rows[-1][0], rows[-1][14])
+        after = (rows[-1][0], rows[-1][_PK])
 
 
 @require_GET
@@ -370,6 +377,7 @@ def _dashboard_context(request: HttpRequest, scope: UsageScope) -> dict[str, Any
         "managed_groups": list(
             Team.objects.managed_by(scope.viewer).order_by("group__name").values_list("group__name", flat=True)
         ),
+        "forecast": usage_forecast(user=scope.subject) if scope.subject is not None else None,
         "staff": staff,
         "user_field": "all" if subject is None else (
             subject.get_username() if subject.pk != scope.viewer.pk else ""
@@ -398,3 +406,14 @@ def dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
     context["error"] = error
     return render(request, "usage/dashboard.html", context, status=status)
 
+
+
+# --- /usage/reconciliation/ (staff) ----------------------------------------------------------------------------
+
+@require_GET
+@login_required
+def reconciliation(request: AuthenticatedHttpRequest) -> HttpResponse:
+    """The providers' own accounts against the ledger, per provider and month: staff only (others: 404)."""
+    if not request.user.is_staff:
+        raise Http404("no such page")
+    return render(request, "usage/reconciliation.html", {"report": reconciliation_report()})

@@ -307,7 +307,11 @@
         .catch(() => {})
         .finally(() => document.dispatchEvent(new CustomEvent("chatweb:done", { detail: f })));
     },
+    "chat.estimate"(f) {
+      showEstimate(f);
+    },
     "chat.error"(f) {
+      if (String(f.request_id || "").startsWith("est-")) return; // an estimate that failed: the send will say why
       if (edits.has(f.request_id)) {
         cancelEdit(document.getElementById(`message-${edits.get(f.request_id)}`));
         edits.delete(f.request_id);
@@ -356,6 +360,29 @@
     }
     socket.send(JSON.stringify(frame));
     return true;
+  }
+
+  // --- the composer's cost estimate (chat.estimate), asked for a moment after typing stops ---
+  const estimateEl = document.getElementById("composer-estimate");
+  let estimateTimer = 0;
+  let estimateCounter = 0;
+  function scheduleEstimate() {
+    clearTimeout(estimateTimer);
+    estimateTimer = setTimeout(() => {
+      if (!estimateEl || !modelSelect.value || !socket || socket.readyState !== WebSocket.OPEN) return;
+      const settings = panel() ? panel().collect() : { system: null, params: {} };
+      estimateCounter += 1;
+      socket.send(JSON.stringify({
+        type: "chat.estimate", request_id: `est-${estimateCounter}`, conversation_id: conversationId,
+        model: modelSelect.value, content: input.value, system: settings.system || null, params: settings.params || {},
+      }));
+    }, 400);
+  }
+  function showEstimate(f) {
+    if (!estimateEl || f.request_id !== `est-${estimateCounter}`) return; // an answer to an older draft
+    const cost = f.priced === false ? "price unknown" : `≤ $${f.max_cost}`;
+    estimateEl.textContent = `~${f.prompt_tokens} tokens · ${cost}`;
+    estimateEl.hidden = false;
   }
 
   function nextRequestId() {
@@ -671,6 +698,7 @@
     sendDraft();
   });
   input.addEventListener("input", () => {
+    scheduleEstimate();
     updateCounter();
     if (noticeEl.classList.contains("error")) notice("");
   });

@@ -1,0 +1,292 @@
+"""Reconciliation: the provider's own account of its requests, matched to the ledger by the upstream's response id.
+
+The account is a CSV with the header `request_id,created_at,model,prompt_tokens,completion_tokens,cost` (cost in
+USD). A matched ledger row keeps the cost it was billed at and gains `reconciled_cost` (its `cost_source` becomes
+`reconciled`); the provider's rows are kept (ProviderCharge), so importing the same file again changes nothing and
+the staff page can show, per provider and month, what only one side has.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+
+from django.db import transaction
+from django.db.models import Count, DecimalField, ExpressionWrapper, F, Q, Sum
+from django.db.models.functions import Abs, TruncMonth
+
+from conversations.models import ProviderCharge, UsageRecord
+from conversations.usage.rollup import money_text
+
+HEADER = ["request_id", "created_at", "model", "prompt_tokens", "completion_tokens", "cost"]
+BATCH = 2000  # ids per IN (...) query and rows per bulk write
+MAX_ERRORS = 50  # a file that is wrong everywhere is reported by its first mistakes
+TOP_DIFFERENCES = 10
+QUANTUM = Decimal("1E-10")
+
+
+class ReconcileFileError(ValueError):
+    """The file cannot be imported; `errors` names each bad line ("line 7: cost: not a number")."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    request_id: str
+    created_at: datetime
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost: Decimal
+
+
+@dataclass
+class Reconciliation:
+    """One provider's matching over some months: counts, each side's total, and the drift between them."""
+
+    provider: str
+    month: date | None = None
+    matched: int = 0
+    only_in_file: int = 0
+    only_in_ledger: int = 0
+    ledger_cost: Decimal = Decimal(0)
+    provider_cost: Decimal = Decimal(0)
+    differences: list[dict] = field(default_factory=list)
+
+    @property
+    def drift_percent(self) -> Decimal:
+        """(provider − ledger) / ledger, in per cent: positive when the provider bills more than the ledger says."""
+        if not self.ledger_cost:
+            return Decimal(0) if not self.provider_cost else Decimal(100)
+        return (self.provider_cost - self.ledger_cost) * 100 / self.ledger_cost
+
+    def line(self) -> str:
+        """The command's last line."""
+        return (
+            f"matched {self.matched}, only in file {self.only_in_file}, only in ledger {self.only_in_ledger}, "
+            f"ledger {money_text(self.ledger_cost)} USD, provider {money_text(self.provider_cost)} USD, "
+            f"drift {self.drift_percent:.2f}%"
+        )
+
+
+# --- reading the file ---------------------------------------------------------------------------------------
+
+
+def charges_parse(lines: Iterable[str]) -> list[Charge]:
+    """Every row of the file, or ReconcileFileError listing the bad lines (then nothing is imported)."""
+    reader = csv.reader(lines)
+    header = next(reader, None)
+    if header is None:
+        raise ReconcileFileError(["line 1: the file is empty"])
+    if [h.strip().lower() for h in header] != HEADER:
+        raise ReconcileFileError([f"line 1: the header must be {','.join(HEADER)}"])
+    charges: list[Charge] = []
+    errors: list[str] = []
+    seen: dict[str, int] = {}
+    for row in reader:
+        line = reader.line_num
+        if not row or not any(cell.strip() for cell in row):
+            continue  # a blank line (a trailing newline, say) is no request
+        try:
+            charge = _charge(row)
+        except ValueError as exc:
+            errors.append(f"line {line}: {exc}")
+        else:
+            if charge.request_id in seen:
+                errors.append(f"line {line}: request_id {charge.request_id} already on line {seen[charge.request_id]}")
+            else:
+                seen[charge.request_id] = line
+                charges.append(charge)
+        if len(errors) >= MAX_ERRORS:
+            errors.append("... (more errors not shown)")
+            break
+    if errors:
+        raise ReconcileFileError(errors)
+    return charges
+
+
+def _charge(row: list[str]) -> Charge:
+    if len(row) != len(HEADER):
+        raise ValueError(f"{len(row)} fields, expected {len(HEADER)}")
+    request_id, created, model, prompt, completion, cost = (cell.strip() for cell in row)
+    if not request_id:
+        raise ValueError("request_id: empty")
+    if len(request_id) > 255:
+        raise ValueError("request_id: longer than 255 characters")
+    return Charge(request_id, _moment(created), model[:320], _tokens("prompt_tokens", prompt),
+                  _tokens("completion_tokens", completion), _cost(cost))
+
+
+def _moment(value: str) -> datetime:
+    try:
+        if value.replace(".", "", 1).isdigit():
+            return datetime.fromtimestamp(float(value), UTC)  # Unix seconds, as some exports give
+        moment = datetime.fromisoformat(value)
+    except (ValueError, OverflowError, OSError):
+        raise ValueError(f"created_at: {value!r} is not an ISO 8601 date-time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _tokens(name: str, value: str) -> int:
+    if not value:
+        return 0
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{name}: {value!r} is not a whole number") from None
+    if number < 0 or number > 2**31 - 1:
+        raise ValueError(f"{name}: {number} is out of range")
+    return number
+
+
+def _cost(value: str) -> Decimal:
+    try:
+        cost = Decimal(value.removeprefix("$"))
+    except InvalidOperation:
+        raise ValueError(f"cost: {value!r} is not a number") from None
+    if not cost.is_finite() or cost < 0 or cost >= Decimal("1E10"):
+        raise ValueError(f"cost: {value!r} is not an amount in USD")
+    return cost.quantize(QUANTUM)
+
+
+# --- importing ----------------------------------------------------------------------------------------------
+
+
+def _batches(items: list[Charge]) -> Iterator[list[Charge]]:
+    for start in range(0, len(items), BATCH):
+        yield items[start : start + BATCH]
+
+
+def provider_charges_import(*, provider: str, charges: list[Charge]) -> Reconciliation:
+    """Store the provider's rows (new ones added, changed ones updated), match them to the ledger, and return
+    the reconciliation of the months the file covers. One transaction: a failure imports nothing."""
+    with transaction.atomic():
+        for batch in _batches(charges):
+            _import_batch(provider, batch)
+        months = sorted({date(c.created_at.year, c.created_at.month, 1) for c in charges})
+        return reconciliation_of(provider=provider, months=months)
+
+
+def _import_batch(provider: str, batch: list[Charge]) -> None:
+    ids = [c.request_id for c in batch]
+    known = {c.request_id: c for c in ProviderCharge.objects.filter(provider_name=provider, request_id__in=ids)}
+    records: dict[str, UsageRecord] = {}
+    for record in UsageRecord.objects.filter(provider_name=provider, upstream_request_id__in=ids).only(
+        "pk", "upstream_request_id", "reconciled_cost", "cost_source"
+    ):
+        records.setdefault(record.upstream_request_id, record)
+    new, changed, reconciled = [], [], []
+    for c in batch:
+        record = records.get(c.request_id)
+        record_id = record.pk if record is not None else None
+        row = known.get(c.request_id)
+        values = {
+            "created_at": c.created_at, "model_name": c.model, "prompt_tokens": c.prompt_tokens,
+            "completion_tokens": c.completion_tokens, "cost": c.cost, "record_id": record_id,
+        }
+        if row is None:
+            new.append(ProviderCharge(provider_name=provider, request_id=c.request_id, **values))
+        elif any(getattr(row, k) != v for k, v in values.items()):
+            for k, v in values.items():
+                setattr(row, k, v)
+            changed.append(row)
+        if record is not None and (
+            record.reconciled_cost != c.cost or record.cost_source != UsageRecord.CostSource.RECONCILED
+        ):
+            record.reconciled_cost = c.cost
+            record.cost_source = UsageRecord.CostSource.RECONCILED
+            reconciled.append(record)
+    ProviderCharge.objects.bulk_create(new, batch_size=BATCH)
+    ProviderCharge.objects.bulk_update(
+        changed,
+        ["created_at", "model_name", "prompt_tokens", "completion_tokens", "cost", "record"],
+        batch_size=BATCH,
+    )
+    UsageRecord.objects.bulk_update(reconciled, ["reconciled_cost", "cost_source"], batch_size=BATCH)
+
+
+# --- reading the result -------------------------------------------------------------------------------------
+
+
+def _month_q(months: list[date] | None, prefix: str = "") -> Q:
+    if months is None:
+        return Q()
+    q = Q(pk__in=[])
+    for m in months:
+        end = date(m.year + (m.month == 12), m.month % 12 + 1, 1)
+        q |= Q(**{f"{prefix}created_at__gte": _utc(m), f"{prefix}created_at__lt": _utc(end)})
+    return q
+
+
+def _utc(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def reconciliation_of(*, provider: str, months: list[date]) -> Reconciliation:
+    """One provider's reconciliation over the given months (UTC), all of them together."""
+    result = Reconciliation(provider)
+    charges = ProviderCharge.objects.filter(_month_q(months), provider_name=provider).aggregate(
+        n=Count("pk"), matched=Count("pk", filter=Q(record__isnull=False)), cost=Sum("cost")
+    )
+    ledger = UsageRecord.objects.filter(_month_q(months), provider_name=provider).aggregate(
+        n=Count("pk"), unmatched=Count("pk", filter=Q(reconciled_cost__isnull=True)), cost=Sum("estimated_cost")
+    )
+    result.matched = charges["matched"]
+    result.only_in_file = charges["n"] - charges["matched"]
+    result.only_in_ledger = ledger["unmatched"]
+    result.provider_cost = _exact(charges["cost"])
+    result.ledger_cost = _exact(ledger["cost"])
+    return result
+
+
+def reconciliation_report() -> list[Reconciliation]:
+    """Every provider and month the providers' accounts cover, newest month first, each with the matched rows
+    whose two costs differ most (staff's /usage/reconciliation/)."""
+    month = TruncMonth("created_at", tzinfo=UTC)
+    pairs = (
+        ProviderCharge.objects.annotate(month=month).values_list("provider_name", "month").distinct()
+        .order_by("-month", "provider_name")
+    )
+    report = []
+    for provider, moment in pairs:
+        first = moment.date() if isinstance(moment, datetime) else moment
+        result = reconciliation_of(provider=provider, months=[first])
+        result.month = first
+        result.differences = _differences(provider, first)
+        report.append(result)
+    return report
+
+
+def _differences(provider: str, month: date) -> list[dict]:
+    money: DecimalField = DecimalField(max_digits=20, decimal_places=10)
+    diff = ExpressionWrapper(F("cost") - F("record__estimated_cost"), output_field=money)
+    rows = (
+        ProviderCharge.objects.filter(_month_q([month]), provider_name=provider, record__isnull=False)
+        .annotate(diff=diff, size=Abs(diff))
+        .exclude(cost=F("record__estimated_cost"))
+        .order_by("-size", "request_id")
+        .values("request_id", "created_at", "model_name", "cost", "record_id", "record__estimated_cost")
+        [:TOP_DIFFERENCES]
+    )
+    out = []
+    for r in rows:
+        billed, charged = _exact(r["record__estimated_cost"]), _exact(r["cost"])
+        out.append({
+            "request_id": r["request_id"], "created_at": r["created_at"], "model": r["model_name"],
+            "record_id": r["record_id"], "ledger": money_text(billed), "provider": money_text(charged),
+            "difference": money_text(charged - billed),
+        })
+    return out
+
+
+def _exact(value: Decimal | float | None) -> Decimal:
+    """A database sum as exact money (SQLite may hand back a float for a decimal sum)."""
+    if value is None:
+        return Decimal(0)
+    return Decimal(str(value)).quantize(QUANTUM)
