@@ -136,6 +136,11 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Passwords (ModelBackend) and OpenID Connect sign-in; the latter does nothing while CHATWEB_OIDC_ISSUER is unset.
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "conversations.accounts.oidc.OidcBackend",
+]
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
@@ -221,3 +226,18 @@ CHATWEB_THROTTLE_LOCK_SECONDS = env.int("CHATWEB_THROTTLE_LOCK_SECONDS", default
 # Websocket limits (conversations/chat/commands.py holds the frame and message sizes).
 CHATWEB_MAX_CONCURRENT_REPLIES = env.int("CHATWEB_MAX_CONCURRENT_REPLIES", default=4)  # streaming, per user
 CHATWEB_WS_IDLE_SECONDS = env.int("CHATWEB_WS_IDLE_SECONDS", default=900)  # then the socket is closed (4408)
+
+# --- Single sign-on (OpenID Connect, docs in the README). Everything else comes from the provider's discovery
+# document at <issuer>/.well-known/openid-configuration; the redirect URI to register is <site>/oidc/callback/.
+CHATWEB_OIDC_ISSUER = env.str("CHATWEB_OIDC_ISSUER", default="").rstrip("/")
+CHATWEB_OIDC_CLIENT_ID = env.str("CHATWEB_OIDC_CLIENT_ID", default="")
+CHATWEB_OIDC_CLIENT_SECRET = env.str("CHATWEB_OIDC_CLIENT_SECRET", default="")
+CHATWEB_OIDC_NAME = env.str("CHATWEB_OIDC_NAME", default="Single sign-on")  # the sign-in button's label
+# The claim whose list of names the user's groups follow at each sign-in; empty: groups are left alone.
+CHATWEB_OIDC_GROUPS_CLAIM = env.str("CHATWEB_OIDC_GROUPS_CLAIM", default="groups")
+# Email domains whose people may sign in through the provider (e.g. example.org); empty: any.
+CHATWEB_OIDC_ALLOWED_DOMAINS = [d.lower().lstrip("@") for d in env.list("CHATWEB_OIDC_ALLOWED_DOMAINS", default=[])]
+if CHATWEB_OIDC_ISSUER and not CHATWEB_OIDC_CLIENT_ID:
+    raise ImproperlyConfigured("CHATWEB_OIDC_CLIENT_ID must be set with CHATWEB_OIDC_ISSUER.")
+# Off: the sign-in page offers only single sign-on (staff keep /admin/login/).
+CHATWEB_LOCAL_LOGIN = env.bool("CHATWEB_LOCAL_LOGIN", default=True)
