@@ -175,3 +175,11 @@ def test_an_unreachable_provider_is_a_clear_page(client):
     with override_settings(CHATWEB_OIDC_ISSUER=f"http://127.0.0.1:{free_port()}", CHATWEB_OIDC_CLIENT_ID="x"):
         page = client.get("/oidc/authenticate/")
     assert page.status_code == 502 and b"cannot be reached" in page.content
+
+
+def test_the_sign_out_form_may_go_on_to_the_providers_origin_only_when_configured(client, alice):
+    client.force_login(alice)
+    assert "form-action 'self';" in client.get("/settings/")["Content-Security-Policy"]
+    with override_settings(CHATWEB_OIDC_ISSUER="https://id.example.org/realms/lab", CHATWEB_OIDC_CLIENT_ID="x"):
+        policy = client.get("/settings/")["Content-Security-Policy"]
+    assert "form-action 'self' https://id.example.org;" in policy
