@@ -25,7 +25,8 @@ from conversations.models import OidcIdentity, User
 log = logging.getLogger(__name__)
 
 SCOPES = "openid email profile"
-ALGORITHM = "RS256"
+ALGORITHM = "RS256"  # what the library is told (it then fetches the provider's JWKS); any of these is accepted:
+SIGNING_ALGORITHMS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"]
 TIMEOUT = 10  # seconds for each request to the provider
 LEEWAY = 60  # seconds of clock difference tolerated on exp / iat
 
@@ -84,7 +85,12 @@ def oidc_setting(attr: str, *default: Any) -> Any:
         "OIDC_OP_JWKS_ENDPOINT": "jwks_uri",
     }
     if attr in endpoints:
-        return oidc_discovery()[endpoints[attr]]
+        return oidc_discovery().get(endpoints[attr])
+    if attr == "OIDC_TOKEN_USE_BASIC_AUTH":
+        # HTTP Basic is the discovery default and what most providers register clients for; the body only
+        # for a provider that offers nothing else.
+        methods = oidc_discovery().get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]
+        return "client_secret_basic" in methods or "client_secret_post" not in methods
     return import_from_settings(attr, *default)
 
 
@@ -193,11 +199,11 @@ class OidcBackend(OIDCAuthenticationBackend):
             header = jwt.get_unverified_header(payload)
         except jwt.InvalidTokenError as exc:
             raise OidcRefused("The identity provider's token is malformed.") from exc
-        if header.get("alg") != ALGORITHM:
+        if header.get("alg") not in SIGNING_ALGORITHMS:
             raise OidcRefused("The identity provider's token is signed with an unexpected algorithm.")
         try:
             claims: dict[str, Any] = jwt.decode(
-                payload, key, algorithms=[ALGORITHM], audience=settings.CHATWEB_OIDC_CLIENT_ID,
+                payload, key, algorithms=[header["alg"]], audience=settings.CHATWEB_OIDC_CLIENT_ID,
                 issuer=settings.CHATWEB_OIDC_ISSUER, leeway=LEEWAY,
                 options={"require": ["iss", "sub", "aud", "exp", "iat"]},
             )
@@ -229,6 +235,13 @@ class OidcBackend(OIDCAuthenticationBackend):
             log.warning("OpenID ID token refused: %r", exc)
             raise OidcRefused("The identity provider's token does not belong to this sign-in.") from exc
         return payload
+
+    def get_userinfo(self, access_token: str, id_token: str, payload: dict[str, Any]) -> dict[str, Any]:
+        # A provider without a userinfo endpoint puts every claim in the ID token.
+        if not self.OIDC_OP_USER_ENDPOINT:
+            return dict(payload)
+        userinfo: dict[str, Any] = super().get_userinfo(access_token, id_token, payload)
+        return userinfo
 
     def get_or_create_user(self, access_token: str, id_token: str, payload: dict[str, Any]) -> User:
         userinfo = self.get_userinfo(access_token, id_token, payload)

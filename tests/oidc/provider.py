@@ -37,7 +37,6 @@ class OidcProvider(Service):
             "clients": [{
                 "client_id": CLIENT_ID,
                 "client_secret": CLIENT_SECRET,
-                "token_endpoint_auth_method": "client_secret_post",
                 "redirect_uris": [f"{site}/oidc/callback/" for site in sites],
                 "post_logout_redirect_uris": [f"{site}/accounts/login/" for site in sites],
             }],

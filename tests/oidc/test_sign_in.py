@@ -5,6 +5,7 @@ sign-out ends both sessions."""
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -130,15 +131,17 @@ def test_an_altered_id_token_is_refused(client, provider, kind, reason):
     assert signed_in(client) is None and not User.objects.exists()
 
 
-def test_a_code_used_twice_is_refused(client, provider):
+def test_a_code_used_twice_is_refused_by_the_provider(client, provider):
     with override_settings(**provider.settings()):
-        callback = to_provider_and_back(client, "ada")
-        assert client.get(callback).status_code == 302
-        replay = Client()
-        session = replay.session
-        session["oidc_states"] = client.session.get("oidc_states") or {}
-        page = replay.get(callback)
-    assert page.status_code == 403
+        first = to_provider_and_back(client, "ada")
+        assert client.get(first).status_code == 302
+        client.logout()
+        second = to_provider_and_back(client, "ada")  # a fresh state and PKCE verifier in this session
+        new_state = parse_qs(urlsplit(second).query)["state"][0]
+        old_code = parse_qs(urlsplit(first).query)["code"][0]
+        page = client.get(f"/oidc/callback/?code={old_code}&state={new_state}")
+    assert page.status_code == 403 and b"did not accept this sign-in" in page.content
+    assert signed_in(client) is None
 
 
 def test_sign_out_ends_the_local_session_and_goes_to_the_providers_end_session(client, provider):
@@ -183,3 +186,14 @@ def test_the_sign_out_form_may_go_on_to_the_providers_origin_only_when_configure
     with override_settings(CHATWEB_OIDC_ISSUER="https://id.example.org/realms/lab", CHATWEB_OIDC_CLIENT_ID="x"):
         policy = client.get("/settings/")["Content-Security-Policy"]
     assert "form-action 'self' https://id.example.org;" in policy
+
+
+def test_the_admin_shows_a_users_identity(client, provider, staff):
+    with override_settings(**provider.settings()):
+        client.get(to_provider_and_back(client, "ada"))
+    ada = User.objects.get(username="ada")
+    admin = Client()
+    admin.force_login(staff)
+    page = admin.get(f"/admin/conversations/user/{ada.pk}/change/")
+    text = page.content.decode()
+    assert provider.issuer in text and "single sign-on identit" in text.lower(), re.findall(r"(?is)sign-on.{0,300}", text)[:2]
