@@ -5,7 +5,6 @@ sign-out ends both sessions."""
 
 from __future__ import annotations
 
-import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -196,4 +195,4 @@ def test_the_admin_shows_a_users_identity(client, provider, staff):
     admin.force_login(staff)
     page = admin.get(f"/admin/conversations/user/{ada.pk}/change/")
     text = page.content.decode()
-    assert provider.issuer in text and "single sign-on identit" in text.lower(), re.findall(r"(?is)sign-on.{0,300}", text)[:2]
+    assert page.status_code == 200 and provider.issuer in text and "single sign-on identities" in text.lower()
