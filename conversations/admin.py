@@ -433,6 +433,7 @@ class OidcIdentityInline(admin.TabularInline):
     fields = ("issuer", "subject", "created_at", "last_sign_in")
     readonly_fields = fields
     verbose_name = "single sign-on identity"
+    verbose_name_plural = "single sign-on identities"
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

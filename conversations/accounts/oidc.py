@@ -193,6 +193,22 @@ class OidcBackend(OIDCAuthenticationBackend):
             log.warning("OpenID sign-in: the provider refused or failed: %s", exc)
             raise OidcRefused("The identity provider did not accept this sign-in; please start again.") from exc
 
+    def get_token(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The token request, with the client's secret in HTTP Basic; if the provider registered this client for
+        the secret in the body instead (it answers invalid_client before looking at the code), once more so."""
+        try:
+            token: dict[str, Any] = super().get_token(dict(payload))
+            return token
+        except requests.HTTPError as exc:
+            answer = exc.response
+            if not (oidc_setting("OIDC_TOKEN_USE_BASIC_AUTH") and answer is not None
+                    and answer.status_code in (400, 401) and "invalid_client" in answer.text):
+                raise
+        response = requests.post(self.OIDC_OP_TOKEN_ENDPOINT, data=payload, timeout=TIMEOUT)
+        self.raise_token_response_error(response)
+        body: dict[str, Any] = response.json()
+        return body
+
     def _verify_jws(self, payload: bytes, key: Any) -> dict[str, Any]:
         """The signature (the provider's key, RS256 only), issuer, audience, expiry and issue time."""
         try:

@@ -19,6 +19,7 @@ from bench.process import Service, free_port
 HERE = Path(__file__).resolve().parent
 CLIENT_ID = "chatweb"
 CLIENT_SECRET = "provider-test-secret"
+POST_CLIENT_ID = "chatweb-secret-in-body"  # registered for client_secret_post only
 TESTSERVER = "http://testserver"
 
 
@@ -34,12 +35,16 @@ class OidcProvider(Service):
         config = {
             "port": port,
             "accounts": accounts,
-            "clients": [{
-                "client_id": CLIENT_ID,
-                "client_secret": CLIENT_SECRET,
-                "redirect_uris": [f"{site}/oidc/callback/" for site in sites],
-                "post_logout_redirect_uris": [f"{site}/accounts/login/" for site in sites],
-            }],
+            "clients": [
+                {
+                    "client_id": client_id,
+                    "client_secret": CLIENT_SECRET,
+                    "redirect_uris": [f"{site}/oidc/callback/" for site in sites],
+                    "post_logout_redirect_uris": [f"{site}/accounts/login/" for site in sites],
+                    "token_endpoint_auth_method": method,
+                }
+                for client_id, method in ((CLIENT_ID, "client_secret_basic"), (POST_CLIENT_ID, "client_secret_post"))
+            ],
         }
         if not (HERE / "node_modules" / "oidc-provider").exists():
             raise RuntimeError("the test provider's packages are missing: run `npm ci` in tests/oidc (make test does)")

@@ -13,7 +13,7 @@ from django.contrib.auth.models import Group
 from django.test import Client, override_settings
 
 from conversations.models import OidcIdentity, User
-from tests.oidc.provider import account, to_provider_and_back
+from tests.oidc.provider import POST_CLIENT_ID, account, to_provider_and_back
 
 pytestmark = pytest.mark.django_db
 
@@ -61,6 +61,12 @@ def test_first_sign_in_creates_the_account_with_its_identity_and_groups(client, 
     assert OidcIdentity.objects.get(user=user).issuer == provider.issuer
     assert OidcIdentity.objects.get(user=user).subject == "ada"
     assert groups(user) == ["lab"]
+
+
+def test_a_client_registered_for_the_secret_in_the_body_signs_in_too(client, provider):
+    with override_settings(**provider.settings(CHATWEB_OIDC_CLIENT_ID=POST_CLIENT_ID)):
+        landed = client.get(to_provider_and_back(client, "ada"))
+    assert landed.status_code == 302 and signed_in(client) == User.objects.get(username="ada")
 
 
 def test_groups_follow_the_claim_at_each_sign_in(client, provider):
