@@ -65,7 +65,12 @@ audit: $(VENV)/.installed-dev
 	$(UV) export --frozen --all-groups --no-emit-project --format requirements-txt --quiet > $(VENV)/locked-requirements.txt
 	$(PY) scripts/audit.py $(VENV)/locked-requirements.txt
 
-test: $(VENV)/.installed-dev browser-deps lint types audit
+# The tests' OpenID provider (npm's oidc-provider, pinned in tests/oidc/package-lock.json) runs on Node.js.
+tests/oidc/node_modules/.installed: tests/oidc/package.json tests/oidc/package-lock.json
+	cd tests/oidc && npm ci --no-audit --no-fund --silent
+	touch $@
+
+test: $(VENV)/.installed-dev browser-deps tests/oidc/node_modules/.installed lint types audit
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-bench

@@ -8,6 +8,7 @@ import hashlib
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import django.contrib.admin
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -62,6 +63,16 @@ HEADERS = {
 }
 
 
+def _form_action() -> str:
+    # Signing out posts a form here that redirects to the identity provider's end-session endpoint, and
+    # browsers hold redirects after a form post to form-action too: the provider's origin is allowed then.
+    issuer = settings.CHATWEB_OIDC_ISSUER
+    if not issuer:
+        return "'self'"
+    parts = urlsplit(issuer)
+    return f"'self' {parts.scheme}://{parts.netloc}"
+
+
 def content_security_policy(*, websocket_origin: str | None = None, admin: bool = False) -> str:
     """The policy: our own files only, no inline script or style, no framing, no plugins, forms to us."""
     styles = " ".join(("'self'", *_admin_style_hashes())) if admin else "'self'"
@@ -75,7 +86,7 @@ def content_security_policy(*, websocket_origin: str | None = None, admin: bool 
             f"connect-src {connect}",
             "frame-ancestors 'none'",
             "base-uri 'self'",
-            "form-action 'self'",
+            f"form-action {_form_action()}",
             "object-src 'none'",
         )
     )

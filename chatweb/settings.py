@@ -136,6 +136,11 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Passwords (ModelBackend) and OpenID Connect sign-in; the latter does nothing while CHATWEB_OIDC_ISSUER is unset.
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "conversations.accounts.oidc.OidcBackend",
+]
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
@@ -255,3 +260,18 @@ EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
 EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
 EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="chatweb@localhost")
+
+# --- Single sign-on (OpenID Connect, docs in the README). Everything else comes from the provider's discovery
+# document at <issuer>/.well-known/openid-configuration; the redirect URI to register is <site>/oidc/callback/.
+CHATWEB_OIDC_ISSUER = env.str("CHATWEB_OIDC_ISSUER", default="").rstrip("/")
+CHATWEB_OIDC_CLIENT_ID = env.str("CHATWEB_OIDC_CLIENT_ID", default="")
+CHATWEB_OIDC_CLIENT_SECRET = env.str("CHATWEB_OIDC_CLIENT_SECRET", default="")
+CHATWEB_OIDC_NAME = env.str("CHATWEB_OIDC_NAME", default="Single sign-on")  # the sign-in button's label
+# The claim whose list of names the user's groups follow at each sign-in; empty: groups are left alone.
+CHATWEB_OIDC_GROUPS_CLAIM = env.str("CHATWEB_OIDC_GROUPS_CLAIM", default="groups")
+# Email domains whose people may sign in through the provider (e.g. example.org); empty: any.
+CHATWEB_OIDC_ALLOWED_DOMAINS = [d.lower().lstrip("@") for d in env.list("CHATWEB_OIDC_ALLOWED_DOMAINS", default=[])]
+if CHATWEB_OIDC_ISSUER and not CHATWEB_OIDC_CLIENT_ID:
+    raise ImproperlyConfigured("CHATWEB_OIDC_CLIENT_ID must be set with CHATWEB_OIDC_ISSUER.")
+# Off: the sign-in page offers only single sign-on (staff keep /admin/login/).
+CHATWEB_LOCAL_LOGIN = env.bool("CHATWEB_LOCAL_LOGIN", default=True)

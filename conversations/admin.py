@@ -37,7 +37,7 @@ from conversations.audit import (
 )
 from conversations.catalog.checks import provider_import_models, provider_test_connections
 from conversations.catalog.presets import PRESETS, preset_get
-from conversations.models import ApiKey, AuditLog, Model, ModelPrice, Provider, Team, UsageRecord, User
+from conversations.models import ApiKey, AuditLog, Model, ModelPrice, OidcIdentity, Provider, Team, UsageRecord, User
 from conversations.money import money
 from conversations.upstream.errors import UpstreamError, admin_advice
 from conversations.usage import budgets
@@ -478,10 +478,25 @@ class UserChangeList(ChangeList):
             user.spend_this_month = spend[user.pk]
 
 
+class OidcIdentityInline(admin.TabularInline):
+    """Who the user is at the identity provider; deleting a row unlinks it (their next sign-in links again or
+    creates an account, as for a first one)."""
+
+    model = OidcIdentity
+    extra = 0
+    fields = ("issuer", "subject", "created_at", "last_sign_in")
+    readonly_fields = fields
+    verbose_name = "single sign-on identity"
+    verbose_name_plural = "single sign-on identities"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(User)
 class UserAdmin(AuditedAdmin, DjangoUserAdmin):
     audit_creations = False
-    inlines = [ApiKeyInline]
+    inlines = [ApiKeyInline, OidcIdentityInline]
     list_display = ("username", "email", "is_staff", "is_active", "monthly_budget", "month_spend")
     list_editable = ("monthly_budget",)  # saved through save_related: the audit trail records each change
     readonly_fields = ("month_spend",)

@@ -789,3 +789,20 @@ class SharedLink(models.Model):
     @property
     def url(self) -> str:
         return f"/s/{self.token}/"
+
+
+# --- Single sign-on ------------------------------------------------------------------------------------------
+class OidcIdentity(models.Model):
+    """A person at an OpenID provider (issuer + subject, stable where names and emails are not) and their user."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="oidc_identities")
+    issuer = models.CharField(max_length=500)
+    subject = models.CharField(max_length=255)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_sign_in = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["issuer", "subject"], name="oidc_identity_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.issuer} {self.subject}"

@@ -78,7 +78,15 @@ def throttled_login(view: View) -> View:
     return wrapper
 
 
-login_view = throttled_login(auth_views.LoginView.as_view())
+_password_login = throttled_login(auth_views.LoginView.as_view())
+
+
+def login_view(request: HttpRequest) -> HttpResponseBase:
+    """/accounts/login/; with CHATWEB_LOCAL_LOGIN off it offers single sign-on only and takes no password."""
+    if request.method == "POST" and not settings.CHATWEB_LOCAL_LOGIN:
+        return HttpResponse("Password sign-in is turned off here; use single sign-on.", status=403,
+                            content_type="text/plain")
+    return _password_login(request)
 
 
 @throttled_login
