@@ -97,6 +97,7 @@ def api_call_record(
         duration_ms=duration_ms,
         api_key_id=call.api_key_id,
         reservation_id=call.reservation_id,
+        tz=call.owner_tz,
     )
 
 
@@ -158,7 +159,7 @@ class Relay:
         """Write the ledger row once (later calls wait for the same write). The write runs on a database thread
         with its own future, so a client that disconnects while it is under way cannot cancel it."""
         if self._record is None:
-            self._record = db.api.submit(
+            self._record = db.api.submit_together(  # a burst's ledger rows share their transactions
                 api_call_record,
                 call=self.call,
                 usage=usage or self.usage,

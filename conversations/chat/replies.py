@@ -71,6 +71,7 @@ def reply_finish(*, plan: ReplyPlan, outcome: ReplyOutcome) -> dict[str, Any]:
         prompt_messages=plan.prompt_messages, completion_text=outcome.reasoning + outcome.content,
         finish_reason=outcome.finish_reason, ttft_ms=outcome.ttft_ms, duration_ms=outcome.duration_ms,
         conversation_id=plan.conversation_id, message_id=plan.message_id, reservation_id=plan.reservation_id,
+        tz=plan.owner_tz,
     )
     Conversation.objects.filter(pk=plan.conversation_id).update(updated_at=timezone.now())
     return usage_payload(record)

@@ -94,9 +94,11 @@ def usage_record(
     api_key_id: int | None = None,
     reservation_id: int | None = None,
     reckoning: Reckoning | None = None,
+    tz: str | None = None,
 ) -> UsageRecord:
     """Write one ledger row and its daily roll-up, release the budget reservation; call inside a transaction.
-    `reckoning`: its numbers when they were worked out (and told) already."""
+    `reckoning`: its numbers when they were worked out (and told) already; `tz`: the owner's time zone setting
+    when the caller read it already (else the roll-up reads it)."""
     r = reckoning or reckon(
         priced=priced, usage=usage, prompt_messages=prompt_messages, completion_text=completion_text
     )
@@ -118,6 +120,6 @@ def usage_record(
         ttft_ms=ttft_ms,
         duration_ms=duration_ms,
     )
-    usage_day_add(record=record)  # the dashboard's daily roll-up moves with the ledger, in one transaction
+    usage_day_add(record=record, tz=tz)  # the dashboard's daily roll-up moves with the ledger, in one transaction
     budget_settle(reservation_id)
     return record

@@ -156,4 +156,4 @@ def test_the_lock_statement_equals_the_orm(alice, bob, model):
         user.refresh_from_db()
         expected = Message.objects.for_user(user).filter(role=Message.Role.ASSISTANT, status__in=BUSY).count()
         with transaction.atomic():
-            assert user_lock_replies_streaming(user_id=user.pk) == (user.monthly_budget, expected)
+            assert user_lock_replies_streaming(user_id=user.pk) == (user.monthly_budget, user.timezone, expected)
