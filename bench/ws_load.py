@@ -322,7 +322,8 @@ async def run_idle(spec: dict[str, Any]) -> dict[str, Any]:
 
 async def main() -> None:
     spec = json.loads(sys.stdin.readline())
-    runner = {"ws": run_ws, "sse": run_sse, "seq": run_seq, "idle": run_idle, "burst": run_burst, "v1": run_v1}[spec["mode"]]
+    runners = {"ws": run_ws, "sse": run_sse, "seq": run_seq, "idle": run_idle, "burst": run_burst, "v1": run_v1}
+    runner = runners[spec["mode"]]
     _say({"result": await runner(spec)})
 
 

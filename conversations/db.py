@@ -83,6 +83,10 @@ def _attempt(call: Callable[[], Any], *, savepoint: bool) -> tuple[bool, Any]:
         return False, exc
 
 
+class _SharedTransactionLost(Exception):
+    """The shared transaction is marked for rollback: what its calls wrote would silently be undone."""
+
+
 def _run_batch(calls: list[Callable[[], Any]]) -> list[tuple[bool, Any]]:
     """The calls in one transaction, each in its own savepoint; each in its own transaction if that one fails."""
     try:
@@ -90,7 +94,10 @@ def _run_batch(calls: list[Callable[[], Any]]) -> list[tuple[bool, Any]]:
             return [_attempt(calls[0], savepoint=False)]
         try:
             with transaction.atomic():
-                return [_attempt(call, savepoint=True) for call in calls]
+                outcomes = [_attempt(call, savepoint=True) for call in calls]
+                if transaction.get_rollback():  # a savepoint could not be rolled back: Django would roll back all
+                    raise _SharedTransactionLost
+            return outcomes
         except Exception:  # nothing of the batch was committed: run each alone
             return [_attempt(call, savepoint=False) for call in calls]
     finally:
