@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import shutil
 import signal
@@ -58,6 +59,7 @@ from bench.bench_ws import (  # noqa: E402
 from bench.process import Service, daphne_argv, free_port  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
+MODES = {"direct": "sse", "ws": "burst", "v1": "v1"}  # path -> bench/ws_load.py's mode
 DOC = ROOT / "docs" / "benchmarks.md"
 
 
@@ -107,7 +109,8 @@ class Burst:
         return [{"cookie": self.cookies[i], "prompt": PROMPTS[i % len(PROMPTS)], "request_id": f"b{i}",
                  "offset": 0.0} for i in range(n)]
 
-    def burst(self, mode: str, n: int, profile: str | None = None) -> list[dict[str, Any]]:
+    def burst(self, path: str, n: int, profile: str | None = None) -> list[dict[str, Any]]:
+        mode = MODES[path]
         clients = self.clients(n)
         specs = [self.spec(mode, part) for part in split(clients, min(self.args.workers, n))]
         profiler = self.start_profiler(profile) if profile else None
@@ -119,7 +122,8 @@ class Burst:
                 profiler.wait(30)
         by_id = {c["request_id"]: r for spec, part in zip(specs, parts, strict=True)
                  for c, r in zip(spec["clients"], part, strict=True)}
-        return [by_id[c["request_id"]] for c in clients]
+        self.last_results = [by_id[c["request_id"]] for c in clients]
+        return self.last_results
 
     def start_profiler(self, name: str) -> subprocess.Popen | None:
         py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
@@ -135,7 +139,7 @@ class Burst:
     def warm_up(self) -> None:
         """Every prompt straight to the upstream (its answers are the reference), then a few of each path."""
         clients = [{"prompt": p, "request_id": f"w{i}", "offset": 0.005 * i} for i, p in enumerate(PROMPTS)]
-        (results,) = run_workers([self.spec("sse", clients)], self.workdir, 120)
+        (results,) = run_workers([self.spec(MODES["direct"], clients)], self.workdir, 120)
         for client, result in zip(clients, results, strict=True):
             if not result["ok"]:
                 raise RuntimeError(f"the upstream failed during warm-up: {result['error']}")
@@ -158,12 +162,16 @@ class Burst:
     def row(self, mode: str, n: int) -> dict[str, Any]:
         expected = [self.expected[c["prompt"]] for c in self.clients(n)]
         up0 = cpu_seconds(self.upstream.pid)
-        direct = summarize(self.burst("sse", n), expected)
+        direct = summarize(self.burst("direct", n), expected)
         up_direct = cpu_seconds(self.upstream.pid) - up0
         time.sleep(1)
         cpu0, up0 = cpu_seconds(self.daphne.pid), cpu_seconds(self.upstream.pid)
         profile = f"{mode}-{n}" if self.args.profile == n else None
         via = summarize(self.burst(mode, n, profile), expected)
+        results = self.last_results
+        for key in ("opened", "admitted"):  # the websocket's steps to the first token: handshake, chat.started
+            values = [r[key] * 1000 for r in results if r.get(key) is not None]
+            via[f"{key}_p50_ms"], via[f"{key}_p99_ms"] = pct(values, 0.5), pct(values, 0.99)
         server_cpu = cpu_seconds(self.daphne.pid) - cpu0
         up_via = cpu_seconds(self.upstream.pid) - up0
         time.sleep(1)
@@ -209,8 +217,16 @@ def row_line(row: dict[str, Any]) -> str:
     return (f"{row['path']:>2} x {row['n']:>5}: whole {c['whole']}/{row['n']} (direct {d['whole']}); wall "
             f"{d['wall_s']:.2f} -> {c['wall_s']:.2f} s = {row['wall_ratio']:.2f}x; first token p50 "
             f"{d['ttft_p50_ms']:.0f} -> {c['ttft_p50_ms']:.0f} ms, p99 {d['ttft_p99_ms']:.0f} -> "
-            f"{c['ttft_p99_ms']:.0f} ms; server CPU {row['server_cpu_ms_per_request']:.1f} ms/request"
+            f"{c['ttft_p99_ms']:.0f} ms{steps(c)}; server CPU {row['server_cpu_ms_per_request']:.1f} ms/request"
             f"{'; errors ' + json.dumps(c['errors']) if c['errors'] else ''}")
+
+
+def steps(c: dict[str, Any]) -> str:
+    """The websocket's handshake and admission times, when measured."""
+    if math.isnan(c.get("opened_p50_ms", math.nan)):  # not a websocket burst
+        return ""
+    return (f" (socket open p50/p99 {c['opened_p50_ms']:.0f}/{c['opened_p99_ms']:.0f} ms, chat.started "
+            f"{c['admitted_p50_ms']:.0f}/{c['admitted_p99_ms']:.0f} ms)")
 
 
 def markdown(out: dict[str, Any], command: str) -> str:

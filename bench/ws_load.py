@@ -271,9 +271,12 @@ async def run_burst(spec: dict[str, Any]) -> list[dict[str, Any]]:
         except Exception as exc:
             result = _result(started=time.time(), error=f"open: {type(exc).__name__}: {exc}"[:200])
             return _finish(result, "")
+        opened = time.perf_counter() - started
         try:
-            return await ws_reply(ws, spec["model"], client["prompt"], client["request_id"], spec["timeout"],
-                                  started=started)
+            result = await ws_reply(ws, spec["model"], client["prompt"], client["request_id"], spec["timeout"],
+                                    started=started)
+            result["opened"] = opened
+            return result
         finally:
             await _close_all([ws])
 
