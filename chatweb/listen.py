@@ -10,6 +10,7 @@ requests, saw its first tokens a second or more late, whatever the server did wi
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn (4096 on current Linux)
 
@@ -19,11 +20,14 @@ def widen_listen_backlog(backlog: int = LISTEN_BACKLOG) -> None:
     reactor runs (Daphne opens its ports just before). Elsewhere (tests, management commands): nothing."""
     if "twisted.internet.reactor" not in sys.modules:
         return
-    from twisted.internet import reactor, tcp
+    from twisted.internet import reactor as installed
+    from twisted.internet import tcp
+
+    reactor: Any = installed  # the module stands for the installed reactor (asyncio's, under Daphne)
 
     def widen() -> None:
-        for reader in reactor.getReaders():  # type: ignore[attr-defined]
+        for reader in reactor.getReaders():
             if isinstance(reader, tcp.Port) and reader.socket is not None:
                 reader.socket.listen(backlog)  # listen() again on a listening socket only resizes its queue
 
-    reactor.callWhenRunning(widen)  # type: ignore[attr-defined]
+    reactor.callWhenRunning(widen)
