@@ -64,6 +64,33 @@ DOC = ROOT / "docs" / "benchmarks.md"
 
 
 
+# One request's lifecycle, by the frames its samples go through (the first phase whose marker a stack holds).
+PHASES = [
+    ("admission", ("admit (conversations/chat/admission.py", "api_call_admit (", "admit (conversations/api/relay.py")),
+    ("finish and ledger", ("reply_finish (", "api_call_record (", "usage_record (")),
+    ("sign-in", ("resolve_scope (", "_get_user (", "SessionStore")),
+    ("websocket handshake and consumer start", ("WebSocketServerProtocol", "processHandshake", "_connectionMade",
+                                                "ChatConsumer.connect", "websocket_connect", "onConnect")),
+    ("relaying tokens", ("ReplyRun._stream", "_publish_loop", "ReplyRun._flush", "chat_frame", "_sse (",
+                         "stream_batches", "send_response", "doWrite", "writeSomeData")),
+    ("checkpoints", ("replies_checkpoint",)),
+]
+
+
+def profile_phases(path: Path) -> list[tuple[str, float]]:
+    """Shares of the samples by phase of a request's lifecycle (PHASES), the rest as `other`."""
+    counts: dict[str, int] = {}
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        total += int(count)
+        phase = next((name for name, markers in PHASES if any(m in stack for m in markers)), "other")
+        counts[phase] = counts.get(phase, 0) + int(count)
+    return [(name, n / max(total, 1)) for name, n in sorted(counts.items(), key=lambda kv: -kv[1])]
+
+
 class Burst:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -203,10 +230,12 @@ class Burst:
             for mode in a.paths:
                 out["rows"].append(row := self.row(mode, n))
                 print(row_line(row), flush=True)
-        out["profiles"] = {name: {"file": str(p.relative_to(ROOT)), **profile_summary(p)}
+        out["profiles"] = {name: {"file": str(p.relative_to(ROOT)), "phases": profile_phases(p),
+                                  **profile_summary(p)}
                            for name, p in self.profiles.items() if p.exists()}
         for name, summary in out["profiles"].items():
-            print(f"profile {name} ({summary['samples']} samples, {summary['file']}); most on top of the stack:")
+            phases = ", ".join(f"{phase} {share * 100:.0f}%" for phase, share in summary["phases"])
+            print(f"profile {name} ({summary['samples']} samples, {summary['file']}): {phases}; most on top of the stack:")
             for fn, share in summary["self"][:12]:
                 print(f"  {share * 100:5.1f}%  {fn}")
         return out
@@ -247,7 +276,9 @@ def markdown(out: dict[str, Any], command: str) -> str:
                      f"{r['server_cpu_ms_per_request']:.1f} ms |")
     for name, p in out.get("profiles", {}).items():
         top = ", ".join(f"`{fn}` {share * 100:.1f}%" for fn, share in p["self"][:6])
-        lines += ["", f"Profile of the {name} burst ({p['samples']:,} samples): {top}."]
+        phases = ", ".join(f"{phase} {share * 100:.0f}%" for phase, share in p["phases"])
+        lines += ["", f"Profile of the {name} burst ({p['samples']:,} samples): by phase {phases}; on top of the "
+                  f"stack {top}."]
     return "\n".join(lines)
 
 
