@@ -235,7 +235,8 @@ class Burst:
                            for name, p in self.profiles.items() if p.exists()}
         for name, summary in out["profiles"].items():
             phases = ", ".join(f"{phase} {share * 100:.0f}%" for phase, share in summary["phases"])
-            print(f"profile {name} ({summary['samples']} samples, {summary['file']}): {phases}; most on top of the stack:")
+            print(f"profile {name} ({summary['samples']} samples, {summary['file']}): {phases}; "
+                  "most on top of the stack:")
             for fn, share in summary["self"][:12]:
                 print(f"  {share * 100:5.1f}%  {fn}")
         return out
