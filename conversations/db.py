@@ -27,6 +27,7 @@ functions whose whole effect is in the database (nothing counted in memory, noth
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import os
 import threading
@@ -157,9 +158,13 @@ class DbThreads:
         meanwhile, so ordinary calls never wait for a whole burst."""
         with self._lock:
             batch, self._queued = self._queued[:BATCH_LIMIT], self._queued[BATCH_LIMIT:]
-        outcomes = _run_batch([call for call, _, _ in batch])
+        try:
+            outcomes = _run_batch([call for call, _, _ in batch])
+        except Exception as exc:  # tidying the connection failed: every caller hears of it, none waits forever
+            outcomes = [(False, exc)] * len(batch)
         for (_, future, loop), (ok, value) in zip(batch, outcomes, strict=True):
-            loop.call_soon_threadsafe(_settle, future, ok, value)
+            with contextlib.suppress(RuntimeError):  # the caller's loop has closed (shutdown): nobody to tell
+                loop.call_soon_threadsafe(_settle, future, ok, value)
         with self._lock:
             self._draining = bool(self._queued)
             if not self._draining:
