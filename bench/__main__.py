@@ -22,6 +22,7 @@ BENCHES = {  # name -> (module, what it measures)
     "api": ("bench.bench_api", "/v1/chat/completions overhead vs straight to the upstream"),
     "dashboard": ("bench.bench_dashboard", "usage dashboard over a million ledger rows vs COUNT(*)"),
     "ws": ("bench.bench_ws", "chat websocket: TTFT, completion and wall time at 100-1,000 streams vs the upstream"),
+    "burst": ("bench.bench_burst", "N new websocket and /v1 clients at once (100-1,000) vs the same burst upstream"),
 }
 
 

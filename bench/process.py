@@ -27,13 +27,14 @@ class Service:
     """A child process whose output goes to `log_path`, started and waited for until `port` listens."""
 
     def __init__(
-        self, argv: list[str], env: dict[str, str], log_path: Path, port: int, *, timeout: float = 60
+        self, argv: list[str], env: dict[str, str], log_path: Path, port: int, *, timeout: float = 60,
+        cwd: Path = ROOT,
     ) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
         self.log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self._wait(timeout)
 
     def _wait(self, timeout: float) -> None:

@@ -21,8 +21,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def prepare(*, users: int, providers: dict[str, str], prefix: str = "load") -> dict[str, Any]:
-    """Migrate the database of DATABASE_URL and fill it (in this process: call once, before anything else)."""
+def prepare(*, users: int, providers: dict[str, str], prefix: str = "load", api_key: bool = False) -> dict[str, Any]:
+    """Migrate the database of DATABASE_URL and fill it (in this process: call once, before anything else).
+    `api_key`: also a /v1 key of the first user, without a rate limit (as a lab's evaluation script has one)."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatweb.settings")
     import django
 
@@ -56,12 +57,18 @@ def prepare(*, users: int, providers: dict[str, str], prefix: str = "load") -> d
                 provider=provider, upstream_id="dev-chat", input_price=Decimal("0.5"), output_price=Decimal("1.5"),
                 context_length=32768, max_output_tokens=1024,
             ).public_name
-    return {"models": models, "cookies": cookies}
+        out: dict[str, Any] = {"models": models, "cookies": cookies}
+        if api_key:
+            from conversations.accounts.apikeys import api_key_create
+
+            out["api_key"] = api_key_create(user=User.objects.order_by("username").first(), name="bench")[1]
+    return out
 
 
-def prepare_in_subprocess(env: dict[str, str], **kwargs: Any) -> dict[str, Any]:
-    """prepare() in a child process with this environment (the caller's own Django stays as it is)."""
-    out = subprocess.run([sys.executable, "-m", "bench.throwaway", json.dumps(kwargs)], cwd=ROOT, env=env,
+def prepare_in_subprocess(env: dict[str, str], *, root: Path = ROOT, **kwargs: Any) -> dict[str, Any]:
+    """prepare() in a child process with this environment (the caller's own Django stays as it is); `root`: the
+    source tree whose migrations and models it uses."""
+    out = subprocess.run([sys.executable, "-m", "bench.throwaway", json.dumps(kwargs)], cwd=root, env=env,
                          capture_output=True, text=True, check=False, timeout=300)
     if out.returncode != 0:
         raise RuntimeError(f"preparing the throwaway site failed:\n{out.stderr[-3000:]}")

@@ -10,6 +10,8 @@ Modes:
   sse   every client POSTs /chat/completions (stream) to the upstream at t0 + offset, reads to [DONE]
   seq   one client, one request at a time, alternating straight-to-upstream and through chatweb
   idle  opens sockets and holds them until "stop" (memory per idle websocket)
+  burst every client, at t0 + its offset, opens a new websocket, sends chat.send, reads to chat.done, closes
+  v1    every client POSTs /v1/chat/completions (stream, a Bearer key) to chatweb on a fresh connection
 """
 
 from __future__ import annotations
@@ -53,12 +55,14 @@ async def ws_open(spec: dict[str, Any], cookie: str):
     )
 
 
-async def ws_reply(ws, model: str, prompt: str, request_id: str, timeout: float) -> dict[str, Any]:  # noqa: ASYNC109
-    """Send one chat.send, read this reply to chat.done; check seq runs 1..n with no gap and no repeat."""
+async def ws_reply(ws, model: str, prompt: str, request_id: str, timeout: float,  # noqa: ASYNC109
+                   started: float | None = None) -> dict[str, Any]:
+    """Send one chat.send, read this reply to chat.done; check seq runs 1..n with no gap and no repeat.
+    `started`: the perf_counter the times count from (the socket's opening, in a burst), else now."""
     result = _result()
     parts: list[str] = []
-    started = time.perf_counter()
-    result["started"] = time.time()
+    result["started"] = time.time() if started is None else time.time() - (time.perf_counter() - started)
+    started = time.perf_counter() if started is None else started
     frame = {"type": "chat.send", "request_id": request_id, "conversation_id": None, "model": model,
              "content": prompt}
     message_id, seq = None, 0
@@ -106,14 +110,16 @@ async def ws_reply(ws, model: str, prompt: str, request_id: str, timeout: float)
 # --- SSE straight to the upstream -----------------------------------------------------------------------
 
 
-def sse_request(base_url: str, model: str, prompt: str) -> tuple[str, int, bytes]:
-    """(host, port, raw HTTP/1.1 request): the same body chatweb sends for a one-message conversation."""
+def sse_request(base_url: str, model: str, prompt: str, api_key: str = "") -> tuple[str, int, bytes]:
+    """(host, port, raw HTTP/1.1 request): the same body chatweb sends for a one-message conversation (and the
+    `openai` client sends for a streamed chat completion); with `api_key`, its Bearer header."""
     url = urlsplit(base_url)
     body = json.dumps({"model": model, "messages": [{"role": "user", "content": prompt}], "stream": True,
                        "stream_options": {"include_usage": True}}).encode()
     head = (f"POST {url.path.rstrip('/')}/chat/completions HTTP/1.1\r\nHost: {url.netloc}\r\n"
             f"Content-Type: application/json\r\nAccept: text/event-stream\r\nContent-Length: {len(body)}\r\n"
-            "Connection: close\r\n\r\n").encode()
+            + (f"Authorization: Bearer {api_key}\r\n" if api_key else "")
+            + "Connection: close\r\n\r\n").encode()
     return url.hostname or "127.0.0.1", url.port or 80, head + body
 
 
@@ -250,6 +256,46 @@ async def run_sse(spec: dict[str, Any]) -> list[dict[str, Any]]:
     return await asyncio.gather(*(one(c) for c in spec["clients"]))
 
 
+async def run_burst(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """New clients all at once: each opens its websocket at t0 + offset (the handshake and sign-in are part of
+    what is timed), sends one chat.send, reads to chat.done and closes."""
+    _say("ready")
+    t0 = float((await _read_line()).split()[1])
+
+    async def one(client: dict[str, Any]) -> dict[str, Any]:
+        await _sleep_until(t0 + client["offset"])
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(spec["timeout"]):
+                ws = await ws_open(spec, client["cookie"])
+        except Exception as exc:
+            result = _result(started=time.time(), error=f"open: {type(exc).__name__}: {exc}"[:200])
+            return _finish(result, "")
+        opened = time.perf_counter() - started
+        try:
+            result = await ws_reply(ws, spec["model"], client["prompt"], client["request_id"], spec["timeout"],
+                                    started=started)
+            result["opened"] = opened
+            return result
+        finally:
+            await _close_all([ws])
+
+    return await asyncio.gather(*(one(c) for c in spec["clients"]))
+
+
+async def run_v1(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """New /v1 clients all at once: each POSTs a streamed chat completion to chatweb on a fresh connection."""
+    _say("ready")
+    t0 = float((await _read_line()).split()[1])
+
+    async def one(client: dict[str, Any]) -> dict[str, Any]:
+        host, port, request = sse_request(spec["v1_url"], spec["model"], client["prompt"], spec["api_key"])
+        await _sleep_until(t0 + client["offset"])
+        return await sse_reply(host, port, request, spec["timeout"])
+
+    return await asyncio.gather(*(one(c) for c in spec["clients"]))
+
+
 async def run_seq(spec: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Alternate one request straight to the upstream and one through chatweb, so a busy moment hurts both."""
     client = spec["clients"][0]
@@ -279,7 +325,8 @@ async def run_idle(spec: dict[str, Any]) -> dict[str, Any]:
 
 async def main() -> None:
     spec = json.loads(sys.stdin.readline())
-    runner = {"ws": run_ws, "sse": run_sse, "seq": run_seq, "idle": run_idle}[spec["mode"]]
+    runners = {"ws": run_ws, "sse": run_sse, "seq": run_seq, "idle": run_idle, "burst": run_burst, "v1": run_v1}
+    runner = runners[spec["mode"]]
     _say({"result": await runner(spec)})
 
 

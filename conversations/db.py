@@ -14,11 +14,20 @@ WAL pragmas, on the path to the first token. Calls made through a lane run on it
 
 With one thread, calls run one after another in call order; with several, calls that overlap get their own
 thread and connection (they share nothing but the database).
+
+`await db.<lane>.together(function, ...)` is for short write transactions that arrive in bursts (a class pressing
+Send at once: admissions, then finishes): the calls queued while the lane is busy run one after another in ONE
+transaction, each in a savepoint of its own, so a burst of N costs a handful of commits instead of N (on SQLite
+each commit takes and hands back the one write lock; on PostgreSQL it is a round trip and a WAL flush). A call
+that raises rolls back to its savepoint only: the others commit. If the shared transaction itself fails (a
+deadlock between processes, the commit), every call of the batch runs again in a transaction of its own, so only
+functions whose whole effect is in the database (nothing counted in memory, nothing sent) may use it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import os
 import threading
@@ -27,10 +36,12 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, ParamSpec, TypeVar
 
-from django.db import connections
+from django.db import connections, transaction
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+BATCH_LIMIT = 64  # calls in one shared transaction at most: the write lock is never held long for one batch
 
 
 def _tidy() -> None:
@@ -53,6 +64,47 @@ def _call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         _tidy()
 
 
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.cancelled():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+def _attempt(call: Callable[[], Any], *, savepoint: bool) -> tuple[bool, Any]:
+    """(True, result) or (False, the exception); with `savepoint`, inside one that a failure rolls back."""
+    try:
+        if savepoint:
+            with transaction.atomic():
+                return True, call()
+        return True, call()
+    except Exception as exc:
+        return False, exc
+
+
+class _SharedTransactionLost(Exception):
+    """The shared transaction is marked for rollback: what its calls wrote would silently be undone."""
+
+
+def _run_batch(calls: list[Callable[[], Any]]) -> list[tuple[bool, Any]]:
+    """The calls in one transaction, each in its own savepoint; each in its own transaction if that one fails."""
+    try:
+        if len(calls) == 1:
+            return [_attempt(calls[0], savepoint=False)]
+        try:
+            with transaction.atomic():
+                outcomes = [_attempt(call, savepoint=True) for call in calls]
+                if transaction.get_rollback():  # a savepoint could not be rolled back: Django would roll back all
+                    raise _SharedTransactionLost
+            return outcomes
+        except Exception:  # nothing of the batch was committed: run each alone
+            return [_attempt(call, savepoint=False) for call in calls]
+    finally:
+        _tidy()
+
+
 class DbThreads:
     """`threads` named threads for database calls: `await lane.run(function, *args, **kwargs)`."""
 
@@ -62,6 +114,8 @@ class DbThreads:
         self._executor: ThreadPoolExecutor | None = None
         self._pid = 0
         self._lock = threading.Lock()
+        self._queued: list[tuple[Callable[[], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]] = []
+        self._draining = False
 
     def _get_executor(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -81,6 +135,41 @@ class DbThreads:
     async def run(self, function: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """`function(*args, **kwargs)` on these threads, awaited."""
         return await self.submit(function, *args, **kwargs)
+
+    def submit_together(self, function: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> asyncio.Future[T]:
+        """Queue `function(*args, **kwargs)` to run in a transaction shared with the calls queued beside it (see the
+        module's docstring); its future."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        call = partial(contextvars.copy_context().run, function, *args, **kwargs)
+        with self._lock:
+            self._queued.append((call, future, loop))
+            start, self._draining = not self._draining, True
+        if start:
+            self._get_executor().submit(self._drain)
+        return future
+
+    async def together(self, function: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """`function(*args, **kwargs)` in a transaction shared with the calls queued beside it, awaited."""
+        return await self.submit_together(function, *args, **kwargs)
+
+    def _drain(self) -> None:
+        """One batch of the queued calls (on a lane thread), then the next batch behind whatever else was submitted
+        meanwhile, so ordinary calls never wait for a whole burst."""
+        with self._lock:
+            batch, self._queued = self._queued[:BATCH_LIMIT], self._queued[BATCH_LIMIT:]
+        try:
+            outcomes = _run_batch([call for call, _, _ in batch])
+        except Exception as exc:  # tidying the connection failed: every caller hears of it, none waits forever
+            outcomes = [(False, exc)] * len(batch)
+        for (_, future, loop), (ok, value) in zip(batch, outcomes, strict=True):
+            with contextlib.suppress(RuntimeError):  # the caller's loop has closed (shutdown): nobody to tell
+                loop.call_soon_threadsafe(_settle, future, ok, value)
+        with self._lock:
+            self._draining = bool(self._queued)
+            if not self._draining:
+                return
+        self._get_executor().submit(self._drain)
 
 
 # The lanes. Each is separate for a measured reason: a slow call on one never queues the others.

@@ -44,6 +44,7 @@ class ApiCall:
     prompt_messages: list[dict[str, Any]]
     priced: Priced
     reservation_id: int | None
+    owner_tz: str | None = None  # the owner's time zone setting, read with the key (their ledger row's day)
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ def do_api_call(*, check: ApiCheck) -> ApiCall:
         prompt_messages=check.prompt_messages,
         priced=Priced.of(model),
         reservation_id=reservation_id,
+        owner_tz=key.user.timezone,
     )
 
 

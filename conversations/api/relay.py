@@ -102,6 +102,7 @@ def api_call_record(
         api_key_id=call.api_key_id,
         reservation_id=call.reservation_id,
         upstream_request_id=upstream_request_id,
+        tz=call.owner_tz,
     )
 
 
@@ -174,7 +175,7 @@ class Relay:
         """Write the ledger row once (later calls wait for the same write). The write runs on a database thread
         with its own future, so a client that disconnects while it is under way cannot cancel it."""
         if self._record is None:
-            self._record = db.api.submit(
+            self._record = db.api.submit_together(  # a burst's ledger rows share their transactions
                 api_call_record,
                 call=self.call,
                 usage=usage or self.usage,

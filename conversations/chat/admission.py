@@ -75,6 +75,7 @@ class ReplyPlan:
     reservation_id: int | None = None
     parent_id: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    owner_tz: str | None = None  # the owner's time zone setting at admission (their ledger row's day)
 
 
 def admit(check: Callable[..., C], do: Callable[..., R], /, **kwargs: Any) -> R:
@@ -112,18 +113,19 @@ def _admission_lock_sql() -> str:
     user, conversation, message = (quote(m._meta.db_table) for m in (User, Conversation, Message))
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""  # SQLite: BEGIN IMMEDIATE locks
     return (  # table names from the models' own metadata, quoted: nothing here comes from a request
-        f"SELECT u.monthly_budget, (SELECT COUNT(*) FROM {message} m "  # noqa: S608
+        f"SELECT u.monthly_budget, u.{quote('timezone')}, (SELECT COUNT(*) FROM {message} m "  # noqa: S608
         f"JOIN {conversation} c ON m.conversation_id = c.id WHERE c.owner_id = u.id "
         f"AND m.role = %s AND m.status IN (%s, %s)) FROM {user} u WHERE u.id = %s{lock}"
     )
 
 
-def user_lock_replies_streaming(*, user_id: int) -> tuple[Decimal | None, int]:
-    """Lock the user's row for this transaction; their monthly budget and how many of their replies stream."""
+def user_lock_replies_streaming(*, user_id: int) -> tuple[Decimal | None, str, int]:
+    """Lock the user's row for this transaction; their monthly budget, time zone setting (the ledger row of the
+    reply counts on their local day) and how many of their replies stream."""
     with connection.cursor() as cursor:
         cursor.execute(_admission_lock_sql(), [Message.Role.ASSISTANT, *BUSY, user_id])
-        budget, running = cursor.fetchone()
-    return (None if budget is None else User._meta.get_field("monthly_budget").to_python(budget)), running
+        budget, tz, running = cursor.fetchone()
+    return (None if budget is None else User._meta.get_field("monthly_budget").to_python(budget)), tz, running
 
 
 def _admit_reply(
@@ -133,7 +135,7 @@ def _admit_reply(
     """In the caller's transaction: lock the user, refuse a reply beyond CHATWEB_MAX_CONCURRENT_REPLIES streaming
     at once, reserve the worst case against the budget, create the assistant message. `branch`: the history when
     the caller knows it already (a new conversation: its first message), saving a query."""
-    budget, running = user_lock_replies_streaming(user_id=user.pk)
+    budget, tz, running = user_lock_replies_streaming(user_id=user.pk)
     limit = settings.CHATWEB_MAX_CONCURRENT_REPLIES
     if running >= limit:
         raise TooManyReplies(
@@ -181,6 +183,7 @@ def _admit_reply(
         extra={"attachments": [
             attachment_payload(a) for a in (attached.get(user_message.pk, []) if user_message else [])
         ]},
+        owner_tz=tz,
     )
 
 

@@ -112,7 +112,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- commands -----------------------------------------------------------------------------------------
     async def start(self, command: ChatSend | ChatRegenerate | ChatEdit) -> None:
         check, do = ADMISSIONS[type(command)]
-        plan = await db.chat.run(admit, check, do, user=self.user, command=command)
+        plan = await db.chat.together(admit, check, do, user=self.user, command=command)
         await self.join(conversation_group(plan.conversation_id))
         self.last_seq[plan.message_id] = 0
         reply_start(plan)

@@ -262,7 +262,7 @@ class ReplyRun:
         outcome.content, outcome.reasoning, outcome.seq = "".join(self.content), "".join(self.reasoning), self.seq
         # A checkpoint queued before this finish runs first on the same database thread; one queued after it
         # finds the reply no longer streaming and leaves it alone.
-        usage = await db.chat.run(reply_finish, plan=self.plan, outcome=outcome)
+        usage = await db.chat.together(reply_finish, plan=self.plan, outcome=outcome)
         if outcome.error_code:
             await self._send({"type": "chat.error", "request_id": self.plan.request_id,
                               "message_id": self.plan.message_id, "code": outcome.error_code,

@@ -75,6 +75,7 @@ def reply_finish(*, plan: ReplyPlan, outcome: ReplyOutcome) -> dict[str, Any]:
         conversation_id=plan.conversation_id, message_id=plan.message_id, reservation_id=plan.reservation_id,
         sent=outcome.sent,
         upstream_request_id=outcome.usage.response_id if outcome.usage else None,
+        tz=plan.owner_tz,
     )
     Conversation.objects.filter(pk=plan.conversation_id).update(updated_at=timezone.now())
     return usage_payload(record)

@@ -238,12 +238,16 @@ def normalize_response(body: dict[str, Any], api: Api = "chat") -> list[Upstream
     out: list[UpstreamEvent] = []
     choices = body.get("choices")
     if isinstance(choices, list):
+        seen: set[int] = set()
         for position, choice in enumerate(choices):
             if not isinstance(choice, dict):
                 continue
             index = choice.get("index", position)
             if type(index) is not int:
                 index = position
+            if index in seen:  # a malformed body names one choice twice: the first one stands, as in a stream
+                continue
+            seen.add(index)
             message = choice.get("message")
             if isinstance(message, dict):
                 _delta(message, index, out, whole=True)

@@ -111,11 +111,13 @@ def usage_record(
     reckoning: Reckoning | None = None,
     sent: bool = True,
     upstream_request_id: str | None = None,
+    tz: str | None = None,
 ) -> UsageRecord:
     """Write one ledger row and its daily roll-up, release the budget reservation; call inside a transaction.
     `reckoning`: its numbers when they were worked out (and told) already. `sent` False: the request never
     reached the provider: 0 tokens, 0 cost, and the provider is marked unreachable for the model picker.
-    `upstream_request_id`: the provider's id of the reply, what reconciliation matches its account by."""
+    `upstream_request_id`: the provider's id of the reply, what reconciliation matches its account by.
+    `tz`: the owner's time zone setting when the caller read it already (else the roll-up reads it)."""
     r = reckoning or reckon(
         priced=priced, usage=usage, prompt_messages=prompt_messages, completion_text=completion_text, sent=sent
     )
@@ -143,8 +145,10 @@ def usage_record(
         input_price=priced.input_price,
         output_price=priced.output_price,
     )
-    usage_day_add(record=record)  # the dashboard's daily roll-up moves with the ledger, in one transaction
+    usage_day_add(record=record, tz=tz)  # the dashboard's daily roll-up moves with the ledger, in one transaction
     budget_settle(reservation_id)
-    if record.estimated_cost > 0:
+    # Only a request admitted against a budget (it holds a reservation) can cross one: a user without a budget
+    # costs the ledger write no extra read.
+    if record.estimated_cost > 0 and reservation_id is not None:
         budget_alerts_check(user_id=user_id)
     return record

@@ -854,3 +854,24 @@ async def test_a_request_that_never_reached_the_provider_costs_nothing(world, wh
         assert not r.usage_estimated and r.finish_reason == "upstream_unreachable"
     await provider.arefresh_from_db()
     assert provider.unreachable_at is not None
+
+
+def test_the_ledger_row_counts_on_the_owners_day_without_asking_for_their_time_zone(api_admission, alice):
+    """The admission reads the owner's time zone with the key's row; the ledger write asks nothing more of it."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from conversations.models import UsageDay, User
+    from conversations.upstream.events import Usage
+
+    User.objects.filter(pk=alice.pk).update(timezone="America/Anchorage")
+    models = list(Model.objects.values_list("provider__name", "upstream_id"))
+    body = {"model": f"{models[0][0]}/{models[0][1]}", "messages": [{"role": "user", "content": "Hi"}]}
+    call = api_call_admit(authorization=f"Bearer {api_admission}", endpoint="chat", raw_body=json.dumps(body).encode())
+    assert call.owner_tz == "America/Anchorage"
+    with CaptureQueriesContext(connection) as queries:
+        relay.api_call_record(call=call, usage=Usage(3, 2, 5), completion_text="Hello", finish_reason="stop",
+                              ttft_ms=5, duration_ms=9)
+    users = connection.ops.quote_name(User._meta.db_table)
+    assert not [q["sql"] for q in queries.captured_queries if f"FROM {users}" in q["sql"]]
+    assert UsageDay.objects.get(user=alice).tz == "America/Anchorage"

@@ -3,6 +3,8 @@ and the hand-written lock statement equal to the ORM's answer."""
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo
+
 import pytest
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
@@ -156,4 +158,25 @@ def test_the_lock_statement_equals_the_orm(alice, bob, model):
         user.refresh_from_db()
         expected = Message.objects.for_user(user).filter(role=Message.Role.ASSISTANT, status__in=BUSY).count()
         with transaction.atomic():
-            assert user_lock_replies_streaming(user_id=user.pk) == (user.monthly_budget, expected)
+            assert user_lock_replies_streaming(user_id=user.pk) == (user.monthly_budget, user.timezone, expected)
+
+
+def test_the_finish_counts_the_reply_on_the_owners_day_without_asking_for_their_time_zone(alice, model):
+    """The time zone is read with the admission's lock (fresh: changed after the socket opened) and travels in the
+    plan, so the finish's roll-up writes ask nothing more of the user's row."""
+    from conversations.chat.replies import ReplyOutcome, reply_finish
+    from conversations.models import UsageDay, UsageRecord, User
+    from conversations.upstream.events import Usage
+
+    User.objects.filter(pk=alice.pk).update(timezone="Pacific/Kiritimati")  # UTC+14: a day ahead of UTC
+    plan = admit(check_reply_send, do_reply_send, user=alice, command=send(model))  # `alice`: the stale object
+    assert plan.owner_tz == "Pacific/Kiritimati"
+    outcome = ReplyOutcome(content="Then the tide turns.", reasoning="", status=Message.Status.COMPLETE,
+                           finish_reason="stop", seq=1, usage=Usage(10, 5, 15))
+    with CaptureQueriesContext(connection) as queries:
+        reply_finish(plan=plan, outcome=outcome)
+    users = connection.ops.quote_name(User._meta.db_table)
+    assert not [q["sql"] for q in queries.captured_queries if f"FROM {users}" in q["sql"]]
+    day, record = UsageDay.objects.get(user=alice), UsageRecord.objects.get(user=alice)
+    assert day.tz == "Pacific/Kiritimati" and day.requests == 1
+    assert day.day == record.created_at.astimezone(ZoneInfo("Pacific/Kiritimati")).date()

@@ -477,6 +477,12 @@ def check_invariants(events: list[UpstreamEvent]) -> None:
     assert len(finishes) == len(set(finishes))
 
 
+def test_a_whole_body_naming_one_choice_twice_finishes_it_once() -> None:
+    events = normalize_response({"choices": [None, {"choices": None, "index": 0}, {"choices": None, "index": 0}]})
+    check_invariants(events)
+    assert [e for e in events if isinstance(e, Finish)] == [Finish("unknown", 0)]
+
+
 @settings(max_examples=400, deadline=None)
 @given(st.lists(json_values, max_size=6), st.booleans())
 def test_any_json_chunks_never_raise(chunks: list[object], done: bool) -> None:

@@ -17,7 +17,15 @@ from django.db import close_old_connections, transaction
 
 from conversations.audit import CHANGED, SOURCE_ADMIN, audit_record
 from conversations.chat import generation
-from conversations.models import BudgetAlert, Conversation, ModelPrice, ProviderCharge, UsageRecord
+from conversations.models import (
+    BudgetAlert,
+    BudgetReservation,
+    Conversation,
+    ModelPrice,
+    ProviderCharge,
+    UsageRecord,
+    User,
+)
 from conversations.upstream.events import Usage
 from conversations.usage.forecast import usage_forecast
 from conversations.usage.ledger import Priced, usage_record
@@ -28,12 +36,17 @@ db = database_sync_to_async
 
 
 def ledger_row(user, request_id: str, cost: str, *, provider: str = "acme", at: datetime | None = None):
-    """A ledger row billed at `cost` with the provider's id `request_id`, written as the ledger's writer does."""
+    """A ledger row billed at `cost` with the provider's id `request_id`, written as the ledger's writer does
+    (with the reservation the admission holds when a budget applies; the spend here may run past the budget,
+    as a reply longer than its estimate does)."""
     with transaction.atomic():
+        has_budget = User.objects.filter(pk=user.pk, monthly_budget__isnull=False).exists()
+        reservation_id = BudgetReservation.objects.create(user=user, amount=0).pk if has_budget else None
         record = usage_record(
             user_id=user.pk, source="api", priced=Priced(provider, f"{provider}/m", None, None),
             usage=Usage(10, 5, 15, Decimal(cost)), prompt_messages=[], completion_text="hi",
             finish_reason="stop", ttft_ms=1, duration_ms=2, upstream_request_id=request_id,
+            reservation_id=reservation_id,
         )
     if at is not None:
         UsageRecord.objects.filter(pk=record.pk).update(created_at=at)
