@@ -6,11 +6,13 @@ import calendar
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
-from django.db.models import Q, Sum
+from django.conf import settings
+from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
-from conversations.models import UsageRecord, User
+from conversations.models import Team, UsageRecord, User
 from conversations.usage.days import day_start, local_today, month_first, zone_named
 from conversations.usage.rollup import money_text
 
@@ -35,10 +37,32 @@ class Forecast:
 
 
 def usage_forecast(*, user: User, now: datetime | None = None) -> Forecast:
-    """The user's current month (in their time zone): spend so far plus the recent daily rate times the days left,
-    and the day that rate makes the spend reach the budget (already reached: today; not this month: None)."""
+    """The user's current month, in their time zone, against their own budget."""
+    return spend_forecast(
+        records=UsageRecord.objects.for_user(user), zone=zone_named(user.timezone), budget=user.monthly_budget, now=now
+    )
+
+
+def group_forecast(*, name: str, now: datetime | None = None) -> Forecast | None:
+    """A group's current month, in the server's time zone as its shared budget counts it, over its members' spend
+    (None: no such group)."""
+    team = Team.objects.filter(group__name=name).first()
+    if team is None:
+        return None
+    return spend_forecast(
+        records=UsageRecord.objects.filter(user__groups=team.group_id),
+        zone=zone_named(settings.TIME_ZONE),
+        budget=team.monthly_budget,
+        now=now,
+    )
+
+
+def spend_forecast(
+    *, records: QuerySet[UsageRecord], zone: ZoneInfo, budget: Decimal | None, now: datetime | None = None
+) -> Forecast:
+    """Spend so far this month (in `zone`) plus the recent daily rate times the days left, and the day that rate
+    makes the spend reach `budget` (already reached: today; not this month: None)."""
     now = now or timezone.now()
-    zone = zone_named(user.timezone)
     today = local_today(zone, now)
     first = month_first(today)
     last = date(today.year, today.month, calendar.monthrange(today.year, today.month)[1])
@@ -46,7 +70,7 @@ def usage_forecast(*, user: User, now: datetime | None = None) -> Forecast:
     window_start = day_start(window_first, zone)
     # One query for both sums (the dashboard counts its queries); a forecast needs no more than 10 places.
     sums = (
-        UsageRecord.objects.for_user(user)
+        records
         .filter(created_at__gte=day_start(first, zone), created_at__lte=now)
         .aggregate(spent=Sum("estimated_cost"), recent=Sum("estimated_cost", filter=Q(created_at__gte=window_start)))
     )
@@ -54,7 +78,6 @@ def usage_forecast(*, user: User, now: datetime | None = None) -> Forecast:
     rate = recent / ((today - window_first).days + 1)
     days_left = (last - today).days
     month_end = spent + rate * days_left
-    budget = user.monthly_budget
     exhausted_on = None
     if budget is not None:
         if spent >= budget:

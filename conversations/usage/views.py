@@ -30,7 +30,7 @@ from conversations.models import Team, UsageRecord, User
 from conversations.usage.budgets import budget_display, team_budget_status
 from conversations.usage.charts import Bar, bar_chart, chart_table, money_axis, tokens_axis
 from conversations.usage.days import UTC, local_today, month_first, previous_month, zone_named
-from conversations.usage.forecast import usage_forecast
+from conversations.usage.forecast import Forecast, group_forecast, usage_forecast
 from conversations.usage.reconcile import reconciliation_report
 from conversations.usage.rollup import Totals, money_text
 from conversations.usage.selectors import (
@@ -128,8 +128,8 @@ def summary_json(request: AuthenticatedHttpRequest) -> HttpResponse:
         "totals": totals_json(summary.totals),
         "by_day": [{"day": d.isoformat(), **totals_json(t)} for d, t in summary.by_day.items()],
         "by_model": [{"model": m, **totals_json(t)} for m, t in summary.by_model.items()],
-        # The current month's forecast of the subject (one user; none for all users).
-        "forecast": None if subject is None else usage_forecast(user=subject).as_json(),
+        # The current month's forecast of the subject: one user, or a group against its shared budget.
+        "forecast": None if (forecast := _forecast(scope)) is None else forecast.as_json(),
     })
 
 
@@ -325,6 +325,13 @@ def _budget(user: User) -> dict[str, Any] | None:
     }
 
 
+def _forecast(scope: UsageScope) -> Forecast | None:
+    """This month's forecast of what the page shows: a group (its shared budget), one user, or none for everyone."""
+    if scope.group is not None:
+        return group_forecast(name=scope.group)
+    return usage_forecast(user=scope.subject) if scope.subject is not None else None
+
+
 def _group_budget(name: str) -> dict[str, Any] | None:
     team = Team.objects.select_related("group").filter(group__name=name).first()
     status = team_budget_status(team) if team is not None else None
@@ -377,7 +384,7 @@ def _dashboard_context(request: HttpRequest, scope: UsageScope) -> dict[str, Any
         "managed_groups": list(
             Team.objects.managed_by(scope.viewer).order_by("group__name").values_list("group__name", flat=True)
         ),
-        "forecast": usage_forecast(user=scope.subject) if scope.subject is not None else None,
+        "forecast": _forecast(scope),
         "staff": staff,
         "user_field": "all" if subject is None else (
             subject.get_username() if subject.pk != scope.viewer.pk else ""

@@ -303,3 +303,21 @@ def test_the_admin_sets_a_groups_budget_and_managers_with_the_audit_trail(staff,
     assert team.monthly_budget == Decimal("12.50") and list(team.managers.all()) == [alice]
     entry = AuditLog.objects.get(object_type="team")
     assert entry.source == "admin" and "monthly_budget" in entry.fields
+
+
+@pytest.mark.django_db
+def test_a_groups_forecast_is_its_members_spend_against_the_shared_budget(lab_usage):
+    from django.conf import settings
+
+    from conversations.models import UsageRecord
+    from conversations.usage.days import zone_named
+    from conversations.usage.forecast import spend_forecast
+
+    client = _as(lab_usage)
+    forecast = client.get("/usage/summary.json?group=lab").json()["forecast"]
+    assert Decimal(forecast["budget"]) == Decimal("20")
+    members = UsageRecord.objects.filter(user__username__in=["alice", "bob"])  # not staff's spend outside the group
+    expected = spend_forecast(records=members, zone=zone_named(settings.TIME_ZONE), budget=Decimal("20"))
+    assert forecast == expected.as_json()
+    assert Decimal(forecast["month_end_cost"]) >= Decimal("0.75")
+    assert 'id="forecast-month-end"' in client.get("/usage/?group=lab").content.decode()
