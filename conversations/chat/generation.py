@@ -260,8 +260,8 @@ class ReplyRun:
 
     async def _finish(self, outcome: ReplyOutcome) -> None:
         outcome.content, outcome.reasoning, outcome.seq = "".join(self.content), "".join(self.reasoning), self.seq
-        # A checkpoint queued before this finish runs first on the same database thread; one queued after it
-        # finds the reply no longer streaming and leaves it alone.
+        # Checkpoints run on their own lane, in any order with this finish: each writes only while the reply is
+        # still streaming (its WHERE says so), so a checkpoint after the finish leaves the final text alone.
         usage = await db.chat.together(reply_finish, plan=self.plan, outcome=outcome)
         if outcome.error_code:
             await self._send({"type": "chat.error", "request_id": self.plan.request_id,

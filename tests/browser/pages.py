@@ -32,6 +32,8 @@ document.addEventListener("securitypolicyviolation", (e) => {
 });
 """
 
+DESKTOP = {"width": 1280, "height": 800}  # the viewport of the desktop tests
+
 
 @contextmanager
 def chromium() -> Iterator[Browser]:

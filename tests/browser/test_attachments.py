@@ -3,26 +3,18 @@ about both, the attachments are there after a reload, and nobody else can reach 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import expect
 
 from conversations.models import Attachment, Message
 from tests import attachment_files as files
-from tests.browser.pages import chromium, last_reply, new_page, send, sign_in, wait_connected, wait_reply_done
+from tests.browser.pages import last_reply, new_page, send, sign_in, wait_connected, wait_reply_done
 from tests.chat_helpers import make_model
 from tests.conftest import PASSWORD
 
 expect.set_options(timeout=15_000)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 def test_a_photo_and_a_pdf_reach_a_vision_model_stay_after_reload_and_are_private(

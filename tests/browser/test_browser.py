@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 from conversations.models import Conversation, Message, Model, Preset
 from tests.browser.pages import (
+    DESKTOP,
     HOSTILE,
     SCREENSHOTS,
-    Watch,
-    chromium,
     last_reply,
     new_page,
     send,
@@ -31,21 +29,6 @@ expect.set_options(timeout=15_000)  # the live server's first reply loads the to
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-DESKTOP = {"width": 1280, "height": 800}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-def page(browser, live_server, alice) -> Iterator[tuple[Page, Watch]]:
-    context, page, watch = new_page(browser, viewport=DESKTOP)
-    sign_in(page, live_server.url, "alice", PASSWORD)
-    yield page, watch
-    context.close()
 
 
 def model(dev_upstream, name: str, upstream_id: str = "dev-chat", **switches) -> Model:

@@ -3,16 +3,15 @@ look like chatweb (screenshots in the pytest temporary directory, to look at, no
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
 from django.utils import timezone
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import expect
 
 from conversations.models import Model, Provider, User
 from conversations.usage.budgets import user_budget_set
-from tests.browser.pages import chromium, new_page, send, sign_in, wait_connected, wait_reply_done
+from tests.browser.pages import DESKTOP, new_page, send, sign_in, wait_connected, wait_reply_done
 from tests.chat_helpers import make_model
 from tests.conftest import PASSWORD
 
@@ -20,13 +19,6 @@ expect.set_options(timeout=15_000)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-DESKTOP = {"width": 1280, "height": 800}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 def test_the_budget_line_refreshes_after_a_reply_and_a_refusal(browser, live_server, alice, dev_upstream, nonce):

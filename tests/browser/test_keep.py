@@ -5,32 +5,16 @@ and imports a ChatGPT export through its upload form."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import expect
 
 from conversations.models import Conversation, SharedLink
-from tests.browser.pages import Watch, chromium, new_page, sign_in, wait_connected
+from tests.browser.pages import new_page, wait_connected
 from tests.chat.test_importing import chatgpt_export
 from tests.chat.test_pages import chain
-from tests.conftest import PASSWORD
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-def page(browser, live_server, alice) -> Iterator[tuple[Page, Watch]]:
-    context, page, watch = new_page(browser, viewport={"width": 1280, "height": 800})
-    sign_in(page, live_server.url, "alice", PASSWORD)
-    yield page, watch
-    context.close()
 
 
 def test_share_button_link_read_anonymously_then_stop_sharing(page, browser, live_server, alice):

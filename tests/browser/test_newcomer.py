@@ -5,13 +5,11 @@ stays inert, the account menu, cut-off replies."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 from conversations.models import ApiKey, Conversation, Message, Model
-from tests.browser.pages import Watch, chromium, last_reply, new_page, send, sign_in, wait_connected, wait_reply_done
+from tests.browser.pages import last_reply, new_page, send, sign_in, wait_connected, wait_reply_done
 from tests.chat_helpers import make_model
 from tests.conftest import PASSWORD
 
@@ -19,22 +17,7 @@ expect.set_options(timeout=15_000)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 375, "height": 740}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
-
-
-@pytest.fixture
-def page(browser, live_server, alice) -> Iterator[tuple[Page, Watch]]:
-    context, page, watch = new_page(browser, viewport=DESKTOP)
-    sign_in(page, live_server.url, "alice", PASSWORD)
-    yield page, watch
-    context.close()
 
 
 def model(dev_upstream, name: str, **switches) -> Model:

@@ -10,24 +10,18 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import Group
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import expect
 
 from bench.process import free_port
 from conversations.accounts.teams import team_update
 from conversations.models import OidcIdentity, User
-from tests.browser.pages import chromium, new_page, send, sign_in, wait_connected, wait_reply_done
+from tests.browser.pages import new_page, send, sign_in, wait_connected, wait_reply_done
 from tests.chat_helpers import make_model
 from tests.conftest import PASSWORD
 from tests.live import LiveServer
 from tests.oidc.provider import CLIENT_ID, CLIENT_SECRET, OidcProvider, account
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as launched:
-        yield launched
 
 
 @pytest.fixture(scope="module")
