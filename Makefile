@@ -65,8 +65,12 @@ audit: $(VENV)/.installed-dev
 	$(UV) export --frozen --all-groups --no-emit-project --format requirements-txt --quiet > $(VENV)/locked-requirements.txt
 	$(PY) scripts/audit.py $(VENV)/locked-requirements.txt
 
-# The tests' OpenID provider (npm's oidc-provider, pinned in tests/oidc/package-lock.json) runs on Node.js.
+# The tests' OpenID provider (npm's oidc-provider, pinned in tests/oidc/package-lock.json) runs on Node.js
+# (Debian's, installed here when the machine has none).
 tests/oidc/node_modules/.installed: tests/oidc/package.json tests/oidc/package-lock.json
+	@command -v npm >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nodejs npm; }
 	cd tests/oidc && npm ci --no-audit --no-fund --silent
 	touch $@
 
