@@ -40,11 +40,11 @@ from conversations.chat.commands import ChatEdit, ChatEstimate, ChatRegenerate, 
 from conversations.chat.prompting import chat_messages, upstream_request
 from conversations.chat.selectors import conversation_branch
 from conversations.errors import BadRequest, ModelUnavailable, NotFound, ReplyInProgress, TooManyReplies
-from conversations.models import Attachment, Conversation, Message, Model, User
+from conversations.models import Attachment, Conversation, Message, Model, Team, User
 from conversations.upstream.client import UpstreamTarget
 from conversations.upstream.params import ParamError, drop_unsupported, validate_params
 from conversations.upstream.tokens import count_prompt_tokens
-from conversations.usage.budgets import budget_reserve, budgets_apply, worst_case_cost
+from conversations.usage.budgets import budget_reserve, worst_case_cost
 from conversations.usage.ledger import Priced
 
 log = logging.getLogger(__name__)
@@ -110,22 +110,27 @@ def _admission_lock_sql() -> str:
     # Raw SQL: one statement where the ORM needed two and spent more compiling them than the database answering
     # (tests/chat/test_admission.py holds it equal to the ORM's answer).
     quote = connection.ops.quote_name
-    user, conversation, message = (quote(m._meta.db_table) for m in (User, Conversation, Message))
+    user, conversation, message, team = (quote(m._meta.db_table) for m in (User, Conversation, Message, Team))
+    memberships = quote(User.groups.through._meta.db_table)
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""  # SQLite: BEGIN IMMEDIATE locks
     return (  # table names from the models' own metadata, quoted: nothing here comes from a request
         f"SELECT u.monthly_budget, u.{quote('timezone')}, (SELECT COUNT(*) FROM {message} m "  # noqa: S608
         f"JOIN {conversation} c ON m.conversation_id = c.id WHERE c.owner_id = u.id "
-        f"AND m.role = %s AND m.status IN (%s, %s)) FROM {user} u WHERE u.id = %s{lock}"
+        f"AND m.role = %s AND m.status IN (%s, %s)), "
+        f"EXISTS (SELECT 1 FROM {team} t JOIN {memberships} g ON g.group_id = t.group_id "
+        f"WHERE g.user_id = u.id AND t.monthly_budget IS NOT NULL) FROM {user} u WHERE u.id = %s{lock}"
     )
 
 
-def user_lock_replies_streaming(*, user_id: int) -> tuple[Decimal | None, str, int]:
+def user_lock_replies_streaming(*, user_id: int) -> tuple[Decimal | None, str, int, bool]:
     """Lock the user's row for this transaction; their monthly budget, time zone setting (the ledger row of the
-    reply counts on their local day) and how many of their replies stream."""
+    reply counts on their local day), how many of their replies stream, and whether a group of theirs has a
+    shared budget."""
     with connection.cursor() as cursor:
         cursor.execute(_admission_lock_sql(), [Message.Role.ASSISTANT, *BUSY, user_id])
-        budget, tz, running = cursor.fetchone()
-    return (None if budget is None else User._meta.get_field("monthly_budget").to_python(budget)), tz, running
+        budget, tz, running, group_budgeted = cursor.fetchone()
+    budget = None if budget is None else User._meta.get_field("monthly_budget").to_python(budget)
+    return budget, tz, running, bool(group_budgeted)
 
 
 def _admit_reply(
@@ -135,7 +140,7 @@ def _admit_reply(
     """In the caller's transaction: lock the user, refuse a reply beyond CHATWEB_MAX_CONCURRENT_REPLIES streaming
     at once, reserve the worst case against the budget, create the assistant message. `branch`: the history when
     the caller knows it already (a new conversation: its first message), saving a query."""
-    budget, tz, running = user_lock_replies_streaming(user_id=user.pk)
+    budget, tz, running, group_budgeted = user_lock_replies_streaming(user_id=user.pk)
     limit = settings.CHATWEB_MAX_CONCURRENT_REPLIES
     if running >= limit:
         raise TooManyReplies(
@@ -153,7 +158,7 @@ def _admit_reply(
     path, body = upstream_request(model, messages, params)
     reservation_id = None
     # budget_reserve decides under the same lock (raises BudgetExceeded), with the user's groups' budgets too
-    if budget is not None or budgets_apply(user_id=user.pk):
+    if budget is not None or group_budgeted:
         reservation_id = budget_reserve(user_id=user.pk, amount=worst_case_cost(
             prompt_tokens=count_prompt_tokens(messages),
             max_tokens=params.get("max_tokens") or model.max_output_tokens,

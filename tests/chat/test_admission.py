@@ -6,6 +6,7 @@ from __future__ import annotations
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.contrib.auth.models import Group
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
@@ -24,7 +25,7 @@ from conversations.chat.admission import (
 )
 from conversations.chat.commands import ChatEdit, ChatRegenerate, ChatSend
 from conversations.errors import BadRequest, BudgetExceeded, ModelUnavailable, NotFound, ReplyInProgress
-from conversations.models import Conversation, Message, Model
+from conversations.models import Conversation, Message, Model, Team
 from tests.chat_helpers import make_model
 
 pytestmark = pytest.mark.django_db
@@ -154,11 +155,17 @@ def test_the_lock_statement_equals_the_orm(alice, bob, model):
     chain(Conversation.objects.create(owner=bob), "g", "h", last_status=Message.Status.STREAMING)
     alice.monthly_budget = 12.5
     alice.save()
+    lab = Group.objects.create(name="lab")
+    Team.objects.create(group=lab, monthly_budget=20)
+    bob.groups.add(lab, Group.objects.create(name="unbudgeted"))
     for user in (alice, bob):
         user.refresh_from_db()
         expected = Message.objects.for_user(user).filter(role=Message.Role.ASSISTANT, status__in=BUSY).count()
+        shared = Team.objects.filter(group__user=user, monthly_budget__isnull=False).exists()
         with transaction.atomic():
-            assert user_lock_replies_streaming(user_id=user.pk) == (user.monthly_budget, user.timezone, expected)
+            assert user_lock_replies_streaming(user_id=user.pk) == (
+                user.monthly_budget, user.timezone, expected, shared
+            )
 
 
 def test_the_finish_counts_the_reply_on_the_owners_day_without_asking_for_their_time_zone(alice, model):
