@@ -40,11 +40,11 @@ from conversations.chat.commands import ChatEdit, ChatEstimate, ChatRegenerate, 
 from conversations.chat.prompting import chat_messages, upstream_request
 from conversations.chat.selectors import conversation_branch
 from conversations.errors import BadRequest, ModelUnavailable, NotFound, ReplyInProgress, TooManyReplies
-from conversations.models import Attachment, Conversation, Message, Model, Team, User
+from conversations.models import Attachment, Conversation, Message, Model, User
 from conversations.upstream.client import UpstreamTarget
 from conversations.upstream.params import ParamError, drop_unsupported, validate_params
 from conversations.upstream.tokens import count_prompt_tokens
-from conversations.usage.budgets import budget_reserve, worst_case_cost
+from conversations.usage.budgets import budget_reserve, group_budget_exists_sql, worst_case_cost
 from conversations.usage.ledger import Priced
 
 log = logging.getLogger(__name__)
@@ -110,15 +110,13 @@ def _admission_lock_sql() -> str:
     # Raw SQL: one statement where the ORM needed two and spent more compiling them than the database answering
     # (tests/chat/test_admission.py holds it equal to the ORM's answer).
     quote = connection.ops.quote_name
-    user, conversation, message, team = (quote(m._meta.db_table) for m in (User, Conversation, Message, Team))
-    memberships = quote(User.groups.through._meta.db_table)
+    user, conversation, message = (quote(m._meta.db_table) for m in (User, Conversation, Message))
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""  # SQLite: BEGIN IMMEDIATE locks
     return (  # table names from the models' own metadata, quoted: nothing here comes from a request
         f"SELECT u.monthly_budget, u.{quote('timezone')}, (SELECT COUNT(*) FROM {message} m "  # noqa: S608
         f"JOIN {conversation} c ON m.conversation_id = c.id WHERE c.owner_id = u.id "
         f"AND m.role = %s AND m.status IN (%s, %s)), "
-        f"EXISTS (SELECT 1 FROM {team} t JOIN {memberships} g ON g.group_id = t.group_id "
-        f"WHERE g.user_id = u.id AND t.monthly_budget IS NOT NULL) FROM {user} u WHERE u.id = %s{lock}"
+        f"{group_budget_exists_sql('u')} FROM {user} u WHERE u.id = %s{lock}"
     )
 
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TypedDict
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Exists, OuterRef, Q, Sum
+from django.db import connection, transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from conversations.audit import CHANGED, audit_record
@@ -196,10 +197,33 @@ def budget_reserve(*, user_id: int, amount: Decimal) -> int | None:
         return BudgetReservation.objects.create(user=user, amount=amount).pk
 
 
+def group_budget_exists_sql(user_alias: str) -> str:
+    """SQL true when a group of the user `user_alias.id` has a shared budget: the one spelling of that rule for
+    the hand-written statements on the admission's path (held equal to the ORM by tests/teams/test_groups.py)."""
+    quote = connection.ops.quote_name
+    team, memberships = quote(Team._meta.db_table), quote(User.groups.through._meta.db_table)
+    return (  # names from the models' own metadata: nothing here comes from a request
+        f"EXISTS (SELECT 1 FROM {team} t JOIN {memberships} g ON g.group_id = t.group_id "  # noqa: S608
+        f"WHERE g.user_id = {user_alias}.id AND t.monthly_budget IS NOT NULL)"
+    )
+
+
+@functools.cache
+def _budgets_apply_sql() -> str:
+    # Raw SQL: on every /v1 call, where the ORM's version (an OR with an EXISTS) cost ~0.45 ms of query building.
+    user = connection.ops.quote_name(User._meta.db_table)
+    return (
+        f"SELECT u.monthly_budget IS NOT NULL OR {group_budget_exists_sql('u')} "  # noqa: S608
+        f"FROM {user} u WHERE u.id = %s"
+    )
+
+
 def budgets_apply(*, user_id: int) -> bool:
-    """Whether any budget limits this user's requests: their own or one of their groups' (one query)."""
-    shared = Team.objects.filter(group__user=OuterRef("pk"), monthly_budget__isnull=False)
-    return User.objects.filter(pk=user_id).filter(Q(monthly_budget__isnull=False) | Exists(shared)).exists()
+    """Whether any budget limits this user's requests: their own or one of their groups' (one statement)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_budgets_apply_sql(), [user_id])
+        row = cursor.fetchone()
+    return bool(row and row[0])
 
 
 def budget_settle(reservation_id: int | None) -> None:

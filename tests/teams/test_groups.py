@@ -321,3 +321,21 @@ def test_a_groups_forecast_is_its_members_spend_against_the_shared_budget(lab_us
     assert forecast == expected.as_json()
     assert Decimal(forecast["month_end_cost"]) >= Decimal("0.75")
     assert 'id="forecast-month-end"' in client.get("/usage/?group=lab").content.decode()
+
+
+@pytest.mark.django_db
+def test_whether_a_budget_applies_is_the_orms_answer(alice, bob, staff):
+    from django.db.models import Exists, OuterRef, Q
+
+    from conversations.usage.budgets import budgets_apply
+
+    alice.monthly_budget = Decimal("5")
+    alice.save()
+    _lab("20.00", bob)
+    staff.groups.add(Group.objects.create(name="unbudgeted"))
+    Team.objects.create(group=Group.objects.get(name="unbudgeted"))
+    shared = Team.objects.filter(group__user=OuterRef("pk"), monthly_budget__isnull=False)
+    for user in (alice, bob, staff):
+        orm = User.objects.filter(pk=user.pk).filter(Q(monthly_budget__isnull=False) | Exists(shared)).exists()
+        assert budgets_apply(user_id=user.pk) is orm
+    assert [budgets_apply(user_id=u.pk) for u in (alice, bob, staff)] == [True, True, False]
