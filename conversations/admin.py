@@ -1,4 +1,5 @@
-"""The Django admin: providers (write-only keys, presets, connection test, import), models, users, audit."""
+"""The Django admin: providers (write-only keys, presets, connection test, import), models, users, audit, and the
+feedback users give on replies (per model, filterable, exportable as CSV)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q, QuerySet, Sum
 from django.forms import BaseInlineFormSet, ModelForm
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -37,7 +38,19 @@ from conversations.audit import (
 )
 from conversations.catalog.checks import provider_import_models, provider_test_connections
 from conversations.catalog.presets import PRESETS, preset_get
-from conversations.models import ApiKey, AuditLog, Model, ModelPrice, OidcIdentity, Provider, Team, UsageRecord, User
+from conversations.chat.feedback import feedback_csv
+from conversations.models import (
+    ApiKey,
+    AuditLog,
+    Feedback,
+    Model,
+    ModelPrice,
+    OidcIdentity,
+    Provider,
+    Team,
+    UsageRecord,
+    User,
+)
 from conversations.money import money
 from conversations.upstream.errors import UpstreamError, admin_advice
 from conversations.usage import budgets
@@ -575,3 +588,63 @@ class TeamGroupAdmin(AuditedAdmin, GroupAdmin):
 
     inlines = [TeamInline]
     audit_creations = False
+
+
+# --- feedback on replies: read-only, per model, exportable ----------------------------------------------------
+
+
+@admin.register(Feedback)
+class FeedbackAdmin(admin.ModelAdmin):
+    """What users said of replies. The list opens with a table per model (of the rows the filters select); the
+    export action writes the selected rows as CSV."""
+
+    list_display = ("updated_at", "rating_shown", "model_name", "provider_name", "user", "comment_shown")
+    list_filter = (
+        "rating",
+        ("model_name", admin.AllValuesFieldListFilter),
+        ("provider_name", admin.AllValuesFieldListFilter),
+        ("updated_at", admin.DateFieldListFilter),
+    )
+    list_select_related = ("user",)
+    search_fields = ("comment",)
+    date_hierarchy = "updated_at"
+    actions = ["export_csv"]
+    readonly_fields = ("user", "message", "model", "model_name", "provider_name", "rating", "comment",
+                       "created_at", "updated_at")
+
+    @admin.display(description="rating", ordering="rating")
+    def rating_shown(self, obj: Feedback) -> str:
+        return "👍 up" if obj.rating == Feedback.Rating.UP else "👎 down"
+
+    @admin.display(description="comment")
+    def comment_shown(self, obj: Feedback) -> str:
+        return obj.comment if len(obj.comment) <= 120 else obj.comment[:119] + "…"
+
+    @admin.action(description="Export the selected feedback as CSV")
+    def export_csv(self, request: HttpRequest, queryset: QuerySet[Feedback]) -> StreamingHttpResponse:
+        rows = queryset.select_related("user", "message").order_by("-updated_at", "-id").iterator(chunk_size=500)
+        response = StreamingHttpResponse(feedback_csv(rows), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="feedback.csv"'
+        return response
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+        response = super().changelist_view(request, extra_context)
+        context = getattr(response, "context_data", None)
+        if context and "cl" in context:
+            per_model = (
+                context["cl"].queryset.order_by().values("model_name", "provider_name")
+                .annotate(
+                    up=Count("pk", filter=Q(rating=Feedback.Rating.UP)),
+                    down=Count("pk", filter=Q(rating=Feedback.Rating.DOWN)),
+                    comments=Count("pk", filter=~Q(comment="")),
+                )
+                .order_by("-down", "model_name")
+            )
+            context["feedback_per_model"] = list(per_model)
+        return response
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -233,6 +233,9 @@ class Conversation(models.Model):
     # Where an imported conversation came from ("chatgpt:<its id>", "chatweb:<digest>"): importing the same
     # file again skips it (conversations/chat/importing.py). Empty for conversations made here.
     import_key = models.CharField(max_length=200, blank=True, default="", editable=False)
+    # A temporary chat is not listed, searched or shared, and is deleted once no tab holds it open
+    # (conversations/chat/temporary.py); its usage stays in the ledger.
+    temporary = models.BooleanField(default=False, editable=False)
 
     objects = ConversationQuerySet.as_manager()
 
@@ -304,6 +307,8 @@ class Message(models.Model):
     version_prev: int | None
     version_next: int | None
     attachment_list: list[Attachment]
+    feedback_rating: str | None  # "up", "down" or None: the owner's feedback on a reply
+    feedback_comment: str
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -770,7 +775,13 @@ class SharedLink(models.Model):
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="shared_links")
     token = models.CharField(max_length=64, unique=True)
     title = models.CharField(max_length=200, blank=True, default="")
-    messages = models.JSONField(default=list, help_text='[{"role": "user" | "assistant", "content": "..."}]')
+    messages = models.JSONField(
+        default=list,
+        help_text='[{"role": "user" | "assistant", "content": "...", "attachments": [{"number", "name", "kind"}]}]',
+    )
+    include_attachments = models.BooleanField(
+        default=False, help_text="The owner chose to show the messages' files; otherwise none appear."
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     objects = SharedLinkQuerySet.as_manager()
@@ -789,6 +800,71 @@ class SharedLink(models.Model):
     @property
     def url(self) -> str:
         return f"/s/{self.token}/"
+
+
+class SharedAttachment(models.Model):
+    """A file a share link shows, numbered within the link: readable at `/s/<token>/files/<number>/` while the link
+    lives (revoking the link deletes these rows), never by the owner's own file URL."""
+
+    link = models.ForeignKey(SharedLink, on_delete=models.CASCADE, related_name="files")
+    attachment = models.ForeignKey(Attachment, on_delete=models.CASCADE, related_name="+")
+    number = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["link", "number"], name="sharedattachment_number")]
+
+    def __str__(self) -> str:
+        return f"file {self.number} of link {self.link_id}"
+
+
+class TemporaryHold(models.Model):
+    """An open websocket showing a temporary conversation: while one is left the conversation is kept. `seen_at`
+    is refreshed by the socket's process, so the holds of a process that died go stale and are reaped."""
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="holds")
+    channel_name = models.CharField(max_length=255)
+    seen_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["conversation", "channel_name"], name="temporaryhold_socket")
+        ]
+        indexes = [models.Index(fields=["channel_name"], name="temporaryhold_channel")]
+
+    def __str__(self) -> str:
+        return f"{self.channel_name} holds conversation {self.conversation_id}"
+
+
+# --- feedback on replies -------------------------------------------------------------------------------------
+class Feedback(models.Model):
+    """A user's thumbs up or down on a reply, with an optional comment: one per user and reply, changeable.
+    The model and provider are kept by name as they were, so staff's view per model survives the reply's
+    deletion (the row then loses its message, not its rating)."""
+
+    class Rating(models.IntegerChoices):
+        UP = 1, "thumbs up"
+        DOWN = -1, "thumbs down"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="feedback")
+    message = models.ForeignKey(
+        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="feedback"
+    )
+    model = models.ForeignKey(Model, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    model_name = models.CharField(max_length=320, blank=True, default="", help_text="Public name as it was.")
+    provider_name = models.CharField(max_length=64, blank=True, default="")
+    rating = models.SmallIntegerField(choices=Rating.choices)
+    comment = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "feedback"
+        ordering = ["-updated_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["message", "user"], name="feedback_once_per_reply")]
+        indexes = [models.Index(fields=["model_name", "rating"], name="feedback_model_rating")]
+
+    def __str__(self) -> str:
+        return f"{self.get_rating_display()} on {self.model_name or 'a reply'}"
 
 
 # --- Single sign-on ------------------------------------------------------------------------------------------

@@ -76,6 +76,7 @@ class ReplyPlan:
     parent_id: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     owner_tz: str | None = None  # the owner's time zone setting at admission (their ledger row's day)
+    temporary: bool = False  # the conversation is a temporary chat (deleted once no tab holds it)
 
 
 def admit(check: Callable[..., C], do: Callable[..., R], /, **kwargs: Any) -> R:
@@ -187,6 +188,7 @@ def _admit_reply(
             attachment_payload(a) for a in (attached.get(user_message.pk, []) if user_message else [])
         ]},
         owner_tz=tz,
+        temporary=conversation.temporary,
     )
 
 
@@ -228,6 +230,8 @@ def check_reply_send(*, user: User, command: ChatSend) -> SendCheck:
             if parent is None:
                 raise NotFound("no such message in this conversation")
     _not_busy(parent)
+    if command.temporary and conversation is not None:
+        raise BadRequest("`temporary` applies to a new conversation only.")
     attachments = attachments_for_send(user=user, ids=command.attachments, conversation=conversation, model=model)
     return SendCheck(user=user, command=command, model=model, params=params, conversation=conversation,
                      parent=parent, attachments=attachments)
@@ -242,6 +246,7 @@ def do_reply_send(*, check: SendCheck) -> ReplyPlan:
             conversation = rows.insert(Conversation(
                 owner=user, model=model, system_prompt=command.system or "", params=command.params,
                 title=default_title(command.content) or (check.attachments[0].name if check.attachments else ""),
+                temporary=command.temporary,
             ))
         else:
             # Locked now: another process may have deleted it or moved its active leaf since the check.
@@ -412,6 +417,8 @@ def check_title(*, conversation_id: int, message_id: int) -> TitleCheck | None:
     if reply is None or reply.parent is None or not reply.content.strip():
         return None
     conversation = reply.conversation
+    if conversation.temporary:
+        return None  # listed nowhere, gone with its tab: a title would be money spent on nothing
     start = default_title(reply.parent.content)
     if conversation.title != start:
         return None  # the user named it already

@@ -37,6 +37,7 @@ class ChatSend:
     params: dict[str, Any] = field(default_factory=dict)
     parent_id: int | None = None  # extension: branch from this message (edit and resend)
     attachments: tuple[str, ...] = ()  # ids of the user's uploads (POST /attachments/)
+    temporary: bool = False  # extension: a new conversation that is not kept (conversations/chat/temporary.py)
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,9 @@ def _parse_send(frame: dict, request_id: str | None) -> ChatSend:
     params = frame.get("params") or {}
     if not isinstance(params, dict):
         raise CommandError("bad_request", "`params` must be an object", request_id=request_id)
+    temporary = frame.get("temporary", False)
+    if not isinstance(temporary, bool):
+        raise CommandError("bad_request", "`temporary` must be true or false", request_id=request_id)
     return ChatSend(
         request_id=request_id,
         conversation_id=_optional_id(frame, "conversation_id", request_id),
@@ -179,6 +183,7 @@ def _parse_send(frame: dict, request_id: str | None) -> ChatSend:
         params=params,
         parent_id=_optional_id(frame, "parent_id", request_id),
         attachments=attachments,
+        temporary=temporary,
     )
 
 

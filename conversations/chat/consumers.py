@@ -36,6 +36,7 @@ from conversations.chat.commands import (
 )
 from conversations.chat.generation import ensure_reaper, reply_start
 from conversations.chat.groups import conversation_group, reply_group, user_group
+from conversations.chat.temporary import temporary_hold, temporary_release
 from conversations.errors import AdmissionError
 from conversations.models import Conversation, Message, User
 
@@ -64,6 +65,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.tasks: set[asyncio.Task] = set()  # the socket's own background tasks, referenced until done
         self.last_seq: dict[int, int] = {}  # message id -> last seq forwarded
         self.awaiting: dict[int, list[dict]] = {}  # message id -> frames held until its snapshot
+        self.temporary_held: set[int] = set()  # temporary conversations this socket keeps alive
         await self.accept()
         await self.join(user_group(self.user.pk))
         ensure_reaper()
@@ -85,6 +87,13 @@ class ChatConsumer(AsyncWebsocketConsumer):
             self.idle.cancel()
         for group in getattr(self, "groups_joined", ()):
             await self.channel_layer.group_discard(group, self.channel_name)
+        if getattr(self, "temporary_held", None):
+            released = await db.chat.run(
+                temporary_release, channel_name=self.channel_name, conversation_ids=self.temporary_held
+            )
+            self.temporary_held = set()
+            for message_id in released.streaming:  # nobody can see these replies any more; their end deletes
+                await self.channel_layer.group_send(reply_group(message_id), {"type": "reply.stop"})
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         self.idle.begin()  # a socket is not idle while its frame is being handled
@@ -113,6 +122,8 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def start(self, command: ChatSend | ChatRegenerate | ChatEdit) -> None:
         check, do = ADMISSIONS[type(command)]
         plan = await db.chat.together(admit, check, do, user=self.user, command=command)
+        if plan.temporary:
+            await self.hold(plan.conversation_id)
         await self.join(conversation_group(plan.conversation_id))
         self.last_seq[plan.message_id] = 0
         reply_start(plan)
@@ -127,9 +138,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_send(reply_group(command.message_id), {"type": "reply.stop"})
 
     async def subscribe(self, conversation_id: int) -> None:
-        streaming = await db.chat.run(_streaming_replies, self.user, conversation_id)
-        if streaming is None:
+        found = await db.chat.run(_streaming_replies, self.user, conversation_id)
+        if found is None:
             raise CommandError("not_found", "no such conversation")
+        streaming, temporary = found
+        if temporary:
+            await self.hold(conversation_id)
         await self.join(conversation_group(conversation_id))
         for message_id in streaming:
             self.awaiting.setdefault(message_id, [])
@@ -193,6 +207,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
+    async def hold(self, conversation_id: int) -> None:
+        """Keep a temporary conversation while this socket is open (released in `disconnect`)."""
+        if conversation_id not in self.temporary_held:
+            await db.chat.run(temporary_hold, conversation_id=conversation_id, channel_name=self.channel_name)
+            self.temporary_held.add(conversation_id)
+
     async def join(self, group: str) -> None:
         if group not in self.groups_joined:
             await self.channel_layer.group_add(group, self.channel_name)
@@ -223,14 +243,18 @@ def _still_streaming(message_ids: set[int]) -> set[int]:
     )
 
 
-def _streaming_replies(user: Any, conversation_id: int) -> list[int] | None:
-    """Ids of the conversation's replies still streaming, or None if it is not this user's conversation."""
-    if not Conversation.objects.for_user(user).filter(pk=conversation_id).exists():
+def _streaming_replies(user: Any, conversation_id: int) -> tuple[list[int], bool] | None:
+    """Ids of the conversation's replies still streaming and whether it is a temporary chat, or None if it is not
+    this user's conversation."""
+    temporary = Conversation.objects.for_user(user).filter(pk=conversation_id).values_list("temporary", flat=True)
+    found = list(temporary)
+    if not found:
         return None
-    return list(
+    streaming = list(
         Message.objects.filter(conversation_id=conversation_id, status=Message.Status.STREAMING)
         .values_list("pk", flat=True)
     )
+    return streaming, found[0]
 
 
 class IdleTimer:

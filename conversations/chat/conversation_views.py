@@ -37,6 +37,7 @@ from conversations.chat.conversations import (
     do_message_delete,
     do_preset_save,
 )
+from conversations.chat.feedback import check_feedback_give, do_feedback_give, rating_word
 from conversations.chat.selectors import conversation_for, message_tree, search_results
 from conversations.chat.views import decorate
 from conversations.errors import AdmissionError, NotFound, ReplyInProgress
@@ -132,6 +133,21 @@ def delete_message(request: AuthenticatedHttpRequest, conversation_id: int, mess
     check = check_message_delete(user=request.user, conversation_id=conversation_id, message_id=message_id)
     leaf = do_message_delete(check=check)
     return _answer(request, {"deleted": message_id, "active_leaf": leaf}, f"/c/{conversation_id}/")
+
+
+@login_required
+@require_POST
+@refusals
+def feedback(request: AuthenticatedHttpRequest, conversation_id: int, message_id: int) -> HttpResponseBase:
+    """Thumbs up or down on a reply, with an optional comment; an empty rating removes it."""
+    check = check_feedback_give(
+        user=request.user, conversation_id=conversation_id, message_id=message_id,
+        rating=request.POST.get("rating", ""), comment=request.POST.get("comment", ""),
+    )
+    given = do_feedback_give(check=check)
+    payload = {"message_id": message_id, "rating": rating_word(given.rating) if given else None,
+               "comment": given.comment if given else ""}
+    return _answer(request, payload, f"/c/{conversation_id}/")
 
 
 @login_required

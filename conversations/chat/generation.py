@@ -19,6 +19,7 @@ from conversations import db
 from conversations.chat.admission import ReplyPlan
 from conversations.chat.groups import channel_layer, conversation_group, frame_event, reply_group
 from conversations.chat.replies import ReplyOutcome, replies_checkpoint, replies_reap, reply_finish
+from conversations.chat.temporary import held_here, temporary_reap, temporary_reply_ended
 from conversations.chat.titles import title_after_reply
 from conversations.models import Message
 from conversations.upstream import client
@@ -99,7 +100,7 @@ class ReplyRun:
                  "user_message_id": self.plan.user_message_id, "message_id": self.plan.message_id,
                  "parent_id": self.plan.parent_id, "user_content": self.plan.user_content,
                  "model": self.plan.priced.model_name,
-                 "attachments": self.plan.extra.get("attachments", [])}
+                 "attachments": self.plan.extra.get("attachments", []), "temporary": self.plan.temporary}
             )
             publisher = asyncio.create_task(self._publish_loop())
             try:
@@ -128,6 +129,8 @@ class ReplyRun:
             await self._flush()
             outcome.duration_ms = int((time.monotonic() - started) * 1000)
             await self._finish(outcome)
+            if self.plan.temporary:  # its tab may have closed while the reply was written
+                await db.chat.run(temporary_reply_ended, conversation_id=self.plan.conversation_id)
         finally:
             if control is not None:
                 await self.layer.group_discard(reply_group(self.plan.message_id), control)
@@ -347,6 +350,10 @@ async def _reap_forever() -> None:
             await db.chat.run(replies_reap, stale_after=timedelta(seconds=stale), alive=list(_running))
         except Exception:
             log.exception("reaping stale replies failed")
+        try:  # holds are refreshed at least twice within their stale period
+            await db.chat.run(temporary_reap, stale_after=timedelta(seconds=2 * stale), alive=held_here())
+        except Exception:
+            log.exception("reaping temporary chats failed")
         await asyncio.sleep(min(REAP_EVERY_SECONDS, stale / 2))
 
 

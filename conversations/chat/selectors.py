@@ -27,7 +27,10 @@ def conversation_for(user: User, conversation_id: int) -> Conversation:
 def sidebar_conversations(user: User, query: str = "") -> QuerySet[Conversation]:
     """The user's conversations, newest first; with a query, those whose title or any message matches it, each
     with `snippet_source`: the text of a matching message (one query either way)."""
-    qs = Conversation.objects.for_user(user).only("pk", "title", "updated_at").order_by("-updated_at")
+    qs = (
+        Conversation.objects.for_user(user).filter(temporary=False)  # temporary chats are listed nowhere
+        .only("pk", "title", "updated_at").order_by("-updated_at")
+    )
     query = query.strip()
     if not query:
         return qs[:SIDEBAR_SIZE]

@@ -13,6 +13,7 @@ from conversations.catalog.access import models_for_user
 from conversations.catalog.defaults import chat_default_model, picker_groups
 from conversations.chat.attachments import attachments_by_message
 from conversations.chat.commands import MAX_CONTENT_CHARS
+from conversations.chat.feedback import feedback_by_message, rating_word
 from conversations.chat.rendering import messages_render, policy
 from conversations.chat.replies import usage_payload
 from conversations.chat.selectors import MessageTree, branch_messages, conversation_for, message_tree, search_results
@@ -27,14 +28,19 @@ from conversations.web import AuthenticatedHttpRequest
 
 
 def decorate(messages: list[Message], tree: MessageTree) -> list[Message]:
-    """What the message partial shows beside the text: rendered HTML, usage, versions (one query for usage)."""
+    """What the message partial shows beside the text: rendered HTML, usage, feedback, versions (one query each
+    for usage, attachments and feedback)."""
     messages_render(messages)
     replies = [m.pk for m in messages if m.role == Message.Role.ASSISTANT]
     records = UsageRecord.objects.filter(message_id__in=replies) if replies else []  # ids of the user's messages
     usage = {r.message_id: usage_payload(r) for r in records}
     attached = attachments_by_message(m.pk for m in messages if m.role == Message.Role.USER)
+    given = feedback_by_message(replies)
     for message in messages:
         message.usage_info = usage.get(message.pk)
+        rated = given.get(message.pk)
+        message.feedback_rating = rating_word(rated.rating) if rated else None
+        message.feedback_comment = rated.comment if rated else ""
         message.attachment_list = attached.get(message.pk, [])
         siblings = getattr(message, "sibling_ids", None) or tree.siblings(message.pk)
         index = siblings.index(message.pk) if message.pk in siblings else 0

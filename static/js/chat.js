@@ -231,9 +231,11 @@
       if (!conversationId) {
         conversationId = f.conversation_id;
         chat.dataset.conversationId = conversationId;
-        history.replaceState(null, "", `/c/${conversationId}/`);
+        // a temporary chat keeps the new-chat address: it is gone once this tab lets go of it (temporary.js)
+        if (!f.temporary) history.replaceState(null, "", `/c/${conversationId}/`);
         const title = (f.user_content || "").trim().split("\n")[0].slice(0, 60) || "Untitled";
-        panel()?.conversationStarted(conversationId, title);
+        panel()?.conversationStarted(conversationId, title, !f.temporary);
+        if (f.temporary) window.chatwebTemporary?.started();
       }
       if (edits.has(f.request_id)) {
         // the edited message's branch leaves the view; the new version takes its place
@@ -400,6 +402,7 @@
     };
     if (parentId) frame.parent_id = parentId;
     if (attachments.length) frame.attachments = attachments;
+    if (!conversationId && window.chatwebTemporary?.wanted()) frame.temporary = true;
     pending.set(requestId, content);
     return send(frame) ? requestId : null;
   }

@@ -343,12 +343,12 @@
     for (const span of list.querySelectorAll(`a[data-conversation-id="${id}"] .conversation-title`)) span.textContent = title;
   }
 
-  function conversationStarted(id, title) {
+  function conversationStarted(id, title, listed = true) {
     actions.hidden = false;
     document.getElementById("export-md").href = `/c/${id}/export.md`;
     document.getElementById("export-json").href = `/c/${id}/export.json`;
     search.form.action = `/c/${id}/`;
-    listItem(id, title);
+    if (listed) listItem(id, title); // a temporary chat is listed nowhere
     setTitle(title);
   }
 
