@@ -80,8 +80,8 @@ def share_create(*, user: User, conversation_id: int, include_attachments: bool 
 def share_revoke_all(*, user: User, conversation_id: int) -> int:
     """Revoke every link of the user's conversation (NotFound for another's); returns how many there were."""
     conversation = conversation_for(user, conversation_id)
-    deleted, _ = SharedLink.objects.for_user(user).filter(conversation=conversation).delete()
-    return deleted
+    _, deleted = SharedLink.objects.for_user(user).filter(conversation=conversation).delete()
+    return deleted.get(SharedLink._meta.label, 0)  # the links alone, not the rows of their files
 
 
 def share_revoke(*, user: User, link_id: int) -> None:
