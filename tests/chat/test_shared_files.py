@@ -114,7 +114,7 @@ def test_revoking_one_link_from_the_share_bar_answers_json_and_closes_its_files(
 
 
 def test_a_snapshot_keeps_its_files_even_if_the_message_loses_them_later(alice, with_files):
-    conversation, (image, _) = with_files
+    conversation, _ = with_files
     url = share(alice, conversation.pk, include_attachments="1").json()["url"]
     Message.objects.get(content="Look at these").attachments.clear()
     assert Client().get(f"{url}files/1/").status_code == 200
