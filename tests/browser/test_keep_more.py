@@ -1,6 +1,7 @@
 """Feedback and temporary chats in Debian's Chromium, through the visible controls: thumbs down opens a comment box,
 the choice shows after a reload, changes and is taken back; a temporary chat shows its badge, is listed nowhere,
-cannot be shared, and is gone once its tab closes while its usage stays in the ledger."""
+cannot be shared, and is gone once its tab closes while its usage stays in the ledger; a share link shows a
+message's photo only when "Include attachments" is ticked, and stops serving it when revoked."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 from conversations.models import Conversation, Feedback, UsageRecord
+from tests import attachment_files as files
 from tests.browser.pages import DESKTOP, last_reply, new_page, send, sign_in, wait_connected, wait_reply_done
 from tests.chat_helpers import make_model
 from tests.conftest import PASSWORD
@@ -121,4 +123,45 @@ def test_an_ordinary_chat_stays_after_its_tab_closes(browser, live_server, alice
     conversation = Conversation.objects.get()
     page.close()
     assert not _gone(conversation.pk, seconds=2)
+    context.close()
+
+
+def test_a_share_shows_the_files_only_with_include_attachments(browser, live_server, alice, dev_upstream, nonce):
+    model = make_model(dev_upstream.v1(key=nonce, delay=0.002), name="eyes", upstream_id="dev-vision")
+    model.vision = True
+    model.save()
+    context, page, watch = new_page(browser, viewport=DESKTOP)
+    sign_in(page, live_server.url, "alice", PASSWORD)
+    page.set_input_files("#attachment-input", [
+        {"name": "beach.png", "mimeType": "image/png", "buffer": files.png(90, 60)},
+    ])
+    expect(page.locator("#composer-attachments .attachment-chip[data-attachment-id]")).to_have_count(1)
+    send(page, "What is on this beach?")
+    wait_reply_done(page)
+
+    page.get_by_role("button", name="Share", exact=True).click()
+    page.wait_for_function("() => document.getElementById('share-url').value.includes('/s/')")
+    without = page.get_by_label("Read-only link").input_value()
+    expect(page.get_by_label("Include attachments")).not_to_be_checked()
+    page.get_by_label("Include attachments").check()  # a new link with the files replaces the one shown
+    page.wait_for_function(f"() => !['', {without!r}].includes(document.getElementById('share-url').value)")
+    expect(page.locator("#share-status")).to_contain_text("its files")
+    with_files = page.get_by_label("Read-only link").input_value()
+
+    reader_context, reader, reader_watch = new_page(browser)  # nobody signed in
+    assert reader.request.get(without).status == 404  # replaced, so revoked
+    assert reader.goto(with_files).status == 200
+    expect(reader.locator(".message-attachments .attachment")).to_contain_text("beach.png")
+    reader.wait_for_function(
+        "() => { const i = document.querySelector('.message-attachments img'); "
+        "return i && i.complete && i.naturalWidth === 90; }"
+    )
+    reader_watch.assert_clean(reader)
+
+    page.get_by_role("button", name="Stop sharing").click()
+    expect(page.locator("#share-status")).to_contain_text("Sharing stopped")
+    assert reader.request.get(with_files).status == 404
+    assert reader.request.get(f"{with_files}files/1/").status == 404
+    reader_context.close()
+    watch.assert_clean(page)
     context.close()
