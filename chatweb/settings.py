@@ -246,6 +246,9 @@ CHATWEB_THROTTLE_LOCK_SECONDS = env.int("CHATWEB_THROTTLE_LOCK_SECONDS", default
 # Websocket limits (conversations/chat/commands.py holds the frame and message sizes).
 CHATWEB_MAX_CONCURRENT_REPLIES = env.int("CHATWEB_MAX_CONCURRENT_REPLIES", default=4)  # streaming, per user
 CHATWEB_WS_IDLE_SECONDS = env.int("CHATWEB_WS_IDLE_SECONDS", default=900)  # then the socket is closed (4408)
+# A temporary chat is deleted this long after the last socket showing it closed, unless a socket (the same tab,
+# reconnecting after a dropped connection or a restart) shows it again meanwhile; 0: at once.
+CHATWEB_TEMPORARY_GRACE_SECONDS = env.float("CHATWEB_TEMPORARY_GRACE_SECONDS", default=10.0)
 
 # Email (budget alerts): the console backend in development, SMTP when EMAIL_HOST is set.
 EMAIL_BACKEND = env.str(

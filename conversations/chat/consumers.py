@@ -70,7 +70,7 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.join(user_group(self.user.pk))
         ensure_reaper()
         self.following: set[int] = set()  # replies seen streaming to this socket (the idle check asks the DB)
-        self.idle = IdleTimer(settings.CHATWEB_WS_IDLE_SECONDS, self.close_idle, busy=self.is_following_a_reply)
+        self.idle = IdleTimer(settings.CHATWEB_WS_IDLE_SECONDS, self.close_idle, busy=self.is_busy)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """channels' dispatch, without the thread hop it makes before every message to close stale database
@@ -88,12 +88,12 @@ class ChatConsumer(AsyncWebsocketConsumer):
         for group in getattr(self, "groups_joined", ()):
             await self.channel_layer.group_discard(group, self.channel_name)
         if getattr(self, "temporary_held", None):
-            released = await db.chat.run(
-                temporary_release, channel_name=self.channel_name, conversation_ids=self.temporary_held
-            )
-            self.temporary_held = set()
-            for message_id in released.streaming:  # nobody can see these replies any more; their end deletes
-                await self.channel_layer.group_send(reply_group(message_id), {"type": "reply.stop"})
+            held, self.temporary_held = self.temporary_held, set()
+            grace = settings.CHATWEB_TEMPORARY_GRACE_SECONDS
+            if grace > 0:  # the same tab reconnecting within it keeps its chat
+                _keep(_release_later(self.channel_layer, self.channel_name, held, grace))
+            else:
+                await _release(self.channel_layer, self.channel_name, held)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         self.idle.begin()  # a socket is not idle while its frame is being handled
@@ -221,6 +221,11 @@ class ChatConsumer(AsyncWebsocketConsumer):
     async def close_idle(self) -> None:
         await self.close(code=IDLE_CLOSE_CODE, reason="idle")
 
+    async def is_busy(self) -> bool:
+        """Whether the idle timer must leave this socket open: it keeps a temporary chat alive (closing it would
+        delete the chat while its tab is open), or it follows a reply."""
+        return bool(self.temporary_held) or await self.is_following_a_reply()
+
     async def is_following_a_reply(self) -> bool:
         """Whether a reply this socket follows is still streaming, or has just ended and its `chat.done` may still be
         on its way (one query, and only when the socket looks idle)."""
@@ -235,6 +240,38 @@ class ChatConsumer(AsyncWebsocketConsumer):
         if message_id is not None:
             frame["message_id"] = message_id
         await self.send(text_data=json.dumps(frame))
+
+
+_releasing: set[asyncio.Task] = set()  # temporary chats waiting out their grace after their socket closed
+
+
+def _keep(coroutine: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.get_running_loop().create_task(coroutine)
+    _releasing.add(task)
+    task.add_done_callback(_releasing.discard)
+
+
+async def _release(layer: Any, channel_name: str, held: set[int]) -> None:
+    """Let go of a closed socket's temporary chats: each one no other socket shows is deleted, and a reply still
+    being written in it is stopped (nobody can see it; the chat goes when it ends)."""
+    try:
+        released = await db.chat.run(temporary_release, channel_name=channel_name, conversation_ids=held)
+    except Exception:  # the reaper deletes them later
+        log.exception("releasing the temporary chats of %s failed", channel_name)
+        return
+    for message_id in released.streaming:
+        await layer.group_send(reply_group(message_id), {"type": "reply.stop"})
+
+
+async def _release_later(layer: Any, channel_name: str, held: set[int], grace: float) -> None:
+    await asyncio.sleep(grace)
+    await _release(layer, channel_name, held)
+
+
+async def wait_for_releases(timeout: float = 30) -> None:  # noqa: ASYNC109 (one deadline for them all)
+    """Wait until the temporary chats of closed sockets have been let go of (tests, graceful shutdown)."""
+    if _releasing:
+        await asyncio.wait_for(asyncio.gather(*_releasing, return_exceptions=True), timeout)
 
 
 def _still_streaming(message_ids: set[int]) -> set[int]:

@@ -13,7 +13,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.utils import timezone
 
-from conversations.chat import generation
+from conversations.chat import consumers, generation
 from conversations.chat.temporary import temporary_hold, temporary_reap
 from conversations.models import (
     Attachment,
@@ -40,6 +40,12 @@ def attachment_storage(settings, tmp_path):
     }
     settings.STORAGES = storages
     return tmp_path / "attachments"
+
+
+@pytest.fixture(autouse=True)
+def no_grace(settings):
+    """Deleted as the last socket closes (the grace for a reconnecting tab has its own test)."""
+    settings.CHATWEB_TEMPORARY_GRACE_SECONDS = 0
 
 
 def _upload(user, name: str, data: bytes) -> str:
@@ -182,6 +188,47 @@ async def test_bob_cannot_hold_or_see_alices_temporary_chat(alice, bob, dev_upst
     await ws.disconnect()  # bob's socket holds nothing: the chat goes
     assert (await db(_state)(started["conversation_id"]))["conversation"] is False
     await intruder.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("upstream_http")
+async def test_a_tab_that_reconnects_within_the_grace_keeps_its_chat(alice, dev_upstream, nonce, settings):
+    settings.CHATWEB_TEMPORARY_GRACE_SECONDS = 0.5
+    model = await db(make_model)(dev_upstream.v1(key=nonce, tokens=3))
+    ws = await connect(alice)
+    await send(ws, chat_send(model.public_name, temporary=True))
+    started, _ = await until(ws, "chat.started")
+    await until(ws, "chat.done")
+    await generation.wait_for_replies()
+    await ws.disconnect()  # a dropped connection: the page reconnects and subscribes again
+    assert (await db(_state)(started["conversation_id"]))["conversation"] is True
+    again = await connect(alice)
+    await send(again, {"type": "chat.subscribe", "conversation_id": started["conversation_id"]})
+    await send(again, {"type": "chat.estimate", "request_id": "e1", "conversation_id": started["conversation_id"],
+                       "model": model.public_name, "content": ""})
+    await until(again, "chat.estimate")  # the subscribe before it has been handled
+    await consumers.wait_for_releases()
+    assert await db(_state)(started["conversation_id"]) == {
+        "conversation": True, "messages": 2, "attachments": 0, "holds": 1
+    }
+    await again.disconnect()  # the tab closes for good
+    assert (await db(_state)(started["conversation_id"]))["conversation"] is True
+    await consumers.wait_for_releases()
+    assert (await db(_state)(started["conversation_id"]))["conversation"] is False
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_socket_showing_a_temporary_chat_is_not_closed_for_being_idle(alice, settings):
+    settings.CHATWEB_WS_IDLE_SECONDS = 1
+    conversation = await db(Conversation.objects.create)(owner=alice, temporary=True)
+    idle = await connect(alice)
+    holding = await connect(alice)
+    await send(holding, {"type": "chat.subscribe", "conversation_id": conversation.pk})
+    closed = await idle.receive_output(timeout=5)
+    assert closed == {"type": "websocket.close", "code": 4408, "reason": "idle"}
+    assert await holding.receive_nothing(timeout=2)
+    await holding.disconnect()
+    assert not await db(Conversation.objects.filter(pk=conversation.pk).exists)()
 
 
 @pytest.mark.django_db
