@@ -17,6 +17,14 @@
       : "This chat will be kept.");
   });
 
+  // Back after the connection was lost for longer than the grace: the chat is gone, as if its tab had closed.
+  document.addEventListener("chatweb:error", (event) => {
+    const frame = event.detail || {};
+    if (badge.hidden || frame.code !== "not_found" || frame.request_id || frame.message_id) return;
+    badge.textContent = "Temporary chat ended: it was deleted while this tab was disconnected";
+    window.chatwebUI?.announce(badge.textContent);
+  });
+
   window.chatwebTemporary = {
     /** Whether the next new conversation should be temporary. */
     wanted: () => Boolean(toggle?.checked),
