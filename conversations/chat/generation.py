@@ -130,7 +130,10 @@ class ReplyRun:
             outcome.duration_ms = int((time.monotonic() - started) * 1000)
             await self._finish(outcome)
             if self.plan.temporary:  # its tab may have closed while the reply was written
-                await db.chat.run(temporary_reply_ended, conversation_id=self.plan.conversation_id)
+                try:
+                    await db.chat.run(temporary_reply_ended, conversation_id=self.plan.conversation_id)
+                except Exception:  # the reaper deletes it later
+                    log.exception("reply %s: deleting its temporary chat failed", self.plan.message_id)
         finally:
             if control is not None:
                 await self.layer.group_discard(reply_group(self.plan.message_id), control)

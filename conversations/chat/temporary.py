@@ -7,6 +7,7 @@ its rows point at the conversation with SET_NULL, so money spent is never forgot
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,13 +22,16 @@ log = logging.getLogger(__name__)
 BUSY = (Message.Status.STREAMING, Message.Status.PENDING)
 
 # The sockets of this process holding temporary conversations: channel name -> conversation ids. The reaper
-# refreshes their holds; a hold nobody refreshes belongs to a process that died.
+# refreshes their holds; a hold nobody refreshes belongs to a process that died. Written on the database lanes'
+# threads, read by the reaper on the event loop: under a lock.
 _held_here: dict[str, set[int]] = {}
+_held_lock = threading.Lock()
 
 
 def held_here() -> list[str]:
     """Channel names of this process's sockets that hold a temporary conversation."""
-    return [name for name, ids in _held_here.items() if ids]
+    with _held_lock:
+        return [name for name, ids in _held_here.items() if ids]
 
 
 def temporary_hold(*, conversation_id: int, channel_name: str) -> None:
@@ -35,7 +39,8 @@ def temporary_hold(*, conversation_id: int, channel_name: str) -> None:
     TemporaryHold.objects.update_or_create(
         conversation_id=conversation_id, channel_name=channel_name, defaults={"seen_at": timezone.now()}
     )
-    _held_here.setdefault(channel_name, set()).add(conversation_id)
+    with _held_lock:
+        _held_here.setdefault(channel_name, set()).add(conversation_id)
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,8 @@ def _delete_unheld(conversation_id: int) -> list[int] | None:
 def temporary_release(*, channel_name: str, conversation_ids: Iterable[int]) -> Released:
     """The socket closed: drop its holds and delete each of those conversations no other socket holds."""
     ids = sorted(set(conversation_ids))
-    _held_here.pop(channel_name, None)
+    with _held_lock:
+        _held_here.pop(channel_name, None)
     TemporaryHold.objects.filter(channel_name=channel_name, conversation_id__in=ids).delete()
     deleted, streaming = [], []
     for conversation_id in ids:
