@@ -232,6 +232,20 @@ async def test_a_socket_showing_a_temporary_chat_is_not_closed_for_being_idle(al
 
 
 @pytest.mark.django_db
+def test_a_temporary_chat_gets_no_title_call(alice, settings):
+    from conversations.chat import titles
+
+    title_model = make_model("http://127.0.0.1:9/v1", name="titler")
+    settings.CHATWEB_TITLE_MODEL = title_model.public_name
+    kept = Conversation.objects.create(owner=alice, title="what makes the tides")
+    temporary = Conversation.objects.create(owner=alice, title="what makes the tides", temporary=True)
+    _, kept_answer = chain(kept, "what makes the tides", "The moon.")
+    _, temporary_answer = chain(temporary, "what makes the tides", "The moon.")
+    assert titles.title_job(conversation_id=kept.pk, message_id=kept_answer.pk) is not None
+    assert titles.title_job(conversation_id=temporary.pk, message_id=temporary_answer.pk) is None
+
+
+@pytest.mark.django_db
 def test_the_reaper_deletes_what_a_dead_process_left_and_nothing_else(alice):
     long_ago = timezone.now() - timedelta(minutes=10)
     stale = Conversation.objects.create(owner=alice, temporary=True)
