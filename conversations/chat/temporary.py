@@ -96,9 +96,12 @@ def temporary_reap(*, stale_after: timedelta, alive: Iterable[str] = ()) -> int:
     Returns how many conversations were deleted."""
     now = timezone.now()
     alive = list(alive)
+    # Reads only, unless there is something to refresh or reap: the reaper runs every few seconds in every process.
     if alive:
         TemporaryHold.objects.filter(channel_name__in=alive).update(seen_at=now)
-    TemporaryHold.objects.filter(seen_at__lt=now - stale_after).delete()
+    stale = list(TemporaryHold.objects.filter(seen_at__lt=now - stale_after).values_list("pk", flat=True)[:1000])
+    if stale:
+        TemporaryHold.objects.filter(pk__in=stale).delete()
     orphans = list(
         Conversation.objects.filter(temporary=True, updated_at__lt=now - stale_after, holds__isnull=True)
         .values_list("pk", flat=True)[:500]

@@ -282,3 +282,14 @@ def test_a_temporary_chat_is_not_shown_in_the_sidebar_but_opens_for_its_owner_on
     assert Client().get(f"/c/{temporary.pk}/").status_code == 302
     new_chat = client_for(alice).get("/").content.decode()
     assert 'id="temporary-toggle"' in new_chat
+
+
+@pytest.mark.django_db
+def test_the_reaper_writes_nothing_when_there_is_nothing_to_reap(alice):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    Conversation.objects.create(owner=alice, title="kept")
+    with CaptureQueriesContext(connection) as queries:
+        assert temporary_reap(stale_after=timedelta(seconds=60)) == 0
+    assert not [q for q in queries if q["sql"].lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))]
