@@ -301,6 +301,9 @@
       if (serial !== searchSerial) return;
       // the list is new markup with the same ids: keep the keyboard where it was (e.g. on a conversation's ⋯)
       const focused = list.contains(document.activeElement) ? document.activeElement.id : "";
+      // a search's results are read out as they come; the whole list fetched again after a change is not (the
+      // change itself is announced)
+      list.setAttribute("aria-live", params.get("q").trim() ? "polite" : "off");
       list.replaceChildren(items);
       if (focused) document.getElementById(focused)?.focus();
       list.dispatchEvent(new CustomEvent("chatweb:listed"));

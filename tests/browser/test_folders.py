@@ -229,3 +229,24 @@ def test_on_a_phone_the_drawer_has_the_folders_and_the_menu(browser, live_server
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     watch.assert_clean(page)
     context.close()
+
+
+def test_another_tab_of_the_user_shows_the_change(page, live_server, alice):
+    page, watch = page
+    Conversation.objects.create(owner=alice, title="Receipts")
+    page.goto(f"{live_server.url}/")
+    wait_connected(page)
+    other = page.context.new_page()
+    other.goto(f"{live_server.url}/")
+    wait_connected(other)
+
+    page.get_by_role("button", name="+ New folder").click()
+    page.get_by_role("textbox", name="New folder name").fill("Taxes")
+    page.get_by_role("button", name="Create").click()
+    expect(folder(other, "Taxes")).to_have_count(1)
+    open_menu(page, "Receipts")
+    page.get_by_role("menuitem", name="Move to Taxes").click()
+    expect(item(folder(other, "Taxes"), "Receipts")).to_have_count(1)
+    # the live region reads a search's results, not the whole list fetched again
+    expect(other.locator("#conversation-list")).to_have_attribute("aria-live", "off")
+    watch.assert_clean(page)
