@@ -4,6 +4,7 @@ in a fixed number of queries; search by folder name; the other tabs told over th
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -224,7 +225,11 @@ def test_the_sidebar_is_a_fixed_number_of_queries_however_many_conversations_and
     def queries(path: str) -> tuple[int, str]:
         client.get(path)  # sessions and the like
         with CaptureQueriesContext(connection) as captured:
+            started = time.perf_counter()
             html = client.get(path).content.decode()
+            elapsed = time.perf_counter() - started
+        print(f"\n{path} with {Folder.objects.count()} folders, {Conversation.objects.count()} conversations: "
+              f"{len(captured)} queries, {elapsed * 1000:.0f} ms")
         return len(captured), html
 
     fill(2, 6)
