@@ -29,15 +29,15 @@ def conversation_for(user: User, conversation_id: int) -> Conversation:
     return found
 
 
+def listed_conversations(user: User) -> QuerySet[Conversation]:
+    """The user's conversations as the sidebar and its search list them (the fields they show), newest first."""
+    return Conversation.objects.for_user(user).only(*LISTED_FIELDS).order_by("-updated_at", "-pk")
+
+
 def sidebar_conversations(user: User, query: str = "") -> QuerySet[Conversation]:
     """The user's conversations, newest first; with a query, those whose title, folder's name or any message
     matches it, each with `snippet_source`: the text of a matching message (one query either way)."""
-    qs = (
-        Conversation.objects.for_user(user)
-        .only(*LISTED_FIELDS)
-        .annotate(folder_name=F("folder__name"))
-        .order_by("-updated_at", "-pk")
-    )
+    qs = listed_conversations(user).annotate(folder_name=F("folder__name"))
     query = query.strip()
     if not query:
         return qs[:SIDEBAR_SIZE]
@@ -113,9 +113,9 @@ def sidebar(user: User, *, now: datetime | None = None) -> Sidebar:
     zone = zone_named(user.timezone)
     today = local_today(zone, now)
     folders = list(Folder.objects.for_user(user).only("pk", "name"))
-    listed = Conversation.objects.for_user(user).only(*LISTED_FIELDS).order_by("-updated_at", "-pk")
+    listed = listed_conversations(user)
     kept_here = Q(pinned_at__isnull=False) | Q(folder__isnull=False)
-    kept = list(listed.filter(kept_here).annotate(folder_name=F("folder__name"))[:KEPT_SIZE])
+    kept: list[Conversation] = list(listed.filter(kept_here).annotate(folder_name=F("folder__name"))[:KEPT_SIZE])
     loose = list(listed.filter(pinned_at__isnull=True, folder__isnull=True)[:SIDEBAR_SIZE])
 
     pinned = sorted((c for c in kept if c.pinned_at), key=lambda c: (c.pinned_at, c.pk), reverse=True)
