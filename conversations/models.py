@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.core.files.storage import Storage, storages
 from django.db import models
 from django.db.models import Exists, OuterRef
+from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.safestring import SafeString
 
@@ -204,6 +205,31 @@ class Model(models.Model):
         return self.input_price is not None and self.output_price is not None
 
 
+class FolderQuerySet(models.QuerySet):
+    def for_user(self, user: User) -> FolderQuerySet:
+        """The one door to a user's folders."""
+        if not getattr(user, "is_authenticated", False):
+            return self.none()
+        return self.filter(owner=user)
+
+
+class Folder(models.Model):
+    """A user's named group of conversations in the sidebar. Deleting it keeps its conversations (moved out)."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="folders")
+    name = models.CharField(max_length=100)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = FolderQuerySet.as_manager()
+
+    class Meta:
+        ordering = [Lower("name"), "id"]
+        constraints = [models.UniqueConstraint(Lower("name"), "owner", name="folder_unique_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class ConversationQuerySet(models.QuerySet):
     def for_user(self, user: User) -> ConversationQuerySet:
         """The one door to a user's conversations."""
@@ -236,6 +262,12 @@ class Conversation(models.Model):
     # A temporary chat is not listed, searched or shared, and is deleted once no tab holds it open
     # (conversations/chat/temporary.py); its usage stays in the ledger.
     temporary = models.BooleanField(default=False, editable=False)
+    # Where the owner keeps it in the sidebar (a folder of theirs, pinned on top): moving or pinning a
+    # conversation is no activity, so neither changes `updated_at`.
+    folder = models.ForeignKey(
+        Folder, null=True, blank=True, on_delete=models.SET_NULL, related_name="conversations"
+    )
+    pinned_at = models.DateTimeField(null=True, blank=True, help_text="When it was pinned; empty: not pinned.")
 
     objects = ConversationQuerySet.as_manager()
 

@@ -38,8 +38,8 @@ from conversations.chat.conversations import (
     do_preset_save,
 )
 from conversations.chat.feedback import check_feedback_give, do_feedback_give, rating_word
-from conversations.chat.selectors import conversation_for, message_tree, search_results
-from conversations.chat.views import decorate
+from conversations.chat.selectors import conversation_for, message_tree
+from conversations.chat.views import decorate, sidebar_context
 from conversations.errors import AdmissionError, NotFound, ReplyInProgress
 from conversations.models import Conversation, Message, Preset
 from conversations.web import AuthenticatedHttpRequest
@@ -172,15 +172,14 @@ def messages(request: AuthenticatedHttpRequest, conversation_id: int) -> HttpRes
 @login_required
 @require_GET
 def search(request: AuthenticatedHttpRequest) -> HttpResponse:
-    """The sidebar's list for a query (title or any message's text), as HTML items."""
-    query = request.GET.get("q", "")[:200]
+    """The sidebar's list for a query (title, folder name or any message's text), as HTML items; without a query,
+    the whole sidebar (pinned, folders, recent by day)."""
     current = request.GET.get("current", "")
     return render(
         request,
         "partials/conversation_list.html",
         {
-            "conversations": search_results(request.user, query),
-            "query": query,
+            **sidebar_context(request, request.GET.get("q", "")[:200]),
             "current_id": int(current) if current.isdigit() else None,
         },
     )

@@ -1,17 +1,22 @@
-"""Reads shared by views, consumers and services: a user's conversation, the sidebar and its search, a
+"""Reads shared by views, consumers and services: a user's conversation, the sidebar (grouped) and its search, a
 conversation's branch, a provider's target, the message tree."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
-from django.db.models import Exists, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Exists, F, OuterRef, Q, QuerySet, Subquery
 
 from conversations.errors import NotFound
-from conversations.models import Conversation, Message, User
+from conversations.models import Conversation, Folder, Message, User
+from conversations.usage.days import local_day, local_today, zone_named
 
-SIDEBAR_SIZE = 100
+SIDEBAR_SIZE = 100  # the most recent conversations in no folder
+KEPT_SIZE = 500  # pinned or in a folder: kept there on purpose, so listed whatever their age
+LISTED_FIELDS = ("pk", "title", "updated_at", "folder", "pinned_at")
 SEARCH_SIZE = 50
 SNIPPET_CHARS = 140
 
@@ -24,20 +29,26 @@ def conversation_for(user: User, conversation_id: int) -> Conversation:
     return found
 
 
-def sidebar_conversations(user: User, query: str = "") -> QuerySet[Conversation]:
-    """The user's conversations, newest first; with a query, those whose title or any message matches it, each
-    with `snippet_source`: the text of a matching message (one query either way)."""
-    qs = (
-        Conversation.objects.for_user(user).filter(temporary=False)  # temporary chats are listed nowhere
-        .only("pk", "title", "updated_at").order_by("-updated_at")
+def listed_conversations(user: User) -> QuerySet[Conversation]:
+    """The user's conversations as the sidebar and its search list them (the fields they show), newest first;
+    temporary chats are listed nowhere."""
+    return (
+        Conversation.objects.for_user(user).filter(temporary=False)
+        .only(*LISTED_FIELDS).order_by("-updated_at", "-pk")
     )
+
+
+def sidebar_conversations(user: User, query: str = "") -> QuerySet[Conversation]:
+    """The user's conversations, newest first; with a query, those whose title, folder's name or any message
+    matches it, each with `snippet_source`: the text of a matching message (one query either way)."""
+    qs = listed_conversations(user).annotate(folder_name=F("folder__name"))
     query = query.strip()
     if not query:
         return qs[:SIDEBAR_SIZE]
     matching = Message.objects.filter(conversation=OuterRef("pk"), content__icontains=query)
     return qs.annotate(
         snippet_source=Subquery(matching.order_by("created_at").values("content")[:1]),
-    ).filter(Q(title__icontains=query) | Exists(matching))[:SEARCH_SIZE]
+    ).filter(Q(title__icontains=query) | Q(folder__name__icontains=query) | Exists(matching))[:SEARCH_SIZE]
 
 
 def snippet(text: str | None, query: str) -> str:
@@ -60,6 +71,70 @@ def search_results(user: User, query: str) -> list[Conversation]:
     return results
 
 
+
+
+# --- the sidebar: pinned on top, then the folders, then the rest by last activity in the user's time zone ------
+@dataclass(frozen=True)
+class SidebarFolder:
+    folder: Folder
+    conversations: list[Conversation]
+
+
+@dataclass(frozen=True)
+class SidebarGroup:
+    key: str  # "today", "week", "older"
+    label: str
+    conversations: list[Conversation]
+
+
+@dataclass(frozen=True)
+class Sidebar:
+    pinned: list[Conversation]
+    folders: list[SidebarFolder]
+    recent: list[SidebarGroup]  # the conversations in no folder and not pinned; empty groups left out
+
+    @property
+    def empty(self) -> bool:
+        return not (self.pinned or self.folders or self.recent)
+
+
+RECENT_GROUPS = (("today", "Today"), ("week", "Previous 7 days"), ("older", "Older"))
+
+
+def recent_group(updated_at: datetime, today: date, zone: ZoneInfo) -> str:
+    """Which of RECENT_GROUPS a conversation last active at `updated_at` falls in, `today` being the user's date."""
+    day = local_day(updated_at, zone)
+    if day >= today:
+        return "today"
+    return "week" if day >= today - timedelta(days=7) else "older"
+
+
+def sidebar(user: User, *, now: datetime | None = None) -> Sidebar:
+    """The user's sidebar in three queries however many conversations and folders: the folders, the conversations
+    kept somewhere (pinned or in a folder, up to KEPT_SIZE), and the SIDEBAR_SIZE most recent others. A pinned
+    conversation shows among the pinned only (with its folder's name), newest pin first; each folder's, newest
+    activity first."""
+    zone = zone_named(user.timezone)
+    today = local_today(zone, now)
+    folders = list(Folder.objects.for_user(user).only("pk", "name"))
+    listed = listed_conversations(user)
+    kept_here = Q(pinned_at__isnull=False) | Q(folder__isnull=False)
+    kept: list[Conversation] = list(listed.filter(kept_here).annotate(folder_name=F("folder__name"))[:KEPT_SIZE])
+    loose = list(listed.filter(pinned_at__isnull=True, folder__isnull=True)[:SIDEBAR_SIZE])
+
+    pinned = sorted((c for c in kept if c.pinned_at), key=lambda c: (c.pinned_at, c.pk), reverse=True)
+    by_folder: dict[int, list[Conversation]] = defaultdict(list)
+    for conversation in kept:
+        if not conversation.pinned_at and conversation.folder_id is not None:
+            by_folder[conversation.folder_id].append(conversation)
+    by_group: dict[str, list[Conversation]] = defaultdict(list)
+    for conversation in loose:
+        by_group[recent_group(conversation.updated_at, today, zone)].append(conversation)
+    return Sidebar(
+        pinned=pinned,
+        folders=[SidebarFolder(folder, by_folder.get(folder.pk, [])) for folder in folders],
+        recent=[SidebarGroup(key, label, by_group[key]) for key, label in RECENT_GROUPS if by_group.get(key)],
+    )
 
 
 def conversation_branch(conversation: Conversation, leaf_id: int | None = None) -> list[Message]:

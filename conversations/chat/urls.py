@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from conversations.chat import attachment_views, conversation_views, import_views, share_views, views
+from conversations.chat import attachment_views, conversation_views, folder_views, import_views, share_views, views
 
 urlpatterns = [
     path("", views.index, name="index"),
@@ -31,6 +31,11 @@ urlpatterns = [
     path("s/<str:token>/files/<int:number>/", share_views.shared_attachment, name="shared-attachment"),
     path("settings/shares/<int:link_id>/revoke/", share_views.revoke_link, name="shared-link-revoke"),
     path("settings/import/", import_views.import_upload, name="import-upload"),
+    path("c/<int:conversation_id>/move/", folder_views.move, name="conversation-move"),
+    path("c/<int:conversation_id>/pin/", folder_views.pin, name="conversation-pin"),
+    path("folders/", folder_views.folder_create, name="folder-create"),
+    path("folders/<int:folder_id>/rename/", folder_views.folder_rename, name="folder-rename"),
+    path("folders/<int:folder_id>/delete/", folder_views.folder_delete, name="folder-delete"),
     path("search/", conversation_views.search, name="conversation-search"),
     path("presets/", conversation_views.preset_create, name="preset-create"),
     path("presets/<int:preset_id>/delete/", conversation_views.preset_delete, name="preset-delete"),

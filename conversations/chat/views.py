@@ -16,9 +16,16 @@ from conversations.chat.commands import MAX_CONTENT_CHARS
 from conversations.chat.feedback import feedback_by_message, rating_word
 from conversations.chat.rendering import messages_render, policy
 from conversations.chat.replies import usage_payload
-from conversations.chat.selectors import MessageTree, branch_messages, conversation_for, message_tree, search_results
+from conversations.chat.selectors import (
+    MessageTree,
+    branch_messages,
+    conversation_for,
+    message_tree,
+    search_results,
+    sidebar,
+)
 from conversations.errors import NotFound
-from conversations.models import Conversation, Message, Preset, UsageRecord
+from conversations.models import Conversation, Folder, Message, Preset, UsageRecord
 from conversations.upstream.params import PARAM_SPECS, range_text
 from conversations.usage.alerts import budget_alert_text, budget_alerts_current
 from conversations.usage.budgets import budget_display, user_team_budgets
@@ -96,8 +103,7 @@ def chat_context(
     params = (conversation.params if conversation else {}) or {}
     return {
         "conversation": conversation,
-        "conversations": search_results(request.user, query),
-        "query": query,
+        **sidebar_context(request, query),
         # not "messages": that name belongs to django.contrib.messages (base.html shows them as notices)
         "chat_messages": branch,
         "streaming": any(m.status == Message.Status.STREAMING for m in branch),
@@ -113,6 +119,16 @@ def chat_context(
         "max_content_chars": MAX_CONTENT_CHARS,  # checked in the page before sending, with a counter near it
         **cost_context(request, conversation),
     }
+
+
+def sidebar_context(request: AuthenticatedHttpRequest, query: str) -> dict[str, Any]:
+    """The conversation list: the results for a query, else the grouped sidebar (partials/conversation_list.html)."""
+    query = query.strip()
+    if query:
+        # the folders too: a result's ⋯ menu offers to move it into one
+        folders = Folder.objects.for_user(request.user).only("pk", "name")
+        return {"query": query, "conversations": search_results(request.user, query), "folders": folders}
+    return {"query": "", "sidebar": sidebar(request.user)}
 
 
 def cost_context(request: AuthenticatedHttpRequest, conversation: Conversation | None) -> dict[str, Any]:

@@ -336,6 +336,10 @@
     "chat.title"(f) {
       panel()?.titleChanged(f.conversation_id, f.title);
     },
+    "chat.sidebar"() {
+      // a folder or pin changed in some tab of this user's: static/js/folders.js fetches the list again
+      document.dispatchEvent(new CustomEvent("chatweb:sidebar"));
+    },
     "chat.deleted"(f) {
       // deleted here or in another tab: its address must not stay in the bar (a reload would be a 404)
       panel()?.conversationDeleted(f.conversation_id);
@@ -716,7 +720,7 @@
   }
   stopButton.addEventListener("click", stop);
   document.addEventListener("keydown", (event) => {
-    if (event.key !== "Escape" || event.defaultPrevented) return;
+    if (event.key !== "Escape" || event.shiftKey || event.defaultPrevented) return; // Shift+Esc: the message box
     if (document.querySelector("dialog[open]")) return; // Esc closes the dialog
     stop();
   });

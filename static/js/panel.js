@@ -1,5 +1,5 @@
-// Everything around the messages: the conversation list (search, mobile toggle), the title bar (rename, export,
-// delete) and the settings panel (system prompt, every sampling parameter with its range, presets).
+// Everything around the messages: the conversation list (search, mobile toggle, fetching it again), the title bar
+// (rename, export, delete) and the settings panel (system prompt, every sampling parameter with its range, presets).
 (() => {
   "use strict";
   const chat = document.getElementById("chat");
@@ -298,7 +298,15 @@
     list.setAttribute("aria-busy", "true");
     try {
       const items = await ui.fragment(`/search/?${params}`);
-      if (serial === searchSerial) list.replaceChildren(items);
+      if (serial !== searchSerial) return;
+      // the list is new markup with the same ids: keep the keyboard where it was (e.g. on a conversation's ⋯)
+      const focused = list.contains(document.activeElement) ? document.activeElement.id : "";
+      // a search's results are read out as they come; the whole list fetched again after a change is not (the
+      // change itself is announced)
+      list.setAttribute("aria-live", params.get("q").trim() ? "polite" : "off");
+      list.replaceChildren(items);
+      if (focused) document.getElementById(focused)?.focus();
+      list.dispatchEvent(new CustomEvent("chatweb:listed"));
     } catch {
       // keep the list as it was
     } finally {
@@ -315,24 +323,65 @@
     runSearch();
   });
 
+  /** Where a conversation started in this tab goes: the top of Today (made if missing), or of a search's results. */
+  function todayItems() {
+    const recent = list.querySelector(".recent-groups");
+    if (!recent) return list.querySelector("ul.conversation-items") || list;
+    let ul = recent.querySelector('[data-group="today"] ul');
+    if (!ul) {
+      const section = document.createElement("section");
+      section.className = "conversation-group";
+      section.dataset.group = "today";
+      section.setAttribute("aria-labelledby", "group-today");
+      const heading = document.createElement("h2");
+      heading.className = "group-heading";
+      heading.id = "group-today";
+      heading.textContent = "Today";
+      ul = document.createElement("ul");
+      ul.className = "conversation-items";
+      section.append(heading, ul);
+      const first = recent.querySelector(".conversation-group");
+      if (first) first.before(section);
+      else recent.append(section);
+    }
+    return ul;
+  }
+
+  /** The markup of partials/conversation_item.html, for a conversation started in this tab. */
   function listItem(id, title) {
-    list.querySelector(".empty-list")?.remove();
+    for (const empty of list.querySelectorAll(".empty-list")) empty.closest("ul")?.remove();
     for (const li of list.querySelectorAll("li.current")) {
       li.classList.remove("current");
       li.querySelector("a")?.removeAttribute("aria-current");
     }
     const li = document.createElement("li");
-    li.className = "current";
+    li.className = "conversation-item current";
     const a = document.createElement("a");
     a.href = `/c/${id}/`;
     a.dataset.conversationId = id;
+    a.draggable = true;
     a.setAttribute("aria-current", "page");
     const span = document.createElement("span");
     span.className = "conversation-title";
+    span.id = `c${id}-title`;
     span.textContent = title;
     a.append(span);
-    li.append(a);
-    list.prepend(li);
+    const menu = document.createElement("button");
+    menu.type = "button";
+    menu.className = "icon-button conversation-menu-button";
+    menu.id = `c${id}-actions`;
+    menu.setAttribute("aria-labelledby", `${menu.id} ${span.id}`);
+    menu.setAttribute("aria-haspopup", "menu");
+    menu.setAttribute("aria-expanded", "false");
+    const label = document.createElement("span");
+    label.className = "sr-only";
+    label.textContent = "Actions for";
+    const dots = document.createElement("span");
+    dots.setAttribute("aria-hidden", "true");
+    dots.textContent = "⋯";
+    menu.append(label, dots);
+    li.append(a, menu);
+    todayItems().prepend(li);
   }
 
   // --- the title bar ------------------------------------------------------------------------------------------------
@@ -416,5 +465,8 @@
   });
 
   updateSummary();
-  window.chatwebPanel = { collect, applyPreset, conversationStarted, titleChanged, conversationDeleted, openPanel, closePanel };
+  window.chatwebPanel = {
+    collect, applyPreset, conversationStarted, titleChanged, conversationDeleted, openPanel, closePanel,
+    refreshList: runSearch,
+  };
 })();
