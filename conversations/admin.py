@@ -205,6 +205,7 @@ class LlmModelAdmin(GroupChoicesMixin, AuditedAdmin):
         "max_output_tokens",
         "api",
         "vision",
+        "image_tokens",
         "enabled",
         "is_default",
         "allowed_groups",

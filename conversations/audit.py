@@ -41,6 +41,7 @@ AUDITED_FIELDS: dict[type[models.Model], tuple[str, ...]] = {
         "max_output_tokens",
         "api",
         "vision",
+        "image_tokens",
         "enabled",
         "is_default",
         "display_name",

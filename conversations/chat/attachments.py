@@ -11,7 +11,7 @@ import json
 import logging
 import warnings
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.conf import settings
@@ -286,8 +286,22 @@ def document_text(attachment: Attachment, max_chars: int) -> str:
     return f"{attachment.name}\n\n{body}"
 
 
-def attachment_parts(content: str, attachments: list[Attachment], *, document_chars: int) -> list[dict[str, Any]]:
-    """A user message with attachments as OpenAI content parts: its text, each document's text, each image."""
+def attachment_reference(attachment: Attachment) -> str:
+    """An image part's URL in a prompt that is only counted, never sent (`chat.estimate`): the image's id in place of
+    its bytes; `attachment_image_sizes` gives its size to the token count."""
+    return f"attachment:{attachment.public_id}"
+
+
+def attachment_image_sizes(attachments: Iterable[Attachment]) -> dict[str, tuple[int, int]]:
+    """The stored images' sizes by their `attachment_reference`."""
+    return {attachment_reference(a): (a.width, a.height) for a in attachments
+            if a.kind == Attachment.Kind.IMAGE and a.width and a.height}
+
+
+def attachment_parts(content: str, attachments: list[Attachment], *, document_chars: int,
+                     image_url: Callable[[Attachment], str] = attachment_data_url) -> list[dict[str, Any]]:
+    """A user message with attachments as OpenAI content parts: its text, each document's text, each image (as a
+    data URL, or `image_url` of it)."""
     parts: list[dict[str, Any]] = []
     if content:
         parts.append({"type": "text", "text": content})
@@ -296,7 +310,7 @@ def attachment_parts(content: str, attachments: list[Attachment], *, document_ch
             parts.append({"type": "text", "text": document_text(attachment, document_chars)})
     for attachment in attachments:
         if attachment.kind == Attachment.Kind.IMAGE:
-            parts.append({"type": "image_url", "image_url": {"url": attachment_data_url(attachment)}})
+            parts.append({"type": "image_url", "image_url": {"url": image_url(attachment)}})
     return parts
 
 

@@ -18,6 +18,7 @@
 
   function refresh() {
     list.hidden = items.length === 0;
+    form.dispatchEvent(new CustomEvent("chatweb:attachments")); // chat.js estimates the draft again
   }
 
   function remove(item) {
@@ -102,6 +103,7 @@
         item.el.dataset.attachmentId = answer.id;
         item.el.querySelector(".attachment-size").textContent = sizeText(answer.size);
         item.progress.remove();
+        refresh();
       } else {
         failed(item, answer?.error?.message || `The upload failed (HTTP ${xhr.status}).`);
       }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+from decimal import Decimal
 
 import pytest
 from channels.db import database_sync_to_async
@@ -14,7 +15,7 @@ from django.test import Client
 from PIL import Image
 
 from conversations.chat import generation
-from conversations.models import Attachment, Conversation, Message, Model
+from conversations.models import Attachment, Conversation, Message, Model, UsageRecord
 from tests import attachment_files as files
 from tests.chat_helpers import chat_send, connect, make_model, send, until
 from tests.conftest import PASSWORD
@@ -324,3 +325,142 @@ async def test_v1_passes_image_parts_through_unchanged(alice, dev_upstream, nonc
     assert response.status_code == 200, response.content
     assert "I received 1 image (10x20)" in response.json()["choices"][0]["message"]["content"]
     assert dev_upstream.received(nonce)[-1] == [{"role": "user", "content": content}]
+
+
+# --- what images cost: the estimate, the budget reservation, the ledger without usage -------------------------
+def _draft_estimate_frame(model: Model, content: str, attachments: list[str], conversation_id=None) -> dict:
+    return {"type": "chat.estimate", "request_id": "e1", "conversation_id": conversation_id,
+            "model": model.public_name, "content": content, "params": {"max_tokens": 10},
+            "attachments": attachments}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("upstream_http")
+async def test_the_estimate_before_sending_counts_the_drafts_attachments_by_the_models_rule(alice, bob, dev_upstream,
+                                                                                          nonce):
+    from conversations.upstream.tokens import count_tokens, image_tokens
+
+    model = await db(_vision_model)(dev_upstream, nonce)
+    image_id = await db(_upload_as)(alice, "photo.png", files.png(1024, 1024))
+    doc_id = await db(_upload_as)(alice, "notes.txt", b"The moon pulls the sea twice a day.")
+    ws = await connect(alice)
+    await send(ws, _draft_estimate_frame(model, "What is this?", []))
+    bare, _ = await until(ws, "chat.estimate")
+    await send(ws, _draft_estimate_frame(model, "What is this?", [image_id]))
+    with_image, _ = await until(ws, "chat.estimate")
+    assert with_image["prompt_tokens"] - bare["prompt_tokens"] == image_tokens(1024, 1024) == 765
+    await send(ws, _draft_estimate_frame(model, "What is this?", [image_id, doc_id]))
+    with_both, _ = await until(ws, "chat.estimate")
+    document_part = count_tokens("notes.txt\n\nThe moon pulls the sea twice a day.")
+    assert with_both["prompt_tokens"] - with_image["prompt_tokens"] == document_part
+    assert Decimal(with_both["max_cost"]) > Decimal(with_image["max_cost"]) > Decimal(bare["max_cost"])
+
+    # The model's own rule where it has one (Anthropic's: 1024² / 750 pixels a token).
+    await db(Model.objects.filter(pk=model.pk).update)(image_tokens="anthropic")
+    await send(ws, _draft_estimate_frame(model, "What is this?", [image_id]))
+    by_pixels, _ = await until(ws, "chat.estimate")
+    assert by_pixels["prompt_tokens"] - bare["prompt_tokens"] == 1399
+    await db(Model.objects.filter(pk=model.pk).update)(image_tokens="openai")
+
+    # Sent, the image is in the history: an empty draft's estimate still holds it, as the upstream then counts it.
+    await send(ws, chat_send(model.public_name, "What is this?", attachments=[image_id], params={"max_tokens": 10}))
+    started, _ = await until(ws, "chat.started")
+    await until(ws, "chat.done")
+    await generation.wait_for_replies()
+    await send(ws, _draft_estimate_frame(model, "", [], started["conversation_id"]))
+    history, _ = await until(ws, "chat.estimate")
+    assert history["prompt_tokens"] > with_image["prompt_tokens"]
+    record = await db(UsageRecord.objects.get)(message_id=started["message_id"])
+    assert not record.usage_estimated and record.prompt_tokens == with_image["prompt_tokens"]
+
+    # Another user's upload is not found, as in chat.send.
+    other = await connect(bob)
+    await send(other, _draft_estimate_frame(model, "x", [doc_id]))
+    error, _ = await until(other, "chat.error")
+    assert error["code"] == "not_found" and error["request_id"] == "e1"
+    await other.disconnect()
+    await ws.disconnect()
+
+
+@pytest.mark.django_db
+def test_the_budget_reservation_counts_the_images(alice):
+    from conversations.chat.admission import admit, check_reply_send, do_reply_send
+    from conversations.chat.commands import ChatSend
+    from conversations.models import BudgetReservation
+    from conversations.usage.budgets import worst_case_cost
+
+    model = make_model("http://127.0.0.1:9/v1")
+    model.vision = True
+    model.save()
+    alice.monthly_budget = Decimal("5")
+    alice.save()
+    image_id = _upload_as(alice, "photo.png", files.png(2048, 1024))
+    plan = admit(check_reply_send, do_reply_send, user=alice, command=ChatSend(
+        request_id="r1", conversation_id=None, model=model.public_name, content="", params={"max_tokens": 10},
+        attachments=(image_id,),
+    ))
+    reserved = BudgetReservation.objects.get(pk=plan.reservation_id).amount
+    # the message: 3 framing + "user" + 3 priming + the image (2048×1024 → 1536×768: 3×2 tiles)
+    prompt_tokens = 3 + 1 + 3 + 85 + 170 * 6
+    assert reserved == worst_case_cost(prompt_tokens=prompt_tokens, max_tokens=10, input_price=model.input_price,
+                                       output_price=model.output_price)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("upstream_http")
+async def test_without_usage_from_the_upstream_the_ledger_estimates_the_images_and_marks_it(alice, dev_upstream,
+                                                                                          nonce):
+    from conversations.upstream.tokens import count_prompt_tokens
+
+    model = await db(make_model)(dev_upstream.v1(key=nonce, no_usage=1), upstream_id="dev-vision")
+    await db(Model.objects.filter(pk=model.pk).update)(vision=True)
+    image_id = await db(_upload_as)(alice, "photo.png", files.png(1024, 1024))
+    ws = await connect(alice)
+    await send(ws, chat_send(model.public_name, "What is this?", attachments=[image_id]))
+    started, _ = await until(ws, "chat.started")
+    done, _ = await until(ws, "chat.done")
+    await generation.wait_for_replies()
+    await ws.disconnect()
+    assert done["usage"]["estimated"] is True
+    record = await db(UsageRecord.objects.get)(message_id=started["message_id"])
+    assert record.usage_estimated
+    received = dev_upstream.received(nonce)[-1]
+    assert record.prompt_tokens == count_prompt_tokens(received)
+    text_only = [{"role": "user", "content": [{"type": "text", "text": "What is this?"}]}]
+    assert record.prompt_tokens == count_prompt_tokens(text_only) + 765
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("upstream_http")
+async def test_v1_refuses_image_parts_for_a_model_without_vision_in_openais_shape(alice, dev_upstream, nonce):
+    from django.test import AsyncClient
+
+    from conversations.accounts.apikeys import api_key_create
+
+    plain = await db(_vision_model)(dev_upstream, nonce, vision=False, upstream_id="dev-chat")
+    _key, raw = await db(api_key_create)(user=alice, name="tests")
+    url = "data:image/png;base64," + base64.b64encode(files.png(10, 20)).decode()
+    content = [{"type": "text", "text": "Look"}, {"type": "image_url", "image_url": {"url": url}}]
+
+    async def ask(model: str | None) -> tuple[int, dict]:
+        body: dict = {"messages": [{"role": "user", "content": content}]}
+        if model is not None:
+            body["model"] = model
+        response = await AsyncClient().post(
+            "/v1/chat/completions", content_type="application/json", headers={"Authorization": f"Bearer {raw}"},
+            data=body,
+        )
+        return response.status_code, response.json()
+
+    status, body = await ask(plain.public_name)
+    assert status == 400
+    assert body["error"]["type"] == "invalid_request_error" and body["error"]["code"] == "attachment_unsupported"
+    assert body["error"]["param"] == "messages" and plain.public_name in body["error"]["message"]
+    assert dev_upstream.stats(nonce)["requests"] == 0
+    # `auto` with images: no model takes them yet, then the one that does answers.
+    status, body = await ask(None)
+    assert status == 404 and body["error"]["code"] == "model_not_found"
+    vision = await db(Model.objects.create)(provider=plain.provider, upstream_id="dev-vision", vision=True)
+    status, body = await ask(None)
+    assert status == 200 and body["model"] == vision.public_name
+    assert "I received 1 image (10x20)" in body["choices"][0]["message"]["content"]
