@@ -48,7 +48,7 @@ AUDITED_FIELDS: dict[type[models.Model], tuple[str, ...]] = {
         "description",
         "allowed_groups",
     ),
-    User: ("monthly_budget",),
+    User: ("monthly_budget", "attachment_quota"),
     Team: ("monthly_budget", "managers"),
 }
 

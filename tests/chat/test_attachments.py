@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from decimal import Decimal
 
 import pytest
@@ -464,3 +465,197 @@ async def test_v1_refuses_image_parts_for_a_model_without_vision_in_openais_shap
     status, body = await ask(None)
     assert status == 200 and body["model"] == vision.public_name
     assert "I received 1 image (10x20)" in body["choices"][0]["message"]["content"]
+
+
+# --- the storage quota: the site's default, a user's own from the admin ---------------------------------------
+@pytest.mark.django_db
+def test_a_users_own_quota_overrides_the_default_and_the_admin_shows_each_users_use(alice, bob, staff, settings,
+                                                                                   attachment_storage):
+    settings.CHATWEB_ATTACHMENT_QUOTA_BYTES = 1500
+    admin = client_for(staff)
+    response = admin.get(f"/admin/conversations/user/{alice.pk}/change/")
+    assert response.status_code == 200 and 'name="attachment_quota"' in response.content.decode()
+    form = {
+        name: value
+        for name, value in re.findall(
+            r'<input type="(?:text|email|hidden|number)" name="([^"]+)" value="([^"]*)"', response.content.decode()
+        )
+        if not name.startswith("csrf")
+    }
+    form.update({"username": "alice", "is_active": "on", "timezone": "UTC", "attachment_quota": "2500",
+                 "date_joined_0": alice.date_joined.strftime("%Y-%m-%d"), "date_joined_1": "00:00:00",
+                 "_save": "Save"})
+    saved = admin.post(f"/admin/conversations/user/{alice.pk}/change/", form)
+    alice.refresh_from_db()
+    assert alice.attachment_quota == 2500, saved.content.decode()[:2000]
+    from conversations.models import AuditLog
+
+    assert AuditLog.objects.get(object_type="user").fields == ["attachment_quota"]  # the trail records it
+
+    for user, allowed in ((alice, 2), (bob, 1)):  # 1,000 bytes each: alice's 2,500, bob's default 1,500
+        client = client_for(user)
+        for _ in range(allowed):
+            assert upload(client, "a.txt", b"a" * 1000).status_code == 201
+        response = upload(client, "b.txt", b"b" * 1000)
+        assert response.status_code == 413
+        error = response.json()["error"]
+        assert error["code"] == "too_large" and "quota" in error["message"]
+    assert Attachment.objects.filter(owner=alice).count() == 2 and Attachment.objects.filter(owner=bob).count() == 1
+    stored = [p for p in attachment_storage.rglob("*") if p.is_file()]
+    assert len(stored) == 3  # a refused upload leaves no file behind
+
+    listing = admin.get("/admin/conversations/user/").content.decode()
+    assert "2.0\xa0KB of 2.4\xa0KB" in listing and "1000\xa0bytes of 1.5\xa0KB" in listing
+    page = admin.get(f"/admin/conversations/user/{alice.pk}/change/").content.decode()
+    assert "2.0\xa0KB of 2.4\xa0KB" in page
+
+
+# --- thumbnails -----------------------------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_an_image_gets_a_small_thumbnail_served_to_its_owner_only(alice, bob, attachment_storage,
+                                                                  django_capture_on_commit_callbacks):
+    owner = client_for(alice)
+    image_id = upload(owner, "wide.jpg", files.jpeg_with_gps(3000, 1000), "image/jpeg").json()["id"]
+    doc_id = upload(owner, "notes.txt", b"notes").json()["id"]
+    attachment = Attachment.objects.get(public_id=image_id)
+    assert attachment.thumbnail.name and attachment.thumbnail.name != attachment.file.name
+    assert (attachment_storage / attachment.thumbnail.name).is_file()
+
+    response = owner.get(f"/attachments/{image_id}/thumbnail/")
+    assert response.status_code == 200 and response["Content-Type"] == "image/webp"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    data = b"".join(response.streaming_content)
+    thumbnail = Image.open(io.BytesIO(data))
+    assert thumbnail.format == "WEBP" and thumbnail.size == (256, 85)
+    assert len(data) < attachment.size / 10
+    assert owner.get(f"/attachments/{doc_id}/thumbnail/").status_code == 404  # documents have none
+
+    other = client_for(bob)
+    for attachment_id in (image_id, doc_id, "not-an-id"):
+        assert other.get(f"/attachments/{attachment_id}/thumbnail/").status_code == 404
+    assert Client().get(f"/attachments/{image_id}/thumbnail/").status_code == 302  # signed out: the login page
+
+    # the conversation shows the thumbnail, linking to the full image
+    conversation = Conversation.objects.create(owner=alice, title="t")
+    message = Message.objects.create(conversation=conversation, role="user", content="look")
+    attachment.messages.add(message)
+    html = owner.get(f"/c/{conversation.pk}/").content.decode()
+    assert f'src="/attachments/{image_id}/thumbnail/"' in html and f'href="/attachments/{image_id}/"' in html
+
+    # deleting the account removes the thumbnail with the file
+    thumbnail_path = attachment_storage / attachment.thumbnail.name
+    with django_capture_on_commit_callbacks(execute=True):
+        alice.delete()
+    assert not thumbnail_path.exists()
+
+
+# --- uploads never sent ---------------------------------------------------------------------------------------
+def _age(public_id: str, hours: float) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    Attachment.objects.filter(public_id=public_id).update(created_at=timezone.now() - timedelta(hours=hours))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_uploads_never_sent_are_deleted_with_their_files_by_the_command(alice, attachment_storage, settings):
+    from django.core.management import call_command
+
+    client = client_for(alice)
+    unsent = upload(client, "old.png", files.png()).json()["id"]
+    sent = upload(client, "sent.txt", b"kept").json()["id"]
+    fresh = upload(client, "new.txt", b"fresh").json()["id"]
+    conversation = Conversation.objects.create(owner=alice, title="t")
+    message = Message.objects.create(conversation=conversation, role="user", content="x")
+    Attachment.objects.get(public_id=sent).messages.add(message)
+    Attachment.objects.filter(public_id=sent).update(conversation=conversation)
+    for public_id in (unsent, sent):
+        _age(public_id, 25)
+    old = Attachment.objects.get(public_id=unsent)
+    old_files = [attachment_storage / old.file.name, attachment_storage / old.thumbnail.name]
+    assert all(path.is_file() for path in old_files)
+
+    out = io.StringIO()
+    call_command("cleanupattachments", stdout=out)
+    assert out.getvalue().strip().splitlines()[-1] == "deleted 1 unsent uploads"
+    assert set(Attachment.objects.values_list("public_id", flat=True)) == {sent, fresh}
+    assert not any(path.exists() for path in old_files)
+    for public_id in (sent, fresh):
+        assert (attachment_storage / Attachment.objects.get(public_id=public_id).file.name).is_file()
+
+    # the age is configurable: by the setting, or on the command line; 0 keeps them
+    settings.CHATWEB_ATTACHMENT_UNSENT_HOURS = 0
+    call_command("cleanupattachments", stdout=out)
+    assert Attachment.objects.filter(public_id=fresh).exists()
+    _age(fresh, 2)
+    call_command("cleanupattachments", "--older-than-hours", "1", stdout=out)
+    assert not Attachment.objects.filter(public_id=fresh).exists()
+    assert Attachment.objects.filter(public_id=sent).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_server_processes_delete_uploads_never_sent_as_they_reap(alice, attachment_storage, settings):
+    import asyncio
+
+    settings.CHATWEB_ATTACHMENT_UNSENT_HOURS = 1
+    unsent = await db(_upload_as)(alice, "old.txt", b"never sent")
+    path = attachment_storage / (await db(Attachment.objects.get)(public_id=unsent)).file.name
+    await db(_age)(unsent, 2)
+    assert path.is_file()
+    generation.ensure_reaper()  # as a websocket connection does
+    for _ in range(100):
+        if not path.exists():
+            break
+        await asyncio.sleep(0.05)
+    assert not path.exists()
+    assert not await db(Attachment.objects.filter(public_id=unsent).exists)()
+
+
+# --- exports --------------------------------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_the_exports_list_each_messages_attachments(alice, bob):
+    import json
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = client_for(alice)
+    photo = Attachment.objects.get(public_id=upload(client, "photo.png", files.png(64, 48)).json()["id"])
+    report = Attachment.objects.get(public_id=upload(client, "report.pdf", files.pdf("tides")).json()["id"])
+    conversation = Conversation.objects.create(owner=alice, title="Tides")
+    first = Message.objects.create(conversation=conversation, role="user", content="What are these?")
+    reply = Message.objects.create(conversation=conversation, role="assistant", content="A photo and a report.",
+                                   parent=first, status="complete")
+    second = Message.objects.create(conversation=conversation, role="user", content="And this?", parent=reply)
+    conversation.active_leaf = second
+    conversation.save()
+    photo.messages.add(first)
+    report.messages.add(first, second)
+
+    markdown = client.get(f"/c/{conversation.pk}/export.md").content.decode()
+    assert markdown.count(f"- Attached: photo.png (image/png, {photo.size} bytes)") == 1
+    assert markdown.count("- Attached: report.pdf (application/pdf,") == 2
+    assert markdown.index("What are these?") < markdown.index("- Attached: photo.png") < markdown.index("## Assistant")
+
+    # one query for all the messages' attachments, however many messages hold them
+    with CaptureQueriesContext(connection) as few:
+        response = client.get(f"/c/{conversation.pk}/export.json")
+    exported = {m["id"]: m for m in json.loads(response.content)["messages"]}
+    expected_photo = {"id": photo.public_id, "name": "photo.png", "kind": "image", "content_type": "image/png",
+                      "size": photo.size}
+    expected_report = {"id": report.public_id, "name": "report.pdf", "kind": "document",
+                       "content_type": "application/pdf", "size": report.size}
+    assert exported[first.pk]["attachments"] == [expected_photo, expected_report]
+    assert exported[reply.pk]["attachments"] == []
+    assert exported[second.pk]["attachments"] == [expected_report]
+    for _ in range(5):
+        extra = Message.objects.create(conversation=conversation, role="user", content="more", parent=second)
+        report.messages.add(extra)
+    with CaptureQueriesContext(connection) as many:
+        assert client.get(f"/c/{conversation.pk}/export.json").status_code == 200
+    assert len(many) == len(few)
+
+    other = client_for(bob)  # another user's conversation: 404, nothing of it
+    assert other.get(f"/c/{conversation.pk}/export.json").status_code == 404
+    assert other.get(f"/c/{conversation.pk}/export.md").status_code == 404
