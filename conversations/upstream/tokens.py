@@ -98,7 +98,9 @@ ANTHROPIC_LONG_SIDE = 1568
 ANTHROPIC_MAX_TOKENS = 1600
 # An image whose size cannot be read (a remote URL, a broken data URL) costs the most the rule charges for one.
 UNKNOWN_SIZE_TOKENS = {"openai": OPENAI_BASE + OPENAI_PER_TILE * 8, "anthropic": ANTHROPIC_MAX_TOKENS}
-DATA_URL_HEAD = 65_536  # base64 characters of a data URL read to find an image's size (its header is in them)
+# Base64 characters of a data URL read to find an image's size: a PNG's, GIF's or WebP's header is in the first few
+# dozen bytes, a JPEG's after its metadata (up to 64 KB of EXIF); the whole image only when neither holds it.
+DATA_URL_HEADS = (4_096, 131_072)
 
 
 def image_tokens(width: int | None, height: int | None, *, detail: str = "auto",
@@ -133,14 +135,17 @@ def image_size(url: str) -> tuple[int, int] | None:
         return None
     from PIL import Image, UnidentifiedImageError
 
-    encoded = url[url.index(";base64,") + 8:]
-    for chunk in (encoded[:DATA_URL_HEAD], encoded):  # the header first; the whole image only when it is not there
+    start = url.index(";base64,") + 8
+    # The header first (a slice of the URL, never a copy of all of it); the whole image only when it is not there.
+    for end in sorted({*(min(start + head, len(url)) for head in DATA_URL_HEADS), len(url)}):
+        chunk = url[start:end]
         try:
             data = base64.b64decode(chunk[: len(chunk) - len(chunk) % 4], validate=False)
             with Image.open(io.BytesIO(data)) as image:  # reads the header only, decodes no pixels
                 return image.size
-        except (binascii.Error, UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
-            if len(chunk) == len(encoded):
+        except (binascii.Error, UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError,
+                SyntaxError, EOFError):
+            if end == len(url):
                 break
     return None
 
@@ -154,7 +159,7 @@ def _image_part_tokens(part: dict[str, Any], rule: str, sizes: Mapping[str, tupl
     url, detail = image.get("url"), image.get("detail")
     url = url if isinstance(url, str) else ""
     detail = detail if isinstance(detail, str) else "auto"
-    size = sizes.get(url) or image_size(url)
+    size = (sizes.get(url) if sizes else None) or image_size(url)  # an empty map: a data URL is not even hashed
     return image_tokens(*(size or (None, None)), detail=detail, rule=rule)
 
 

@@ -529,6 +529,11 @@ def test_an_image_gets_a_small_thumbnail_served_to_its_owner_only(alice, bob, at
     assert thumbnail.format == "WEBP" and thumbnail.size == (256, 85)
     assert len(data) < attachment.size / 10
     assert owner.get(f"/attachments/{doc_id}/thumbnail/").status_code == 404  # documents have none
+    older = upload(owner, "old.png", files.png(300, 200)).json()["id"]
+    Attachment.objects.filter(public_id=older).update(thumbnail="")  # stored before thumbnails were made
+    fallback = owner.get(f"/attachments/{older}/thumbnail/")
+    assert fallback.status_code == 200 and fallback["Content-Type"] == "image/png"
+    assert Image.open(io.BytesIO(b"".join(fallback.streaming_content))).size == (300, 200)
 
     other = client_for(bob)
     for attachment_id in (image_id, doc_id, "not-an-id"):
