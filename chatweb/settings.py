@@ -200,6 +200,9 @@ CHATWEB_ATTACHMENT_MAX_BYTES = env.int("CHATWEB_ATTACHMENT_MAX_BYTES", default=2
 CHATWEB_ATTACHMENT_IMAGE_SIDE = env.int("CHATWEB_ATTACHMENT_IMAGE_SIDE", default=2048)  # long side, in pixels
 CHATWEB_ATTACHMENTS_PER_MESSAGE = env.int("CHATWEB_ATTACHMENTS_PER_MESSAGE", default=10)
 CHATWEB_ATTACHMENT_QUOTA_BYTES = env.int("CHATWEB_ATTACHMENT_QUOTA_BYTES", default=1024 * 1024 * 1024)  # per user
+# Uploads never sent with a message are deleted (files and rows) after this many hours (0: kept): by every server
+# process about hourly, and by `manage.py cleanupattachments`.
+CHATWEB_ATTACHMENT_UNSENT_HOURS = env.float("CHATWEB_ATTACHMENT_UNSENT_HOURS", default=24.0)
 
 # --- Security (docs/security.md). Production (DEBUG off) is HTTPS only, behind a TLS proxy such as
 # nginx; development (DEBUG on) stays plain HTTP on 127.0.0.1:8000. `manage.py check --deploy` passes clean.

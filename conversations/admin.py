@@ -17,6 +17,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.forms import BaseInlineFormSet, ModelForm
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
+from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.decorators import method_decorator
@@ -38,6 +39,7 @@ from conversations.audit import (
 )
 from conversations.catalog.checks import provider_import_models, provider_test_connections
 from conversations.catalog.presets import PRESETS, preset_get
+from conversations.chat.attachments import attachment_quota_of, attachment_use_by_user
 from conversations.chat.feedback import feedback_csv
 from conversations.models import (
     ApiKey,
@@ -218,6 +220,7 @@ class LlmModelAdmin(GroupChoicesMixin, AuditedAdmin):
         "max_output_tokens",
         "api",
         "vision",
+        "image_tokens",
         "enabled",
         "is_default",
         "allowed_groups",
@@ -487,8 +490,10 @@ class UserChangeList(ChangeList):
     def get_results(self, request: HttpRequest) -> None:
         super().get_results(request)
         spend = month_spend_by_user(list(self.result_list))
+        use = attachment_use_by_user(user.pk for user in self.result_list)
         for user in self.result_list:
             user.spend_this_month = spend[user.pk]
+            user.attachment_bytes = use[user.pk]
 
 
 class OidcIdentityInline(admin.TabularInline):
@@ -510,13 +515,14 @@ class OidcIdentityInline(admin.TabularInline):
 class UserAdmin(AuditedAdmin, DjangoUserAdmin):
     audit_creations = False
     inlines = [ApiKeyInline, OidcIdentityInline]
-    list_display = ("username", "email", "is_staff", "is_active", "monthly_budget", "month_spend")
+    list_display = ("username", "email", "is_staff", "is_active", "monthly_budget", "month_spend", "attachment_use")
     list_editable = ("monthly_budget",)  # saved through save_related: the audit trail records each change
-    readonly_fields = ("month_spend",)
+    readonly_fields = ("month_spend", "attachment_use")
     fieldsets = (
         *DjangoUserAdmin.fieldsets,
         ("Budget", {"fields": ("monthly_budget", "month_spend", "timezone")}),
         ("Chat", {"fields": ("default_model",)}),
+        ("Attachments", {"fields": ("attachment_quota", "attachment_use")}),
     )
     add_fieldsets = (
         *DjangoUserAdmin.add_fieldsets,
@@ -535,6 +541,16 @@ class UserAdmin(AuditedAdmin, DjangoUserAdmin):
             return "-"
         spent = getattr(obj, "spend_this_month", None)  # the list computes it for the whole page
         return money(budgets.month_spend(obj) if spent is None else spent)
+
+    @admin.display(description="attachments stored")
+    def attachment_use(self, obj: User) -> str:
+        if obj.pk is None:
+            return "-"
+        used = getattr(obj, "attachment_bytes", None)  # the list computes it for the whole page
+        if used is None:
+            used = attachment_use_by_user([obj.pk])[obj.pk]
+        quota = attachment_quota_of(obj.attachment_quota)
+        return f"{filesizeformat(used)} of {filesizeformat(quota)}"
 
 
 # --- the audit log: read-only -------------------------------------------------------------------------

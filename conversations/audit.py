@@ -41,13 +41,14 @@ AUDITED_FIELDS: dict[type[models.Model], tuple[str, ...]] = {
         "max_output_tokens",
         "api",
         "vision",
+        "image_tokens",
         "enabled",
         "is_default",
         "display_name",
         "description",
         "allowed_groups",
     ),
-    User: ("monthly_budget",),
+    User: ("monthly_budget", "attachment_quota"),
     Team: ("monthly_budget", "managers"),
 }
 

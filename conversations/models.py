@@ -48,6 +48,12 @@ class User(AbstractUser):
         related_name="+",
         help_text="The model new chats open with (when still usable); empty: the site's default.",
     )
+    attachment_quota = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        verbose_name="attachment quota (bytes)",
+        help_text="What this user's attachments may take in storage; empty: CHATWEB_ATTACHMENT_QUOTA_BYTES.",
+    )
 
 
 def validate_base_url(value: str) -> None:
@@ -133,6 +139,10 @@ class Model(models.Model):
         CHAT = "chat", "chat completions"
         COMPLETIONS = "completions", "completions (prompt only)"
 
+    class ImageTokens(models.TextChoices):  # the rules of conversations/upstream/tokens.py `image_tokens`
+        OPENAI = "openai", "OpenAI's tiles (85 + 170 per 512-px tile)"
+        ANTHROPIC = "anthropic", "Anthropic's pixels (width × height / 750)"
+
     provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="models")
     upstream_id = models.CharField(max_length=255, help_text="The upstream's model id.")
     alias = models.CharField(max_length=255, blank=True, help_text='Public name; default "<provider>/<id>".')
@@ -155,6 +165,10 @@ class Model(models.Model):
     )
     api = models.CharField(max_length=16, choices=Api.choices, default=Api.CHAT)
     vision = models.BooleanField(default=False, help_text="Takes images (attached images go to it as data URLs).")
+    image_tokens = models.CharField(
+        max_length=16, choices=ImageTokens.choices, default=ImageTokens.OPENAI,
+        help_text="How the provider counts an image's prompt tokens, for estimates and budget reservations.",
+    )
     enabled = models.BooleanField(default=True)
     is_default = models.BooleanField(
         default=False,
@@ -744,6 +758,10 @@ def attachment_path(instance: Attachment, filename: str) -> str:
     return f"{instance.public_id[:2]}/{instance.public_id}"
 
 
+def attachment_thumbnail_path(instance: Attachment, filename: str) -> str:
+    return f"{attachment_path(instance, filename)}.thumb"
+
+
 def new_attachment_id() -> str:
     return secrets.token_urlsafe(24)
 
@@ -775,6 +793,10 @@ class Attachment(models.Model):
     content_type = models.CharField(max_length=100)
     size = models.PositiveBigIntegerField(help_text="Bytes stored.")
     file = models.FileField(storage=attachment_storage, upload_to=attachment_path, max_length=200)
+    thumbnail = models.FileField(
+        storage=attachment_storage, upload_to=attachment_thumbnail_path, max_length=200, blank=True, default="",
+        help_text="An image's small preview (WebP), stored beside the file.",
+    )
     text = models.TextField(blank=True, default="", help_text="A document's extracted text.")
     width = models.PositiveIntegerField(null=True, blank=True)
     height = models.PositiveIntegerField(null=True, blank=True)

@@ -638,6 +638,7 @@ def test_audit_records_provider_key_price_model_and_budget_changes(admin_client,
             "input_price": "0.75",
             "output_price": "2",
             "api": "chat",
+            "image_tokens": "openai",
             "enabled": "on",
             "allowed_groups": [group.pk],
             "_save": "Save",
@@ -885,7 +886,8 @@ def test_one_model_at_most_is_the_default_for_new_chats(admin_client, staff):
     response = admin_client.post(
         url("conversations_model_change", second.pk),
         {"provider": provider.pk, "upstream_id": "b", "alias": "", "display_name": "Model B",
-         "description": "The second one", "api": "chat", "enabled": "on", "is_default": "on"},
+         "description": "The second one", "api": "chat", "image_tokens": "openai", "enabled": "on",
+         "is_default": "on"},
     )
     assert response.status_code == 302, response.content.decode()[:3000]
     first.refresh_from_db()

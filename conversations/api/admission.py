@@ -25,7 +25,7 @@ from conversations.errors import BadRequest
 from conversations.models import ApiKey, Model
 from conversations.upstream.client import UpstreamTarget
 from conversations.upstream.params import drop_unsupported
-from conversations.upstream.tokens import count_prompt_tokens, count_tokens
+from conversations.upstream.tokens import DEFAULT_IMAGE_RULE, count_prompt_tokens, count_tokens
 from conversations.usage.budgets import budget_reserve, budgets_apply
 from conversations.usage.ledger import Priced
 
@@ -66,6 +66,7 @@ def check_api_call(*, key: ApiKey, request: ApiRequest) -> ApiCheck:
     chat = request.endpoint == "chat"
     prompt_messages = request.messages if chat else [{"role": "user", "content": request.prompt}]
     prompt_tokens = 0
+    images = chat and has_images(prompt_messages)
     budgeted = budgets_apply(user_id=user.pk)
     if request.model is None or budgeted:
         prompt_tokens = count_prompt_tokens(prompt_messages) if chat else count_tokens(request.prompt or "")
@@ -75,7 +76,10 @@ def check_api_call(*, key: ApiKey, request: ApiRequest) -> ApiCheck:
         endpoint=request.endpoint,
         prompt_tokens=prompt_tokens,
         max_tokens=request.max_tokens,
+        images=images,
     )
+    if prompt_tokens and images and model.image_tokens != DEFAULT_IMAGE_RULE:
+        prompt_tokens = count_prompt_tokens(prompt_messages, image_rule=model.image_tokens)  # the model's own rule
     path, body = _upstream_request(model, request)
     return ApiCheck(key=key, request=request, model=model, path=path, body=body, prompt_messages=prompt_messages,
                     prompt_tokens=prompt_tokens, budgeted=budgeted)
@@ -104,6 +108,15 @@ def do_api_call(*, check: ApiCheck) -> ApiCall:
         priced=Priced.of(model),
         reservation_id=reservation_id,
         owner_tz=key.user.timezone,
+    )
+
+
+def has_images(messages: list[dict[str, Any]]) -> bool:
+    """Whether any message holds an `image_url` content part."""
+    return any(
+        isinstance(part, dict) and part.get("type") == "image_url"
+        for message in messages if isinstance(message.get("content"), list)
+        for part in message["content"]
     )
 
 

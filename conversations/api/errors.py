@@ -11,6 +11,7 @@ from conversations.accounts import throttle
 from conversations.errors import (
     AddressBlocked,
     AdmissionError,
+    AttachmentUnsupported,
     BadRequest,
     BudgetExceeded,
     InvalidApiKey,
@@ -132,4 +133,6 @@ def api_error(exc: AdmissionError) -> ApiError:
         return bad_request(exc.message, exc.param)
     if isinstance(exc, NotFound):
         return ApiError(404, exc.message, code=exc.code)
+    if isinstance(exc, AttachmentUnsupported):
+        return bad_request(exc.message, "messages", exc.code)
     return ApiError(400, exc.message, code=exc.code)

@@ -2,14 +2,15 @@
 
 `auto` picks, among the models this user may use whose API kind fits the endpoint (chat models for
 /v1/chat/completions, completion-only models for /v1/completions) and whose context length (when known)
-holds the prompt plus `max_tokens`:
+holds the prompt plus `max_tokens` (and, when the messages hold images, that take images: `vision = true`):
 
 1. the staff-chosen default, `CHATWEB_DEFAULT_MODEL` (a public name), when it is one of them;
 2. else the priced model for which this request's worst case (prompt tokens × input price +
    max_tokens or the model's reply cap × output price) is cheapest, ties broken by public name;
 3. else the first unpriced one by public name.
 
-No candidate: 404 `model_not_found`. The response's `model` names the model picked.
+No candidate: 404 `model_not_found`. The response's `model` names the model picked. Images to a named model
+without `vision = true`: 400 `attachment_unsupported`, before anything goes upstream.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from django.conf import settings
 
 from conversations.api.parsing import AUTO, Endpoint
 from conversations.catalog.access import model_for_user, models_for_user
-from conversations.errors import BadRequest, ModelUnavailable
+from conversations.errors import AttachmentUnsupported, BadRequest, ModelUnavailable
 from conversations.models import Model, User
 from conversations.usage.budgets import worst_case_cost
 
@@ -66,19 +67,23 @@ def auto_pick(
 
 
 def model_resolve(
-    *, user: User, requested: str | None, endpoint: Endpoint, prompt_tokens: int, max_tokens: int | None
+    *, user: User, requested: str | None, endpoint: Endpoint, prompt_tokens: int, max_tokens: int | None,
+    images: bool = False,
 ) -> Model:
-    """The model that will answer, with its provider loaded; ModelUnavailable, or BadRequest for a chat model
-    on /v1/completions."""
+    """The model that will answer, with its provider loaded; ModelUnavailable, BadRequest for a chat model
+    on /v1/completions, AttachmentUnsupported for `images` to a model that takes none."""
     if requested is None:
         candidates = models_for_user(user, api=KIND[endpoint])
+        if images:
+            candidates = [m for m in candidates if m.vision]
         model = auto_pick(
             candidates, prompt_tokens=prompt_tokens, max_tokens=max_tokens, default=default_model_name()
         )
         if model is None:
             raise ModelUnavailable(
                 f"No model available to you can serve `{AUTO}` for this request "
-                f"({'a chat' if endpoint == 'chat' else 'a completion-only'} model whose context holds "
+                f"({'a chat' if endpoint == 'chat' else 'a completion-only'} model{' taking images' if images else ''} "
+                f"whose context holds "
                 f"{prompt_tokens} prompt tokens); name a model instead.",
                 name=None,
             )
@@ -90,5 +95,10 @@ def model_resolve(
         raise BadRequest(
             f"`{requested}` is a chat model and not supported on /v1/completions; use /v1/chat/completions.",
             param="model",
+        )
+    if images and not model.vision:
+        raise AttachmentUnsupported(
+            f"`{requested}` does not take images (image_url content parts); send them to a model that does, "
+            "or send the messages without them."
         )
     return model

@@ -54,6 +54,7 @@ MODEL_KEYS = {
     "max_output_tokens",
     "api",
     "vision",
+    "image_tokens",
     "enabled",
     "groups",
 }
@@ -230,6 +231,12 @@ def _model_fields(provider: str, entry: Any, index: int) -> tuple[str, dict[str,
     vision = entry.get("vision", False)
     _check_type(vision, bool, where, "vision", "true or false")
     fields["vision"] = vision
+    rule = entry.get("image_tokens", Model.ImageTokens.OPENAI)
+    if rule not in Model.ImageTokens.values:
+        raise ProviderFileError(
+            f"{where}: image_tokens must be one of {', '.join(repr(v) for v in Model.ImageTokens.values)}"
+        )
+    fields["image_tokens"] = rule
     return upstream_id, fields
 
 
@@ -349,6 +356,8 @@ def providers_export() -> str:
                 lines.append(f"api = {_toml_value(model.api)}")
             if model.vision:
                 lines.append("vision = true")
+            if model.image_tokens != Model.ImageTokens.OPENAI:
+                lines.append(f"image_tokens = {_toml_value(model.image_tokens)}")
             if not model.enabled:
                 lines.append("enabled = false")
             groups = sorted(g.name for g in model.allowed_groups.all())

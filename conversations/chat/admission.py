@@ -30,7 +30,9 @@ from conversations import rows
 from conversations.catalog.access import model_for_user, usable_model
 from conversations.catalog.targets import upstream_target
 from conversations.chat.attachments import (
+    attachment_image_sizes,
     attachment_payload,
+    attachment_reference,
     attachments_by_message,
     attachments_for_send,
     images_refused,
@@ -51,6 +53,7 @@ log = logging.getLogger(__name__)
 
 TITLE_LENGTH = 60  # a new conversation's first title: its first message's first line, cut here
 BUSY = (Message.Status.STREAMING, Message.Status.PENDING)
+DRAFT_ID = 0  # `chat.estimate`'s draft message: no stored message has this id
 REPLY_IN_PROGRESS = "A reply is still being written; wait for it to finish or stop it."
 
 C = TypeVar("C")
@@ -159,7 +162,7 @@ def _admit_reply(
     # budget_reserve decides under the same lock (raises BudgetExceeded), with the user's groups' budgets too
     if budget is not None or group_budgeted:
         reservation_id = budget_reserve(user_id=user.pk, amount=worst_case_cost(
-            prompt_tokens=count_prompt_tokens(messages),
+            prompt_tokens=count_prompt_tokens(messages, image_rule=model.image_tokens),
             max_tokens=params.get("max_tokens") or model.max_output_tokens,
             input_price=model.input_price,
             output_price=model.output_price,
@@ -461,12 +464,14 @@ def do_title(*, check: TitleCheck) -> TitleJob:
 
 # --- chat.estimate (read only) ----------------------------------------------------------------------------------
 def reply_estimate(*, user: User, command: ChatEstimate) -> dict[str, Any]:
-    """The `chat.estimate` answer: the prompt's tokens as it would go upstream (system prompt and the shown branch
-    included, counted offline) and the cost if the reply ran to its cap (the request's max_tokens, else the model's)."""
+    """The `chat.estimate` answer: the prompt's tokens as it would go upstream (system prompt, the shown branch and
+    the draft, with their attachments: documents' text, images by the model's rule; counted offline) and the cost if
+    the reply ran to its cap (the request's max_tokens, else the model's)."""
     model = _usable(user, command.model, f"no model named {command.model!r} is available to you")
     params = _clean_params(model, command.params)
     branch: list[Message] = []
     system = command.system
+    conversation: Conversation | None = None
     if command.conversation_id is not None:
         conversation = Conversation.objects.for_user(user).filter(pk=command.conversation_id).first()
         if conversation is None:
@@ -475,9 +480,22 @@ def reply_estimate(*, user: User, command: ChatEstimate) -> dict[str, Any]:
             branch = conversation_branch(conversation, conversation.active_leaf_id)
         if system is None:
             system = conversation.system_prompt
-    if command.content:
-        branch = [*branch, Message(role=Message.Role.USER, content=command.content)]
-    prompt_tokens = count_prompt_tokens(chat_messages(system or "", branch))
+    attached = attachments_by_message(
+        m.pk for m in branch if m.role == Message.Role.USER and getattr(m, "has_attachments", False)
+    )
+    if command.content or command.attachments:
+        # The draft is no stored message yet: it goes under an id no stored message has.
+        draft = Message(pk=DRAFT_ID, role=Message.Role.USER, content=command.content)
+        branch = [*branch, draft]
+        attached[DRAFT_ID] = attachments_for_send(
+            user=user, ids=command.attachments, conversation=conversation, model=model
+        )
+    # Counted, never sent: images by their ids and stored sizes rather than their bytes.
+    messages = chat_messages(system or "", branch, attached, model, image_url=attachment_reference)
+    prompt_tokens = count_prompt_tokens(
+        messages, image_rule=model.image_tokens,
+        image_sizes=attachment_image_sizes(a for found in attached.values() for a in found),
+    )
     max_cost = worst_case_cost(
         prompt_tokens=prompt_tokens,
         max_tokens=params.get("max_tokens") or model.max_output_tokens,

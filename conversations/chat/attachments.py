@@ -1,7 +1,8 @@
 """Attachments: files a user uploads to send with messages. `attachment_create` reads a file by its content (never
 its name), refuses what it cannot read, re-encodes images (metadata such as GPS EXIF dropped, the long side scaled to
 CHATWEB_ATTACHMENT_IMAGE_SIDE) and keeps a document's text; `attachment_parts` turns a message's attachments into
-OpenAI content parts. The stored files go with their conversation or account (`attachment_file_delete`)."""
+OpenAI content parts. The stored files go with their conversation or account (`attachment_file_delete`); uploads
+never sent go after CHATWEB_ATTACHMENT_UNSENT_HOURS (`attachments_unsent_delete`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import json
 import logging
 import warnings
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -19,6 +21,7 @@ from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.db.models import Sum
+from django.utils import timezone
 
 from conversations.errors import (
     AttachmentTooLarge,
@@ -37,6 +40,7 @@ MAX_ZIP_ENTRIES = 5_000
 MAX_PDF_PAGES = 2_000
 MAX_TEXT_CHARS = 2_000_000  # a document's text kept at upload; what goes upstream is cut to the model's context
 NO_TEXT_NOTE = "(This PDF has no text layer, so nothing of it could be read: it is probably a scanned document.)"
+THUMBNAIL_SIDE = 256  # pixels, the long side of an image's preview in the composer and the conversation
 IMAGE_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
 TEXT_TYPES = {".md": "text/markdown", ".markdown": "text/markdown", ".csv": "text/csv", ".json": "application/json"}
 DOCX_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
@@ -92,6 +96,19 @@ def _image(data: bytes) -> tuple[bytes, str, int, int]:
         image.save(out, "PNG", optimize=True)
         content_type = "image/png"
     return out.getvalue(), content_type, image.width, image.height
+
+
+def _thumbnail(stored: bytes) -> bytes:
+    """A small WebP preview of a stored (already re-encoded) image: its long side THUMBNAIL_SIDE at most."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(stored)) as image:
+        image.load()
+        preview = image.convert("RGBA" if image.mode in ("RGBA", "LA", "P", "PA") else "RGB")
+    preview.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    preview.save(out, "WEBP", quality=80)
+    return out.getvalue()
 
 
 def _pdf_text(data: bytes) -> str:
@@ -200,21 +217,47 @@ def attachment_create(*, user: User, upload: UploadedFile) -> Attachment:
     found = _read(name, (upload.content_type or "").lower(), data)
     stored: bytes = found.pop("data")
     text = found.pop("text", "")
-    used = Attachment.objects.for_user(user).aggregate(total=Sum("size"))["total"] or 0
-    quota = settings.CHATWEB_ATTACHMENT_QUOTA_BYTES
-    if used + len(stored) > quota:
-        raise AttachmentTooLarge(
-            f"Your attachments would take more than your storage quota ({quota // (1024 * 1024)} MB); "
-            "delete conversations with files you no longer need."
-        )
     attachment = Attachment(owner=user, name=name, size=len(stored), text=text[:MAX_TEXT_CHARS], **found)
-    attachment.file.save(attachment.public_id, ContentFile(stored), save=False)
+    thumbnail = _thumbnail(stored) if attachment.kind == Attachment.Kind.IMAGE else None
     try:
-        attachment.save()
-    except Exception:
-        attachment.file.delete(save=False)
+        # Stored before the quota is decided, so that the user's row stays locked for a moment, not for a file write.
+        attachment.file.save(attachment.public_id, ContentFile(stored), save=False)
+        if thumbnail is not None:
+            attachment.thumbnail.save(attachment.public_id, ContentFile(thumbnail), save=False)
+        with transaction.atomic():
+            # The user's row locked: concurrent uploads of one user are decided one at a time against the quota.
+            own_quota = User.objects.select_for_update().filter(pk=user.pk).values_list("attachment_quota", flat=True)
+            quota = attachment_quota_of(next(iter(own_quota), None))
+            used = attachment_use_by_user([user.pk])[user.pk]
+            if used + attachment.size > quota:
+                raise AttachmentTooLarge(
+                    f"Your attachments would take more than your storage quota ({_megabytes(quota)}; "
+                    f"{_megabytes(used)} used); delete conversations with files you no longer need."
+                )
+            attachment.save()
+    except BaseException:
+        _stored_files_delete(attachment)
         raise
     return attachment
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / (1024 * 1024):,.1f} MB"
+
+
+def attachment_quota_of(own_quota: int | None) -> int:
+    """A user's storage quota in bytes: their own (set in the admin), else CHATWEB_ATTACHMENT_QUOTA_BYTES."""
+    return settings.CHATWEB_ATTACHMENT_QUOTA_BYTES if own_quota is None else own_quota
+
+
+def attachment_use_by_user(user_ids: Iterable[int]) -> dict[int, int]:
+    """The bytes each user's attachments take in storage (the files as stored), in one query."""
+    ids = list(user_ids)
+    use = dict.fromkeys(ids, 0)
+    rows = Attachment.objects.filter(owner_id__in=ids).values("owner_id").annotate(total=Sum("size"))
+    for row in rows.order_by():
+        use[row["owner_id"]] = row["total"] or 0
+    return use
 
 
 def attachment_payload(attachment: Attachment) -> dict[str, Any]:
@@ -286,8 +329,22 @@ def document_text(attachment: Attachment, max_chars: int) -> str:
     return f"{attachment.name}\n\n{body}"
 
 
-def attachment_parts(content: str, attachments: list[Attachment], *, document_chars: int) -> list[dict[str, Any]]:
-    """A user message with attachments as OpenAI content parts: its text, each document's text, each image."""
+def attachment_reference(attachment: Attachment) -> str:
+    """An image part's URL in a prompt that is only counted, never sent (`chat.estimate`): the image's id in place of
+    its bytes; `attachment_image_sizes` gives its size to the token count."""
+    return f"attachment:{attachment.public_id}"
+
+
+def attachment_image_sizes(attachments: Iterable[Attachment]) -> dict[str, tuple[int, int]]:
+    """The stored images' sizes by their `attachment_reference`."""
+    return {attachment_reference(a): (a.width, a.height) for a in attachments
+            if a.kind == Attachment.Kind.IMAGE and a.width and a.height}
+
+
+def attachment_parts(content: str, attachments: list[Attachment], *, document_chars: int,
+                     image_url: Callable[[Attachment], str] = attachment_data_url) -> list[dict[str, Any]]:
+    """A user message with attachments as OpenAI content parts: its text, each document's text, each image (as a
+    data URL, or `image_url` of it)."""
     parts: list[dict[str, Any]] = []
     if content:
         parts.append({"type": "text", "text": content})
@@ -296,7 +353,7 @@ def attachment_parts(content: str, attachments: list[Attachment], *, document_ch
             parts.append({"type": "text", "text": document_text(attachment, document_chars)})
     for attachment in attachments:
         if attachment.kind == Attachment.Kind.IMAGE:
-            parts.append({"type": "image_url", "image_url": {"url": attachment_data_url(attachment)}})
+            parts.append({"type": "image_url", "image_url": {"url": image_url(attachment)}})
     return parts
 
 
@@ -313,15 +370,55 @@ def message_attachments_link(*, message: Message, attachments: list[Attachment])
         )
 
 
-def attachment_file_delete(*, attachment: Attachment) -> None:
-    """Remove the stored file once the row's deletion is committed (a rolled-back deletion keeps it)."""
-    name, storage = attachment.file.name, attachment.file.storage
+UNSENT_BATCH = 500  # uploads deleted per transaction by `attachments_unsent_delete`
 
-    def remove() -> None:
+
+def attachments_unsent_delete(*, older_than: timedelta) -> int:
+    """Delete the uploads never sent with a message (no message, no conversation) made more than `older_than` ago:
+    their rows now, their stored files once each batch commits. Returns how many went."""
+    cutoff = timezone.now() - older_than
+    unsent = Attachment.objects.filter(conversation__isnull=True, messages__isnull=True, created_at__lt=cutoff)
+    deleted = 0
+    while True:
+        with transaction.atomic():
+            batch = list(unsent.order_by("pk").values_list("pk", flat=True)[:UNSENT_BATCH])
+            if not batch:
+                return deleted
+            # Checked again in the deleting statement: one sent meanwhile keeps its file.
+            _count, by_model = Attachment.objects.filter(
+                pk__in=batch, conversation__isnull=True, messages__isnull=True
+            ).delete()
+            deleted += by_model.get(Attachment._meta.label, 0)
+        if len(batch) < UNSENT_BATCH:
+            return deleted
+
+
+def unsent_max_age() -> timedelta | None:
+    """How long an upload may wait to be sent (CHATWEB_ATTACHMENT_UNSENT_HOURS); None: forever."""
+    hours = float(settings.CHATWEB_ATTACHMENT_UNSENT_HOURS)
+    return timedelta(hours=hours) if hours > 0 else None
+
+
+def _stored_names(attachment: Attachment) -> list[str]:
+    return [f.name for f in (attachment.file, attachment.thumbnail) if f.name]
+
+
+def _storage_delete(storage: Any, names: list[str]) -> None:
+    for name in names:
         try:
             storage.delete(name)
         except OSError:
             log.warning("could not delete the stored attachment %s", name, exc_info=True)
 
-    if name:
-        transaction.on_commit(remove)
+
+def _stored_files_delete(attachment: Attachment) -> None:
+    """Remove the files of an attachment whose row was never saved."""
+    _storage_delete(attachment.file.storage, _stored_names(attachment))
+
+
+def attachment_file_delete(*, attachment: Attachment) -> None:
+    """Remove the stored file and its thumbnail once the row's deletion is committed (a rolled-back deletion keeps
+    them)."""
+    names, storage = _stored_names(attachment), attachment.file.storage
+    if names:
+        transaction.on_commit(lambda: _storage_delete(storage, names))

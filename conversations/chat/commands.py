@@ -75,6 +75,7 @@ class ChatEstimate:
     content: str
     system: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    attachments: tuple[str, ...] = ()  # the draft's uploads: they count as they would go upstream
 
 
 Command = ChatSend | ChatStop | ChatRegenerate | ChatEdit | ChatSubscribe | ChatEstimate
@@ -200,4 +201,5 @@ def _parse_estimate(frame: dict, request_id: str | None) -> ChatEstimate:
         content=content,
         system=send.system,
         params=send.params,
+        attachments=send.attachments,
     )

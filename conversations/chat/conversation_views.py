@@ -20,11 +20,13 @@ from django.http import (
     JsonResponse,
 )
 from django.shortcuts import render
+from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_POST
 
 from conversations.chat import conversations as conversation_services
+from conversations.chat.attachments import attachment_payload, attachments_by_message
 from conversations.chat.conversations import (
     check_conversation_delete,
     check_conversation_rename,
@@ -41,7 +43,7 @@ from conversations.chat.feedback import check_feedback_give, do_feedback_give, r
 from conversations.chat.selectors import conversation_for, message_tree
 from conversations.chat.views import decorate, sidebar_context
 from conversations.errors import AdmissionError, NotFound, ReplyInProgress
-from conversations.models import Conversation, Message, Preset
+from conversations.models import Attachment, Conversation, Message, Preset
 from conversations.web import AuthenticatedHttpRequest
 
 Action = Callable[..., HttpResponseBase]
@@ -196,7 +198,13 @@ def _attachment(body: str, content_type: str, filename: str) -> HttpResponse:
     return response
 
 
+def _attachment_line(attachment: Attachment) -> str:
+    size = filesizeformat(attachment.size).replace("\xa0", " ")
+    return f"- Attached: {attachment.name} ({attachment.content_type}, {size})"
+
+
 def export_markdown_text(conversation: Conversation, branch: list[Message]) -> str:
+    attached = attachments_by_message(m.pk for m in branch if m.role == Message.Role.USER)
     lines = [f"# {conversation.title or 'Conversation'}", ""]
     if conversation.model:
         lines += [f"Model: {conversation.model.public_name}  "]
@@ -212,6 +220,8 @@ def export_markdown_text(conversation: Conversation, branch: list[Message]) -> s
                 quoted = [f"> {line}".rstrip() for line in message.reasoning.splitlines()]
                 lines += ["> **Reasoning**", ">", *quoted, ""]
         lines += [message.content, ""]
+        if attached.get(message.pk):
+            lines += [*(_attachment_line(a) for a in attached[message.pk]), ""]
         if message.status not in (Message.Status.COMPLETE,) and message.role == Message.Role.ASSISTANT:
             lines += [f"*({message.status})*", ""]
     return "\n".join(lines).rstrip() + "\n"
@@ -236,6 +246,9 @@ def export_json_data(conversation: Conversation) -> dict[str, Any]:
     rows = Message.objects.filter(conversation=conversation).order_by("created_at", "pk")
     fields = ("id", "parent_id", "role", "content", "reasoning", "status", "finish_reason", "model_name", "created_at")
     messages_ = [{**row, "created_at": row["created_at"].isoformat()} for row in rows.values(*fields)]
+    attached = attachments_by_message(m["id"] for m in messages_ if m["role"] == Message.Role.USER)
+    for message in messages_:  # each file's id, name, kind, content type and size; its bytes stay on the server
+        message["attachments"] = [attachment_payload(a) for a in attached.get(message["id"], [])]
     tree = message_tree(conversation.pk)
     return {
         "id": conversation.pk,

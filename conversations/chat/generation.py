@@ -17,6 +17,7 @@ from django.conf import settings
 
 from conversations import db
 from conversations.chat.admission import ReplyPlan
+from conversations.chat.attachments import attachments_unsent_delete, unsent_max_age
 from conversations.chat.groups import channel_layer, conversation_group, frame_event, reply_group
 from conversations.chat.replies import ReplyOutcome, replies_checkpoint, replies_reap, reply_finish
 from conversations.chat.temporary import held_here, temporary_reap, temporary_reply_ended
@@ -45,6 +46,7 @@ CHECKPOINT_MAX_SECONDS = 4.0  # rewrites every streaming reply's whole text so f
 HEARTBEAT_SECONDS = 5.0  # a reply waiting on a slow upstream still shows it is alive (and 3x per stale period)
 REAP_EVERY_SECONDS = 15.0
 REAP_STALE_SECONDS = 30.0  # default of settings.CHATWEB_REAP_STALE_SECONDS
+UNSENT_SWEEP_SECONDS = 3600.0  # how often the reaper also deletes uploads never sent (CHATWEB_ATTACHMENT_UNSENT_HOURS)
 
 # The upstream pool's size (CHATWEB_UPSTREAM_MAX_CONNECTIONS, docs/deployment.md), set before the first request.
 client.configure(max_connections=getattr(settings, "CHATWEB_UPSTREAM_MAX_CONNECTIONS", 1000))
@@ -347,6 +349,7 @@ def reap_stale_seconds() -> float:
 async def _reap_forever() -> None:
     from datetime import timedelta
 
+    swept_at: float | None = None
     while True:
         stale = reap_stale_seconds()
         try:
@@ -357,7 +360,25 @@ async def _reap_forever() -> None:
             await db.chat.run(temporary_reap, stale_after=timedelta(seconds=2 * stale), alive=held_here())
         except Exception:
             log.exception("reaping temporary chats failed")
+        if swept_at is None or time.monotonic() - swept_at >= UNSENT_SWEEP_SECONDS:
+            swept_at = time.monotonic()
+            await _unsent_sweep()
         await asyncio.sleep(min(REAP_EVERY_SECONDS, stale / 2))
+
+
+async def _unsent_sweep() -> None:
+    """Delete the uploads never sent, once they are older than CHATWEB_ATTACHMENT_UNSENT_HOURS (on the pages' lane:
+    the chat's is kept for replies)."""
+    age = unsent_max_age()
+    if age is None:
+        return
+    try:
+        deleted = await db.pages.run(attachments_unsent_delete, older_than=age)
+    except Exception:
+        log.exception("deleting unsent uploads failed")
+        return
+    if deleted:
+        log.info("deleted %d uploads never sent", deleted)
 
 
 def _ensure_checkpointer() -> None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from conversations.chat.attachments import attachment_parts
+from conversations.chat.attachments import attachment_data_url, attachment_parts
 from conversations.models import Attachment, Message, Model
 
 # The documented template for completion-only models (docs/protocol.md): a plain transcript that ends
@@ -28,9 +29,10 @@ def document_chars(model: Model | None, documents: int) -> int:
 
 def chat_messages(
     system: str, branch: list[Message], attachments: dict[int, list[Attachment]] | None = None,
-    model: Model | None = None,
+    model: Model | None = None, image_url: Callable[[Attachment], str] = attachment_data_url,
 ) -> list[dict[str, Any]]:
-    """The chat history for the upstream; user messages with attachments as content parts."""
+    """The chat history for the upstream; user messages with attachments as content parts (images as data URLs, or
+    `image_url` of each)."""
     attachments = attachments or {}
     documents = sum(1 for found in attachments.values() for a in found if a.kind == Attachment.Kind.DOCUMENT)
     chars = document_chars(model, documents)
@@ -40,7 +42,9 @@ def chat_messages(
             message.content or message.role == "user"
         ):
             if message.role == Message.Role.USER and attachments.get(message.pk):
-                parts = attachment_parts(message.content, attachments[message.pk], document_chars=chars)
+                parts = attachment_parts(
+                    message.content, attachments[message.pk], document_chars=chars, image_url=image_url
+                )
                 messages.append({"role": message.role, "content": parts})
             else:
                 messages.append({"role": message.role, "content": message.content})

@@ -11,10 +11,12 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from conversations.chat.admission import ReplyPlan
+from conversations.chat.attachments import attachments_by_message
 from conversations.chat.prompting import chat_messages
 from conversations.chat.selectors import conversation_branch
 from conversations.models import Conversation, Message
 from conversations.upstream.events import Usage
+from conversations.upstream.tokens import DEFAULT_IMAGE_RULE
 from conversations.usage.ledger import Priced, usage_record
 
 
@@ -115,13 +117,15 @@ def replies_reap(*, stale_after: timedelta = timedelta(seconds=30), alive: list[
             conversation = message.conversation
             branch = conversation_branch(conversation, message.parent_id) if message.parent_id else []
             model = message.model
+            attached = attachments_by_message(m.pk for m in branch if m.role == Message.Role.USER)
             usage_record(
                 user_id=conversation.owner_id, source="chat",
                 priced=Priced(
                     model.provider.name if model else "", message.model_name,
                     model.input_price if model else None, model.output_price if model else None,
+                    model.image_tokens if model else DEFAULT_IMAGE_RULE,
                 ),
-                usage=None, prompt_messages=chat_messages(conversation.system_prompt, branch),
+                usage=None, prompt_messages=chat_messages(conversation.system_prompt, branch, attached, model),
                 completion_text=message.reasoning + message.content, finish_reason="error",
                 ttft_ms=None, duration_ms=None, conversation_id=conversation.pk, message_id=message.pk,
             )

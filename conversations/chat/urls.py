@@ -25,6 +25,7 @@ urlpatterns = [
     ),
     path("attachments/", attachment_views.upload, name="attachment-upload"),
     path("attachments/<str:attachment_id>/", attachment_views.download, name="attachment-download"),
+    path("attachments/<str:attachment_id>/thumbnail/", attachment_views.thumbnail, name="attachment-thumbnail"),
     path("c/<int:conversation_id>/share/", share_views.share, name="conversation-share"),
     path("c/<int:conversation_id>/unshare/", share_views.unshare, name="conversation-unshare"),
     path("s/<str:token>/", share_views.shared_page, name="shared-page"),

@@ -1,14 +1,18 @@
-"""Offline token counts (tiktoken o200k_base, shipped in tiktoken_cache/) for replies without usage."""
+"""Offline token counts (tiktoken o200k_base, shipped in tiktoken_cache/) for replies without usage, and what an
+image in a prompt costs in tokens by its model's rule (`image_tokens`)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import io
 import json
 import logging
 import math
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -80,29 +84,115 @@ def count_tokens(text: str) -> int:
     return _encoder()(text)
 
 
-def _value_tokens(value: Any, count: Callable[[str], int]) -> int:
+# --- images -----------------------------------------------------------------------------------------------------
+# How providers count an image's prompt tokens. `openai` (GPT-4o and its kind, the default for a model without a
+# rule): `detail: low` costs 85; otherwise the image is fitted in 2048×2048, its shortest side scaled to 768, and
+# each 512-px tile costs 170, plus 85. `anthropic` (Claude): width × height / 750, the image first scaled so its
+# long side fits 1568 px and its cost stays under about 1,600 tokens.
+IMAGE_RULES = ("openai", "anthropic")
+DEFAULT_IMAGE_RULE = "openai"
+OPENAI_LOW_DETAIL = 85
+OPENAI_BASE = 85
+OPENAI_PER_TILE = 170
+ANTHROPIC_LONG_SIDE = 1568
+ANTHROPIC_MAX_TOKENS = 1600
+# An image whose size cannot be read (a remote URL, a broken data URL) costs the most the rule charges for one.
+UNKNOWN_SIZE_TOKENS = {"openai": OPENAI_BASE + OPENAI_PER_TILE * 8, "anthropic": ANTHROPIC_MAX_TOKENS}
+# Base64 characters of a data URL read to find an image's size: a PNG's, GIF's or WebP's header is in the first few
+# dozen bytes, a JPEG's after its metadata (up to 64 KB of EXIF); the whole image only when neither holds it.
+DATA_URL_HEADS = (4_096, 131_072)
+
+
+def image_tokens(width: int | None, height: int | None, *, detail: str = "auto",
+                 rule: str = DEFAULT_IMAGE_RULE) -> int:
+    """An image's prompt tokens under `rule` (IMAGE_RULES; an unknown rule counts as the default)."""
+    if rule not in IMAGE_RULES:
+        rule = DEFAULT_IMAGE_RULE
+    if rule == "openai" and detail == "low":
+        return OPENAI_LOW_DETAIL
+    if not width or not height or width < 0 or height < 0:
+        return UNKNOWN_SIZE_TOKENS[rule]
+    w, h = float(width), float(height)
+    if rule == "anthropic":
+        if max(w, h) > ANTHROPIC_LONG_SIDE:
+            scale = ANTHROPIC_LONG_SIDE / max(w, h)
+            w, h = w * scale, h * scale
+        return min(ANTHROPIC_MAX_TOKENS, max(1, math.ceil(w * h / 750)))
+    if max(w, h) > 2048:
+        scale = 2048 / max(w, h)
+        w, h = w * scale, h * scale
+    if min(w, h) > 768:
+        scale = 768 / min(w, h)
+        w, h = w * scale, h * scale
+    tiles = math.ceil(round(w, 6) / 512) * math.ceil(round(h, 6) / 512)
+    return OPENAI_BASE + OPENAI_PER_TILE * tiles
+
+
+def image_size(url: str) -> tuple[int, int] | None:
+    """(width, height) of the image in a base64 data URL, read from its header; None for any other URL or
+    what cannot be read."""
+    if not url.startswith("data:") or ";base64," not in url[:200]:
+        return None
+    from PIL import Image, UnidentifiedImageError
+
+    start = url.index(";base64,") + 8
+    # The header first (a slice of the URL, never a copy of all of it); the whole image only when it is not there.
+    for end in sorted({*(min(start + head, len(url)) for head in DATA_URL_HEADS), len(url)}):
+        chunk = url[start:end]
+        try:
+            data = base64.b64decode(chunk[: len(chunk) - len(chunk) % 4], validate=False)
+            with Image.open(io.BytesIO(data)) as image:  # reads the header only, decodes no pixels
+                return image.size
+        except (binascii.Error, UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError,
+                SyntaxError, EOFError):
+            if end == len(url):
+                break
+    return None
+
+
+def _image_part_tokens(part: dict[str, Any], rule: str, sizes: Mapping[str, tuple[int, int]]) -> int:
+    image = part.get("image_url")
+    if isinstance(image, str):
+        image = {"url": image}
+    if not isinstance(image, dict):
+        return image_tokens(None, None, rule=rule)
+    url, detail = image.get("url"), image.get("detail")
+    url = url if isinstance(url, str) else ""
+    detail = detail if isinstance(detail, str) else "auto"
+    size = (sizes.get(url) if sizes else None) or image_size(url)  # an empty map: a data URL is not even hashed
+    return image_tokens(*(size or (None, None)), detail=detail, rule=rule)
+
+
+def _value_tokens(value: Any, count: Callable[[str], int], rule: str = DEFAULT_IMAGE_RULE,
+                  sizes: Mapping[str, tuple[int, int]] | None = None) -> int:
     if isinstance(value, str):
         return count(value) if value else 0
-    if isinstance(value, list):  # content parts: only text is counted (images are priced apart)
-        return sum(
-            count(part["text"])
-            for part in value
-            if isinstance(part, dict) and isinstance(part.get("text"), str) and part["text"]
-        )
+    if isinstance(value, list):  # content parts: text by its tokens, images by the model's rule
+        total = 0
+        for part in value:
+            if not isinstance(part, dict):
+                continue
+            if isinstance(part.get("text"), str):
+                total += count(part["text"]) if part["text"] else 0
+            elif part.get("type") == "image_url":
+                total += _image_part_tokens(part, rule, sizes or {})
+        return total
     if value is None:
         return 0
     return count(json.dumps(value, ensure_ascii=False, separators=(",", ":")))  # tool calls and the like
 
 
-def count_prompt_tokens(messages: list[dict[str, Any]]) -> int:
+def count_prompt_tokens(messages: list[dict[str, Any]], *, image_rule: str = DEFAULT_IMAGE_RULE,
+                        image_sizes: Mapping[str, tuple[int, int]] | None = None) -> int:
     """Prompt tokens of a chat request as OpenAI counts them: each message's fields, plus 3 per message
-    and 1 per `name`, plus 3 priming the reply. Exact for OpenAI's models, an estimate elsewhere."""
+    and 1 per `name`, plus 3 priming the reply; each image part by `image_rule` (its size read from its data URL,
+    or given in `image_sizes` by URL). Exact for OpenAI's models, an estimate elsewhere."""
     count = _encoder()
     total = REPLY_PRIMING
     for message in messages:
         total += TOKENS_PER_MESSAGE
         for key, value in message.items():
-            total += _value_tokens(value, count)
+            total += _value_tokens(value, count, image_rule, image_sizes)
             if key == "name":
                 total += TOKENS_PER_NAME
     return total

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from conversations.models import Model, Provider, UsageRecord
 from conversations.upstream.events import Usage
-from conversations.upstream.tokens import count_prompt_tokens, count_tokens
+from conversations.upstream.tokens import DEFAULT_IMAGE_RULE, count_prompt_tokens, count_tokens
 from conversations.usage.alerts import budget_alerts_check
 from conversations.usage.budgets import budget_settle
 from conversations.usage.pricing import reply_cost
@@ -24,10 +24,11 @@ class Priced:
     model_name: str
     input_price: Decimal | None
     output_price: Decimal | None
+    image_rule: str = DEFAULT_IMAGE_RULE  # how the model counts an image's tokens, when they are estimated
 
     @classmethod
     def of(cls, model: Model) -> Priced:
-        return cls(model.provider.name, model.public_name, model.input_price, model.output_price)
+        return cls(model.provider.name, model.public_name, model.input_price, model.output_price, model.image_tokens)
 
 
 @dataclass(frozen=True)
@@ -47,16 +48,18 @@ NOT_SENT = TokenCounts(0, 0, 0, estimated=False)  # never reached the provider: 
 
 
 def token_counts(
-    *, usage: Usage | None, prompt_messages: list[dict], completion_text: str, sent: bool = True
+    *, usage: Usage | None, prompt_messages: list[dict], completion_text: str, sent: bool = True,
+    image_rule: str = DEFAULT_IMAGE_RULE,
 ) -> TokenCounts:
-    """The upstream's counts when it gave real ones; otherwise counted offline from what was sent and received.
-    `sent` False: the request never reached the provider (no connection was opened), so it used no tokens."""
+    """The upstream's counts when it gave real ones; otherwise counted offline from what was sent and received
+    (images by `image_rule`). `sent` False: the request never reached the provider (no connection was opened), so
+    it used no tokens."""
     if not sent:
         return NOT_SENT
     if usage is not None and usage_reported(usage, completion_text):
         total = usage.total_tokens or usage.prompt_tokens + usage.completion_tokens
         return TokenCounts(usage.prompt_tokens, usage.completion_tokens, total, estimated=False)
-    prompt = count_prompt_tokens(prompt_messages)
+    prompt = count_prompt_tokens(prompt_messages, image_rule=image_rule)
     completion = count_tokens(completion_text) if completion_text else 0
     return TokenCounts(prompt, completion, prompt + completion, estimated=True)
 
@@ -77,7 +80,8 @@ def reckon(
     *, priced: Priced, usage: Usage | None, prompt_messages: list[dict], completion_text: str, sent: bool = True
 ) -> Reckoning:
     """The numbers of a ledger row, before it is written (the API tells them to the client first)."""
-    counts = token_counts(usage=usage, prompt_messages=prompt_messages, completion_text=completion_text, sent=sent)
+    counts = token_counts(usage=usage, prompt_messages=prompt_messages, completion_text=completion_text, sent=sent,
+                          image_rule=priced.image_rule)
     if not sent:
         usage = None  # whatever came with the failure, a request that was never sent costs nothing
     # A provider's own cost wins; else tokens × prices (over estimated tokens, marked so); else 0, "estimated".

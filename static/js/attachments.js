@@ -1,6 +1,6 @@
 // The composer's attachments: a file button, drag and drop, pasted images. Each file is uploaded at once
-// (POST /attachments/, with progress) and shown as a chip (thumbnail, name, size, remove) until the message is sent;
-// chat.js sends the ids with `chat.send` (window.chatwebAttachments).
+// (POST /attachments/, with progress) and shown as a chip (the server's thumbnail, name, size, remove) until the
+// message is sent; chat.js sends the ids with `chat.send` (window.chatwebAttachments).
 (() => {
   "use strict";
   const form = document.getElementById("composer");
@@ -18,6 +18,7 @@
 
   function refresh() {
     list.hidden = items.length === 0;
+    form.dispatchEvent(new CustomEvent("chatweb:attachments")); // chat.js estimates the draft again
   }
 
   function remove(item) {
@@ -31,16 +32,6 @@
   function chip(item, file) {
     const li = document.createElement("li");
     li.className = "attachment-chip uploading";
-    if (file.type.startsWith("image/") && file.size < 10 * 1024 * 1024) {
-      // a data URL: the page's Content-Security-Policy allows data: images, not blob: ones
-      const img = document.createElement("img");
-      img.className = "attachment-thumb";
-      img.alt = "";
-      const reader = new FileReader();
-      reader.addEventListener("load", () => { img.src = reader.result; });
-      reader.readAsDataURL(file);
-      li.append(img);
-    }
     const name = document.createElement("span");
     name.className = "attachment-name";
     name.textContent = file.name || "pasted image";
@@ -101,7 +92,15 @@
         item.el.classList.remove("uploading");
         item.el.dataset.attachmentId = answer.id;
         item.el.querySelector(".attachment-size").textContent = sizeText(answer.size);
+        if (answer.kind === "image") { // the server's small preview, never the full image
+          const img = document.createElement("img");
+          img.className = "attachment-thumb";
+          img.alt = "";
+          img.src = `/attachments/${encodeURIComponent(answer.id)}/thumbnail/`;
+          item.el.prepend(img);
+        }
         item.progress.remove();
+        refresh();
       } else {
         failed(item, answer?.error?.message || `The upload failed (HTTP ${xhr.status}).`);
       }
@@ -154,7 +153,7 @@
         link.rel = "noopener";
         const img = document.createElement("img");
         img.className = "attachment-thumb";
-        img.src = link.href;
+        img.src = `${link.href}thumbnail/`;
         img.alt = a.name;
         link.append(img);
       } else {

@@ -381,6 +381,7 @@
       socket.send(JSON.stringify({
         type: "chat.estimate", request_id: `est-${estimateCounter}`, conversation_id: conversationId,
         model: modelSelect.value, content: input.value, system: settings.system || null, params: settings.params || {},
+        attachments: window.chatwebAttachments?.ids() || [],
       }));
     }, 400);
   }
@@ -704,6 +705,7 @@
     }
     sendDraft();
   });
+  form.addEventListener("chatweb:attachments", scheduleEstimate); // a file uploaded or removed: the estimate counts it
   input.addEventListener("input", () => {
     scheduleEstimate();
     updateCounter();

@@ -161,6 +161,22 @@ description = "Quick answers, \\"cheap\\""
                         '[[provider.model]]\nid = "m"\ndisplay_name = 3\n')
 
 
+def test_vision_and_the_image_token_rule_are_applied_and_exported(db, tmp_path):
+    apply(tmp_path, '[[provider]]\nname = "local"\nbase_url = "http://127.0.0.1:9/v1"\n'
+                    '[[provider.model]]\nid = "claude"\nvision = true\nimage_tokens = "anthropic"\n'
+                    '[[provider.model]]\nid = "plain"\n')
+    claude, plain = Model.objects.get(upstream_id="claude"), Model.objects.get(upstream_id="plain")
+    assert (claude.vision, claude.image_tokens) == (True, "anthropic")
+    assert (plain.vision, plain.image_tokens) == (False, "openai")
+    out = io.StringIO()
+    call_command("providers", "export", stdout=out)
+    assert 'vision = true\nimage_tokens = "anthropic"' in out.getvalue()
+    assert out.getvalue().count("image_tokens") == 1  # the default is not written out
+    with pytest.raises(CommandError, match="image_tokens must be one of 'openai', 'anthropic'"):
+        apply(tmp_path, '[[provider]]\nname = "x"\nbase_url = "http://127.0.0.1:9/v1"\n'
+                        '[[provider.model]]\nid = "m"\nimage_tokens = "gemini"\n')
+
+
 # --- secret headers --------------------------------------------------------------------------------------------
 
 SECRET_HEADER_FILE = """

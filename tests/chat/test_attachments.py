@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import io
+import re
+from decimal import Decimal
 
 import pytest
 from channels.db import database_sync_to_async
@@ -14,7 +16,7 @@ from django.test import Client
 from PIL import Image
 
 from conversations.chat import generation
-from conversations.models import Attachment, Conversation, Message, Model
+from conversations.models import Attachment, Conversation, Message, Model, UsageRecord
 from tests import attachment_files as files
 from tests.chat_helpers import chat_send, connect, make_model, send, until
 from tests.conftest import PASSWORD
@@ -324,3 +326,341 @@ async def test_v1_passes_image_parts_through_unchanged(alice, dev_upstream, nonc
     assert response.status_code == 200, response.content
     assert "I received 1 image (10x20)" in response.json()["choices"][0]["message"]["content"]
     assert dev_upstream.received(nonce)[-1] == [{"role": "user", "content": content}]
+
+
+# --- what images cost: the estimate, the budget reservation, the ledger without usage -------------------------
+def _draft_estimate_frame(model: Model, content: str, attachments: list[str], conversation_id=None) -> dict:
+    return {"type": "chat.estimate", "request_id": "e1", "conversation_id": conversation_id,
+            "model": model.public_name, "content": content, "params": {"max_tokens": 10},
+            "attachments": attachments}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("upstream_http")
+async def test_the_estimate_before_sending_counts_the_drafts_attachments_by_the_models_rule(alice, bob, dev_upstream,
+                                                                                          nonce):
+    from conversations.upstream.tokens import count_tokens, image_tokens
+
+    model = await db(_vision_model)(dev_upstream, nonce)
+    image_id = await db(_upload_as)(alice, "photo.png", files.png(1024, 1024))
+    doc_id = await db(_upload_as)(alice, "notes.txt", b"The moon pulls the sea twice a day.")
+    ws = await connect(alice)
+    await send(ws, _draft_estimate_frame(model, "What is this?", []))
+    bare, _ = await until(ws, "chat.estimate")
+    await send(ws, _draft_estimate_frame(model, "What is this?", [image_id]))
+    with_image, _ = await until(ws, "chat.estimate")
+    assert with_image["prompt_tokens"] - bare["prompt_tokens"] == image_tokens(1024, 1024) == 765
+    await send(ws, _draft_estimate_frame(model, "What is this?", [image_id, doc_id]))
+    with_both, _ = await until(ws, "chat.estimate")
+    document_part = count_tokens("notes.txt\n\nThe moon pulls the sea twice a day.")
+    assert with_both["prompt_tokens"] - with_image["prompt_tokens"] == document_part
+    assert Decimal(with_both["max_cost"]) > Decimal(with_image["max_cost"]) > Decimal(bare["max_cost"])
+
+    # The model's own rule where it has one (Anthropic's: 1024² / 750 pixels a token).
+    await db(Model.objects.filter(pk=model.pk).update)(image_tokens="anthropic")
+    await send(ws, _draft_estimate_frame(model, "What is this?", [image_id]))
+    by_pixels, _ = await until(ws, "chat.estimate")
+    assert by_pixels["prompt_tokens"] - bare["prompt_tokens"] == 1399
+    await db(Model.objects.filter(pk=model.pk).update)(image_tokens="openai")
+
+    # Sent, the image is in the history: an empty draft's estimate still holds it, as the upstream then counts it.
+    await send(ws, chat_send(model.public_name, "What is this?", attachments=[image_id], params={"max_tokens": 10}))
+    started, _ = await until(ws, "chat.started")
+    await until(ws, "chat.done")
+    await generation.wait_for_replies()
+    await send(ws, _draft_estimate_frame(model, "", [], started["conversation_id"]))
+    history, _ = await until(ws, "chat.estimate")
+    assert history["prompt_tokens"] > with_image["prompt_tokens"]
+    record = await db(UsageRecord.objects.get)(message_id=started["message_id"])
+    assert not record.usage_estimated and record.prompt_tokens == with_image["prompt_tokens"]
+
+    # Another user's upload is not found, as in chat.send.
+    other = await connect(bob)
+    await send(other, _draft_estimate_frame(model, "x", [doc_id]))
+    error, _ = await until(other, "chat.error")
+    assert error["code"] == "not_found" and error["request_id"] == "e1"
+    await other.disconnect()
+    await ws.disconnect()
+
+
+@pytest.mark.django_db
+def test_the_budget_reservation_counts_the_images(alice):
+    from conversations.chat.admission import admit, check_reply_send, do_reply_send
+    from conversations.chat.commands import ChatSend
+    from conversations.models import BudgetReservation
+    from conversations.usage.budgets import worst_case_cost
+
+    model = make_model("http://127.0.0.1:9/v1")
+    model.vision = True
+    model.save()
+    alice.monthly_budget = Decimal("5")
+    alice.save()
+    image_id = _upload_as(alice, "photo.png", files.png(2048, 1024))
+    plan = admit(check_reply_send, do_reply_send, user=alice, command=ChatSend(
+        request_id="r1", conversation_id=None, model=model.public_name, content="", params={"max_tokens": 10},
+        attachments=(image_id,),
+    ))
+    reserved = BudgetReservation.objects.get(pk=plan.reservation_id).amount
+    # the message: 3 framing + "user" + 3 priming + the image (2048×1024 → 1536×768: 3×2 tiles)
+    prompt_tokens = 3 + 1 + 3 + 85 + 170 * 6
+    assert reserved == worst_case_cost(prompt_tokens=prompt_tokens, max_tokens=10, input_price=model.input_price,
+                                       output_price=model.output_price)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("upstream_http")
+async def test_without_usage_from_the_upstream_the_ledger_estimates_the_images_and_marks_it(alice, dev_upstream,
+                                                                                          nonce):
+    from conversations.upstream.tokens import count_prompt_tokens
+
+    model = await db(make_model)(dev_upstream.v1(key=nonce, no_usage=1), upstream_id="dev-vision")
+    await db(Model.objects.filter(pk=model.pk).update)(vision=True)
+    image_id = await db(_upload_as)(alice, "photo.png", files.png(1024, 1024))
+    ws = await connect(alice)
+    await send(ws, chat_send(model.public_name, "What is this?", attachments=[image_id]))
+    started, _ = await until(ws, "chat.started")
+    done, _ = await until(ws, "chat.done")
+    await generation.wait_for_replies()
+    await ws.disconnect()
+    assert done["usage"]["estimated"] is True
+    record = await db(UsageRecord.objects.get)(message_id=started["message_id"])
+    assert record.usage_estimated
+    received = dev_upstream.received(nonce)[-1]
+    assert record.prompt_tokens == count_prompt_tokens(received)
+    text_only = [{"role": "user", "content": [{"type": "text", "text": "What is this?"}]}]
+    assert record.prompt_tokens == count_prompt_tokens(text_only) + 765
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("upstream_http")
+async def test_v1_refuses_image_parts_for_a_model_without_vision_in_openais_shape(alice, dev_upstream, nonce):
+    from django.test import AsyncClient
+
+    from conversations.accounts.apikeys import api_key_create
+
+    plain = await db(_vision_model)(dev_upstream, nonce, vision=False, upstream_id="dev-chat")
+    _key, raw = await db(api_key_create)(user=alice, name="tests")
+    url = "data:image/png;base64," + base64.b64encode(files.png(10, 20)).decode()
+    content = [{"type": "text", "text": "Look"}, {"type": "image_url", "image_url": {"url": url}}]
+
+    async def ask(model: str | None) -> tuple[int, dict]:
+        body: dict = {"messages": [{"role": "user", "content": content}]}
+        if model is not None:
+            body["model"] = model
+        response = await AsyncClient().post(
+            "/v1/chat/completions", content_type="application/json", headers={"Authorization": f"Bearer {raw}"},
+            data=body,
+        )
+        return response.status_code, response.json()
+
+    status, body = await ask(plain.public_name)
+    assert status == 400
+    assert body["error"]["type"] == "invalid_request_error" and body["error"]["code"] == "attachment_unsupported"
+    assert body["error"]["param"] == "messages" and plain.public_name in body["error"]["message"]
+    assert dev_upstream.stats(nonce)["requests"] == 0
+    # `auto` with images: no model takes them yet, then the one that does answers.
+    status, body = await ask(None)
+    assert status == 404 and body["error"]["code"] == "model_not_found"
+    vision = await db(Model.objects.create)(provider=plain.provider, upstream_id="dev-vision", vision=True)
+    status, body = await ask(None)
+    assert status == 200 and body["model"] == vision.public_name
+    assert "I received 1 image (10x20)" in body["choices"][0]["message"]["content"]
+
+
+# --- the storage quota: the site's default, a user's own from the admin ---------------------------------------
+@pytest.mark.django_db
+def test_a_users_own_quota_overrides_the_default_and_the_admin_shows_each_users_use(alice, bob, staff, settings,
+                                                                                   attachment_storage):
+    settings.CHATWEB_ATTACHMENT_QUOTA_BYTES = 1500
+    admin = client_for(staff)
+    response = admin.get(f"/admin/conversations/user/{alice.pk}/change/")
+    assert response.status_code == 200 and 'name="attachment_quota"' in response.content.decode()
+    form = {
+        name: value
+        for name, value in re.findall(
+            r'<input type="(?:text|email|hidden|number)" name="([^"]+)" value="([^"]*)"', response.content.decode()
+        )
+        if not name.startswith("csrf")
+    }
+    form.update({"username": "alice", "is_active": "on", "timezone": "UTC", "attachment_quota": "2500",
+                 "date_joined_0": alice.date_joined.strftime("%Y-%m-%d"), "date_joined_1": "00:00:00",
+                 "_save": "Save"})
+    saved = admin.post(f"/admin/conversations/user/{alice.pk}/change/", form)
+    alice.refresh_from_db()
+    assert alice.attachment_quota == 2500, saved.content.decode()[:2000]
+    from conversations.models import AuditLog
+
+    assert AuditLog.objects.get(object_type="user").fields == ["attachment_quota"]  # the trail records it
+
+    for user, allowed in ((alice, 2), (bob, 1)):  # 1,000 bytes each: alice's 2,500, bob's default 1,500
+        client = client_for(user)
+        for _ in range(allowed):
+            assert upload(client, "a.txt", b"a" * 1000).status_code == 201
+        response = upload(client, "b.txt", b"b" * 1000)
+        assert response.status_code == 413
+        error = response.json()["error"]
+        assert error["code"] == "too_large" and "quota" in error["message"]
+    assert Attachment.objects.filter(owner=alice).count() == 2 and Attachment.objects.filter(owner=bob).count() == 1
+    stored = [p for p in attachment_storage.rglob("*") if p.is_file()]
+    assert len(stored) == 3  # a refused upload leaves no file behind
+
+    listing = admin.get("/admin/conversations/user/").content.decode()
+    assert "2.0\xa0KB of 2.4\xa0KB" in listing and "1000\xa0bytes of 1.5\xa0KB" in listing
+    page = admin.get(f"/admin/conversations/user/{alice.pk}/change/").content.decode()
+    assert "2.0\xa0KB of 2.4\xa0KB" in page
+
+
+# --- thumbnails -----------------------------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_an_image_gets_a_small_thumbnail_served_to_its_owner_only(alice, bob, attachment_storage,
+                                                                  django_capture_on_commit_callbacks):
+    owner = client_for(alice)
+    image_id = upload(owner, "wide.jpg", files.jpeg_with_gps(3000, 1000), "image/jpeg").json()["id"]
+    doc_id = upload(owner, "notes.txt", b"notes").json()["id"]
+    attachment = Attachment.objects.get(public_id=image_id)
+    assert attachment.thumbnail.name and attachment.thumbnail.name != attachment.file.name
+    assert (attachment_storage / attachment.thumbnail.name).is_file()
+
+    response = owner.get(f"/attachments/{image_id}/thumbnail/")
+    assert response.status_code == 200 and response["Content-Type"] == "image/webp"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    data = b"".join(response.streaming_content)
+    thumbnail = Image.open(io.BytesIO(data))
+    assert thumbnail.format == "WEBP" and thumbnail.size == (256, 85)
+    assert len(data) < attachment.size / 10
+    assert owner.get(f"/attachments/{doc_id}/thumbnail/").status_code == 404  # documents have none
+    older = upload(owner, "old.png", files.png(300, 200)).json()["id"]
+    Attachment.objects.filter(public_id=older).update(thumbnail="")  # stored before thumbnails were made
+    fallback = owner.get(f"/attachments/{older}/thumbnail/")
+    assert fallback.status_code == 200 and fallback["Content-Type"] == "image/png"
+    assert Image.open(io.BytesIO(b"".join(fallback.streaming_content))).size == (300, 200)
+
+    other = client_for(bob)
+    for attachment_id in (image_id, doc_id, "not-an-id"):
+        assert other.get(f"/attachments/{attachment_id}/thumbnail/").status_code == 404
+    assert Client().get(f"/attachments/{image_id}/thumbnail/").status_code == 302  # signed out: the login page
+
+    # the conversation shows the thumbnail, linking to the full image
+    conversation = Conversation.objects.create(owner=alice, title="t")
+    message = Message.objects.create(conversation=conversation, role="user", content="look")
+    attachment.messages.add(message)
+    html = owner.get(f"/c/{conversation.pk}/").content.decode()
+    assert f'src="/attachments/{image_id}/thumbnail/"' in html and f'href="/attachments/{image_id}/"' in html
+
+    # deleting the account removes the thumbnail with the file
+    thumbnail_path = attachment_storage / attachment.thumbnail.name
+    with django_capture_on_commit_callbacks(execute=True):
+        alice.delete()
+    assert not thumbnail_path.exists()
+
+
+# --- uploads never sent ---------------------------------------------------------------------------------------
+def _age(public_id: str, hours: float) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    Attachment.objects.filter(public_id=public_id).update(created_at=timezone.now() - timedelta(hours=hours))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_uploads_never_sent_are_deleted_with_their_files_by_the_command(alice, attachment_storage, settings):
+    from django.core.management import call_command
+
+    client = client_for(alice)
+    unsent = upload(client, "old.png", files.png()).json()["id"]
+    sent = upload(client, "sent.txt", b"kept").json()["id"]
+    fresh = upload(client, "new.txt", b"fresh").json()["id"]
+    conversation = Conversation.objects.create(owner=alice, title="t")
+    message = Message.objects.create(conversation=conversation, role="user", content="x")
+    Attachment.objects.get(public_id=sent).messages.add(message)
+    Attachment.objects.filter(public_id=sent).update(conversation=conversation)
+    for public_id in (unsent, sent):
+        _age(public_id, 25)
+    old = Attachment.objects.get(public_id=unsent)
+    old_files = [attachment_storage / old.file.name, attachment_storage / old.thumbnail.name]
+    assert all(path.is_file() for path in old_files)
+
+    out = io.StringIO()
+    call_command("cleanupattachments", stdout=out)
+    assert out.getvalue().strip().splitlines()[-1] == "deleted 1 unsent uploads"
+    assert set(Attachment.objects.values_list("public_id", flat=True)) == {sent, fresh}
+    assert not any(path.exists() for path in old_files)
+    for public_id in (sent, fresh):
+        assert (attachment_storage / Attachment.objects.get(public_id=public_id).file.name).is_file()
+
+    # the age is configurable: by the setting, or on the command line; 0 keeps them
+    settings.CHATWEB_ATTACHMENT_UNSENT_HOURS = 0
+    call_command("cleanupattachments", stdout=out)
+    assert Attachment.objects.filter(public_id=fresh).exists()
+    _age(fresh, 2)
+    call_command("cleanupattachments", "--older-than-hours", "1", stdout=out)
+    assert not Attachment.objects.filter(public_id=fresh).exists()
+    assert Attachment.objects.filter(public_id=sent).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_server_processes_delete_uploads_never_sent_as_they_reap(alice, attachment_storage, settings):
+    import asyncio
+
+    settings.CHATWEB_ATTACHMENT_UNSENT_HOURS = 1
+    unsent = await db(_upload_as)(alice, "old.txt", b"never sent")
+    path = attachment_storage / (await db(Attachment.objects.get)(public_id=unsent)).file.name
+    await db(_age)(unsent, 2)
+    assert path.is_file()
+    generation.ensure_reaper()  # as a websocket connection does
+    for _ in range(100):
+        if not path.exists():
+            break
+        await asyncio.sleep(0.05)
+    assert not path.exists()
+    assert not await db(Attachment.objects.filter(public_id=unsent).exists)()
+
+
+# --- exports --------------------------------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_the_exports_list_each_messages_attachments(alice, bob):
+    import json
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = client_for(alice)
+    photo = Attachment.objects.get(public_id=upload(client, "photo.png", files.png(64, 48)).json()["id"])
+    report = Attachment.objects.get(public_id=upload(client, "report.pdf", files.pdf("tides")).json()["id"])
+    conversation = Conversation.objects.create(owner=alice, title="Tides")
+    first = Message.objects.create(conversation=conversation, role="user", content="What are these?")
+    reply = Message.objects.create(conversation=conversation, role="assistant", content="A photo and a report.",
+                                   parent=first, status="complete")
+    second = Message.objects.create(conversation=conversation, role="user", content="And this?", parent=reply)
+    conversation.active_leaf = second
+    conversation.save()
+    photo.messages.add(first)
+    report.messages.add(first, second)
+
+    markdown = client.get(f"/c/{conversation.pk}/export.md").content.decode()
+    assert markdown.count(f"- Attached: photo.png (image/png, {photo.size} bytes)") == 1
+    assert markdown.count("- Attached: report.pdf (application/pdf,") == 2
+    assert markdown.index("What are these?") < markdown.index("- Attached: photo.png") < markdown.index("## Assistant")
+
+    # one query for all the messages' attachments, however many messages hold them
+    with CaptureQueriesContext(connection) as few:
+        response = client.get(f"/c/{conversation.pk}/export.json")
+    exported = {m["id"]: m for m in json.loads(response.content)["messages"]}
+    expected_photo = {"id": photo.public_id, "name": "photo.png", "kind": "image", "content_type": "image/png",
+                      "size": photo.size}
+    expected_report = {"id": report.public_id, "name": "report.pdf", "kind": "document",
+                       "content_type": "application/pdf", "size": report.size}
+    assert exported[first.pk]["attachments"] == [expected_photo, expected_report]
+    assert exported[reply.pk]["attachments"] == []
+    assert exported[second.pk]["attachments"] == [expected_report]
+    for _ in range(5):
+        extra = Message.objects.create(conversation=conversation, role="user", content="more", parent=second)
+        report.messages.add(extra)
+    with CaptureQueriesContext(connection) as many:
+        assert client.get(f"/c/{conversation.pk}/export.json").status_code == 200
+    assert len(many) == len(few)
+
+    other = client_for(bob)  # another user's conversation: 404, nothing of it
+    assert other.get(f"/c/{conversation.pk}/export.json").status_code == 404
+    assert other.get(f"/c/{conversation.pk}/export.md").status_code == 404

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('conversations', '0017_keep_share_feedback'),
+        ('conversations', '0018_attachments_cost_quota_thumbnails'),
     ]
 
     operations = [
