@@ -630,7 +630,7 @@ class FeedbackAdmin(admin.ModelAdmin):
 
     @admin.display(description="rating", ordering="rating")
     def rating_shown(self, obj: Feedback) -> str:
-        return "👍 up" if obj.rating == Feedback.Rating.UP else "👎 down"
+        return "up" if obj.rating == Feedback.Rating.UP else "down"
 
     @admin.display(description="comment")
     def comment_shown(self, obj: Feedback) -> str:
