@@ -8,6 +8,7 @@ import grp
 import os
 import pwd
 import re
+import resource
 import shutil
 import subprocess
 from pathlib import Path
@@ -52,13 +53,12 @@ def site_config(template: str, *, listen_port: int, backends: list[int]) -> str:
     for block in _blocks(template):
         head = block[0].strip()
         if head.startswith("upstream"):
-            servers = [f"    server 127.0.0.1:{port};" for port in backends]
-            for line in block:  # the backends where the template lists its own
+            for line in block:  # the backends in place of the template's, with the template's parameters
                 if not line.strip().startswith("server "):
                     out.append(line)
-                elif servers:
-                    out += servers
-                    servers = []
+                elif backends:
+                    out += [re.sub(r"server \S+", f"server 127.0.0.1:{port}", line) for port in backends]
+                    backends = []
         elif head.startswith("server"):
             if any("return 301" in line for line in block):
                 continue  # the redirect to HTTPS
@@ -87,7 +87,7 @@ def main_config(prefix: Path, site: str, *, workers: int | str = "auto") -> str:
     return f"""daemon off;
 {user}
 worker_processes {workers};
-worker_rlimit_nofile 65536;
+worker_rlimit_nofile {resource.getrlimit(resource.RLIMIT_NOFILE)[1]};
 pid {prefix / 'nginx.pid'};
 error_log {prefix / 'error.log'} warn;
 events {{
