@@ -17,7 +17,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 # `--locked`: the install fails if pyproject.toml and uv.lock disagree (run `uv lock` after editing).
 SYNC := $(UV) sync --locked
 
-.PHONY: run test lint types audit bench browser-deps clean
+.PHONY: run test lint types audit bench browser-deps nginx-deps clean
 
 .uv/bin/uv:
 	$(PYTHON) -m venv .uv
@@ -51,6 +51,12 @@ browser-deps:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }
 
+# Debian's nginx for the scale-out test (tests/test_scaleout.py: two processes behind it, one killed mid-burst).
+nginx-deps:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nginx; }
+
 # Style and the import rules between packages (the contracts in pyproject.toml).
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
@@ -74,7 +80,7 @@ tests/oidc/node_modules/.installed: tests/oidc/package.json tests/oidc/package-l
 	cd tests/oidc && npm ci --no-audit --no-fund --silent
 	touch $@
 
-test: $(VENV)/.installed-dev browser-deps tests/oidc/node_modules/.installed lint types audit
+test: $(VENV)/.installed-dev browser-deps nginx-deps tests/oidc/node_modules/.installed lint types audit
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-bench

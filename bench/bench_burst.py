@@ -2,6 +2,7 @@
 
     python -m bench burst [--sizes 100,500,1000] [--paths ws,v1] [--tokens 100] [--delay 0.01] [--workers 3]
                           [--seq 100] [--profile 500] [--label NAME] [--server-root DIR] [--no-docs]
+                          [--processes 1,2,4 [--database-url postgres://...]]
 
 Starts the dev upstream (its own process; every reply --tokens tokens, --delay seconds apart) and one Daphne
 process (chatweb, DEBUG off, the embedded default: SQLite, in-memory channel layer) on a throwaway database with
@@ -23,6 +24,14 @@ time (websocket, alternating with straight requests). `--profile N`: py-spy samp
 bursts of size N (collapsed stacks in bench/results/). `--server-root`: serve chatweb from another source tree
 (an older commit, to compare before and after in the same minutes). Writes bench/results/burst-<time>.json and,
 unless --no-docs, the block named --label in docs/benchmarks.md.
+
+`--processes 1,2,4`: scale-out instead of the embedded default. The same bursts against 1, then 2, then 4 Daphne
+processes behind nginx (a configuration generated from docs/deploy/nginx-chatweb.conf, bench/nginx.py) on
+PostgreSQL (--database-url, dropped and created afresh) and a Redis server of the benchmark's own
+(bench/cluster.py). Per burst, besides the figures above: requests a second (N / wall) in all and per process,
+the CPU of every part (Daphne processes, nginx, Redis, PostgreSQL's backends) per request, Redis commands per
+request and per websocket delta (`INFO commandstats`), and the database's commits per request and per second
+(`pg_stat_database`, read after the backends have reported them, 11 s after each burst).
 """
 
 from __future__ import annotations
@@ -56,6 +65,7 @@ from bench.bench_ws import (  # noqa: E402
     split,
     summarize,
 )
+from bench.cluster import Cluster, difference, settle_database_statistics  # noqa: E402
 from bench.process import Service, daphne_argv, free_port  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -101,6 +111,8 @@ class Burst:
             self.env["PYTHONPATH"] = str(self.root)
         self.expected: dict[str, str] = {}
         self.services: list[Service] = []
+        self.cluster: Cluster | None = None
+        self.processes = 1
 
     def start(self) -> None:
         a = self.args
@@ -111,18 +123,33 @@ class Burst:
         self.services.append(self.upstream)
         self.upstream_v1 = f"http://127.0.0.1:{port}/v1"
         self.seq_upstream_v1 = f"http://127.0.0.1:{port}/s/{SEQ_SWITCHES}/v1"
+        if a.processes:
+            self.cluster = Cluster(self.workdir, self.env, a.database_url, self.root)
         site = throwaway.prepare_in_subprocess(
-            self.env, root=self.root, users=max(a.sizes), api_key=True,
+            self.cluster.env if self.cluster else self.env, root=self.root, users=max(a.sizes), api_key=True,
             providers={"bench": self.upstream_v1, "benchseq": self.seq_upstream_v1})
         self.model, self.seq_model = site["models"]["bench"], site["models"]["benchseq"]
         self.cookies, self.api_key = site["cookies"], site["api_key"]
+        if self.cluster:
+            return  # the servers start per process count (start_servers)
         port = free_port()
         self.daphne = Service(daphne_argv(port, "bench.serve"), self.env, self.workdir / "daphne.log", port,
                               cwd=self.root)
         self.services.append(self.daphne)
         self.origin = f"http://127.0.0.1:{port}"
 
+    def start_servers(self, processes: int) -> None:
+        """Scale-out: `processes` Daphne processes behind nginx (those of the previous count stopped first)."""
+        assert self.cluster is not None
+        self.processes = processes
+        self.origin = self.cluster.start(processes)
+
+    def server_pids(self) -> list[int]:
+        return self.cluster.daphne_pids if self.cluster else [self.daphne.pid]
+
     def stop(self) -> None:
+        if self.cluster:
+            self.cluster.stop()
         for service in reversed(self.services):
             service.stop()
 
@@ -159,8 +186,8 @@ class Burst:
             return None
         path = RESULTS / f"burst-profile-{self.stamp}-{name}.txt"
         self.profiles[name] = path
-        return subprocess.Popen([py_spy, "record", "--pid", str(self.daphne.pid), "--format", "raw", "--rate", "250",
-                                 "--nonblocking", "--output", str(path)],
+        return subprocess.Popen([py_spy, "record", "--pid", str(self.server_pids()[0]), "--format", "raw",
+                                 "--rate", "250", "--nonblocking", "--output", str(path)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def warm_up(self) -> None:
@@ -192,20 +219,27 @@ class Burst:
         direct = summarize(self.burst("direct", n), expected)
         up_direct = cpu_seconds(self.upstream.pid) - up0
         time.sleep(1)
-        cpu0, up0 = cpu_seconds(self.daphne.pid), cpu_seconds(self.upstream.pid)
+        counters0 = self.cluster.counters() if self.cluster else None
+        cpu0, up0 = sum(map(cpu_seconds, self.server_pids())), cpu_seconds(self.upstream.pid)
         profile = f"{mode}-{n}" if self.args.profile == n else None
         via = summarize(self.burst(mode, n, profile), expected)
         results = self.last_results
         for key in ("opened", "admitted"):  # the websocket's steps to the first token: handshake, chat.started
             values = [r[key] * 1000 for r in results if r.get(key) is not None]
             via[f"{key}_p50_ms"], via[f"{key}_p99_ms"] = pct(values, 0.5), pct(values, 0.99)
-        server_cpu = cpu_seconds(self.daphne.pid) - cpu0
+        server_cpu = sum(map(cpu_seconds, self.server_pids())) - cpu0
         up_via = cpu_seconds(self.upstream.pid) - up0
-        time.sleep(1)
-        return {"path": mode, "n": n, "direct": direct, "chatweb": via,
-                "wall_ratio": via["wall_s"] / direct["wall_s"],
-                "server_cpu_ms_per_request": server_cpu * 1000 / n,
-                "upstream_cpu_ms_per_request": {"direct": up_direct * 1000 / n, "chatweb": up_via * 1000 / n}}
+        out = {"path": mode, "n": n, "processes": self.processes, "direct": direct, "chatweb": via,
+               "wall_ratio": via["wall_s"] / direct["wall_s"],
+               "server_cpu_ms_per_request": server_cpu * 1000 / n,
+               "upstream_cpu_ms_per_request": {"direct": up_direct * 1000 / n, "chatweb": up_via * 1000 / n}}
+        if self.cluster and counters0 is not None:
+            settle_database_statistics()
+            out["scaleout"] = scaleout_figures(difference(counters0, self.cluster.counters()), results, via, n,
+                                               self.processes)
+        else:
+            time.sleep(1)
+        return out
 
     def run(self) -> dict[str, Any]:
         a = self.args
@@ -215,12 +249,24 @@ class Burst:
         self.start()
         commit = subprocess.run(["git", "-C", str(self.root), "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True, check=False).stdout.strip() or "?"
-        print(f"chatweb {self.origin} from {self.root.name} ({commit}), one Daphne process, SQLite, in-memory "
-              f"channel layer; dev upstream {a.tokens} tokens a reply, {a.delay * 1000:g} ms apart; "
-              f"{a.workers} load-generator processes; {os.cpu_count()} cores", flush=True)
-        self.warm_up()
+        served = (f"{'/'.join(map(str, a.processes))} Daphne processes behind nginx, PostgreSQL, Redis"
+                  if self.cluster else f"chatweb {self.origin}, one Daphne process, SQLite, in-memory channel layer")
+        print(f"{served} from {self.root.name} ({commit}); dev upstream {a.tokens} tokens a reply, "
+              f"{a.delay * 1000:g} ms apart; {a.workers} load-generator processes; {os.cpu_count()} cores",
+              flush=True)
         out: dict[str, Any] = {"when": self.stamp, "args": vars(a), "cores": os.cpu_count(), "rows": [],
                                "label": a.label}
+        if self.cluster:
+            for processes in a.processes:
+                self.start_servers(processes)
+                print(f"{processes} Daphne process(es) behind nginx {self.origin}", flush=True)
+                self.warm_up()
+                for n in a.sizes:
+                    for mode in a.paths:
+                        out["rows"].append(row := self.row(mode, n))
+                        print(row_line(row), flush=True)
+            return out
+        self.warm_up()
         if a.seq:
             out["sequential"] = seq = self.sequential()
             print(f"sequential (websocket), {seq['requests']} each way: first token {seq['direct_p50_ms']:.1f} -> "
@@ -242,13 +288,44 @@ class Burst:
         return out
 
 
+def scaleout_figures(counted: dict[str, Any], results: list[dict[str, Any]], via: dict[str, Any], n: int,
+                     processes: int) -> dict[str, Any]:
+    """Throughput, and what it cost each part, of one burst through several processes."""
+    deltas = sum(r["deltas"] for r in results if r["ok"])
+    cpu = counted["cpu"]
+    return {**counted,
+            "requests_per_second": n / via["wall_s"],
+            "requests_per_second_per_process": n / via["wall_s"] / processes,
+            "cpu_ms_per_request": {part: seconds * 1000 / n for part, seconds in cpu.items()},
+            "all_cpu_ms_per_request": sum(cpu.values()) * 1000 / n,
+            "deltas": deltas,
+            "redis_calls_per_request": counted["redis_calls"] / n,
+            "redis_calls_per_delta": counted["redis_calls"] / deltas if deltas else math.nan,
+            "pg_commits_per_request": counted["pg_commits"] / n,
+            "pg_commits_per_second": counted["pg_commits"] / via["wall_s"]}
+
+
 def row_line(row: dict[str, Any]) -> str:
     d, c = row["direct"], row["chatweb"]
-    return (f"{row['path']:>2} x {row['n']:>5}: whole {c['whole']}/{row['n']} (direct {d['whole']}); wall "
+    processes = f"{row['processes']} processes, " if "scaleout" in row else ""
+    return (f"{processes}{row['path']:>2} x {row['n']:>5}: whole {c['whole']}/{row['n']} (direct {d['whole']}); wall "
             f"{d['wall_s']:.2f} -> {c['wall_s']:.2f} s = {row['wall_ratio']:.2f}x; first token p50 "
             f"{d['ttft_p50_ms']:.0f} -> {c['ttft_p50_ms']:.0f} ms, p99 {d['ttft_p99_ms']:.0f} -> "
             f"{c['ttft_p99_ms']:.0f} ms{steps(c)}; server CPU {row['server_cpu_ms_per_request']:.1f} ms/request"
-            f"{'; errors ' + json.dumps(c['errors']) if c['errors'] else ''}")
+            f"{'; errors ' + json.dumps(c['errors']) if c['errors'] else ''}{scaleout_line(row)}")
+
+
+def scaleout_line(row: dict[str, Any]) -> str:
+    if "scaleout" not in row:
+        return ""
+    s = row["scaleout"]
+    cpu = ", ".join(f"{part} {ms:.1f}" for part, ms in s["cpu_ms_per_request"].items())
+    top = ", ".join(f"{name} {calls}" for name, calls in list(s["redis_commands"].items())[:6])
+    return (f"\n      {s['requests_per_second']:.0f} requests/s = {s['requests_per_second_per_process']:.0f} per "
+            f"process; CPU ms/request {cpu} (all {s['all_cpu_ms_per_request']:.1f}); Redis "
+            f"{s['redis_calls_per_request']:.1f} commands/request, {s['redis_calls_per_delta']:.2f}/delta "
+            f"({s['deltas']} deltas; {top}); PostgreSQL {s['pg_commits_per_request']:.2f} commits/request, "
+            f"{s['pg_commits_per_second']:.0f}/s")
 
 
 def steps(c: dict[str, Any]) -> str:
@@ -261,6 +338,8 @@ def steps(c: dict[str, Any]) -> str:
 
 def markdown(out: dict[str, Any], command: str) -> str:
     lines = [f"Run {out['when']} on {out['cores']} cores: `{command}`.", ""]
+    if any("scaleout" in r for r in out["rows"]):
+        return "\n".join(lines + scaleout_markdown(out["rows"]))
     if "sequential" in out:
         s = out["sequential"]
         lines += [f"Sequential first token (websocket, {s['requests']} each way, alternating): "
@@ -281,6 +360,25 @@ def markdown(out: dict[str, Any], command: str) -> str:
         lines += ["", f"Profile of the {name} burst ({p['samples']:,} samples): by phase {phases}; on top of the "
                   f"stack {top}."]
     return "\n".join(lines)
+
+
+def scaleout_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["| processes | path | N | whole | wall direct → chatweb | ratio | first token p50 / p99 | requests/s "
+             "(per process) | CPU ms per request: Daphne, nginx, Redis, PostgreSQL (all) | Redis commands per "
+             "request (per delta) | commits per request (per second) |",
+             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        d, c, s = r["direct"], r["chatweb"], r["scaleout"]
+        cpu = s["cpu_ms_per_request"]
+        per_delta = f" ({s['redis_calls_per_delta']:.2f})" if s["deltas"] and r["path"] == "ws" else ""
+        lines.append(
+            f"| {r['processes']} | {r['path']} | {r['n']:,} | {c['whole']:,} / {r['n']:,} | {d['wall_s']:.2f} → "
+            f"{c['wall_s']:.2f} s | **{r['wall_ratio']:.2f}x** | {c['ttft_p50_ms']:.0f} / {c['ttft_p99_ms']:.0f} ms "
+            f"| {s['requests_per_second']:.0f} ({s['requests_per_second_per_process']:.0f}) | "
+            f"{cpu['daphne']:.1f}, {cpu['nginx']:.1f}, {cpu['redis']:.1f}, {cpu['postgres']:.1f} "
+            f"({s['all_cpu_ms_per_request']:.1f}) | {s['redis_calls_per_request']:.1f}{per_delta} | "
+            f"{s['pg_commits_per_request']:.2f} ({s['pg_commits_per_second']:.0f}) |")
+    return lines
 
 
 def write_docs(out: dict[str, Any], command: str) -> None:
@@ -306,9 +404,15 @@ def main() -> int:
     parser.add_argument("--label", default="latest", help="the block of docs/benchmarks.md to write")
     parser.add_argument("--server-root", default="", help="serve chatweb from this source tree")
     parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument("--processes", type=lambda s: [int(x) for x in s.split(",")], default=[],
+                        help="scale-out: this many Daphne processes behind nginx on PostgreSQL + Redis, in turn")
+    parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/scaleout_db",
+                        help="with --processes: the PostgreSQL database to drop, create and use")
     args = parser.parse_args()
     if not set(args.paths) <= {"ws", "v1"}:
         parser.error("--paths: ws and/or v1")
+    if args.processes:
+        args.seq = 0  # the sequential first token is a figure of the embedded default
     bench = Burst(args)
     try:
         out = bench.run()

@@ -113,7 +113,10 @@ if REDIS_URL:
             "CONFIG": {
                 # redis-py 8 reads with a 5 s socket timeout by default, the same as channels_redis's
                 # 5 s BZPOPMIN: an idle receive then fails. A longer read timeout keeps them apart.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
+                # Its pool also holds at most 100 connections by default and fails the 101st command in
+                # flight (MaxConnectionsError): a burst of new sockets joining their groups at once needs more.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5,
+                           "max_connections": env.int("CHATWEB_REDIS_MAX_CONNECTIONS", default=2000)}],
                 "capacity": env.int("CHATWEB_CHANNEL_CAPACITY", default=1500),
                 "expiry": 30,
                 "group_expiry": 86400,

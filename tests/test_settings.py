@@ -52,6 +52,7 @@ def test_redis_url_selects_channels_redis():
         "channels_redis.core.RedisChannelLayer" in result.stdout
         and "redis://127.0.0.1:6379/0" in result.stdout
         and "socket_timeout" in result.stdout
+        and "'max_connections': 2000" in result.stdout
     )
 
 
