@@ -318,10 +318,12 @@ async def stream(
 
 
 async def stream_batches(
-    target: UpstreamTarget, path: str, payload: dict[str, Any]
+    target: UpstreamTarget, path: str, payload: dict[str, Any], *, response_ids: list[str] | None = None
 ) -> AsyncGenerator[list[UpstreamEvent], None]:
     """`stream`, as the events of each read together: whoever relays them can write them at once (a fast
-    upstream's tokens often arrive several to a read)."""
+    upstream's tokens often arrive several to a read). `response_ids`, when given, receives the upstream's id of
+    the reply as soon as a chunk carries it: a reply stopped before its usage arrived still has it (for the
+    ledger, which reconciliation matches by it)."""
     url = join_url(target.base_url, path)
     if (bad := _bad_url(url)) is not None:
         yield [_error_event(bad)]
@@ -330,7 +332,9 @@ async def stream_batches(
     api = _api_of(path)
     attempt = 0
     while True:
-        attempt_events = _attempt_stream(target, url, body, api, final=attempt >= target.max_retries)
+        attempt_events = _attempt_stream(
+            target, url, body, api, final=attempt >= target.max_retries, response_ids=response_ids
+        )
         try:
             async for batch in attempt_events:
                 yield batch
@@ -401,6 +405,7 @@ async def _attempt_stream(
     api: Literal["chat", "completions"],
     *,
     final: bool,
+    response_ids: list[str] | None = None,
 ) -> AsyncGenerator[list[UpstreamEvent], None]:
     """One request, its events a read at a time. Raises _Retry (only before its first event, and unless
     `final`) to ask for another."""
@@ -483,6 +488,8 @@ async def _attempt_stream(
                         while start < len(sses) and all(isinstance(e, Usage) for e in events):
                             events.extend(normalizer.feed(sses[start]))
                             start += 1
+                    if response_ids is not None and not response_ids and normalizer.response_id:
+                        response_ids.append(normalizer.response_id)
                     if not events:
                         continue
                     if not relayed and _only_failure(events):

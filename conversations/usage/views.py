@@ -50,12 +50,12 @@ from conversations.web import AuthenticatedHttpRequest
 CSV_COLUMNS = [
     "created_at", "source", "conversation_id", "message_id", "provider", "model", "prompt_tokens",
     "completion_tokens", "total_tokens", "estimated_cost", "usage_estimated", "finish_reason", "ttft_ms",
-    "duration_ms", "upstream_request_id", "cost_source", "reconciled_cost",
+    "duration_ms", "upstream_request_id", "cost_source", "reconciled_cost", "outcome",
 ]
 _CSV_FIELDS = [
     "created_at", "source", "conversation_id", "message_id", "provider_name", "model_name", "prompt_tokens",
     "completion_tokens", "total_tokens", "estimated_cost", "usage_estimated", "finish_reason", "ttft_ms",
-    "duration_ms", "upstream_request_id", "cost_source", "reconciled_cost",
+    "duration_ms", "upstream_request_id", "cost_source", "reconciled_cost", "outcome",
 ]
 _PK = len(_CSV_FIELDS)  # where a batch row holds the record's id, after the exported fields
 EXPORT_BATCH = 5000
@@ -157,13 +157,13 @@ def budget_json(request: AuthenticatedHttpRequest) -> HttpResponse:
 
 def _csv_row(row: tuple, everyone: bool) -> list[Any]:
     (created_at, source, conversation_id, message_id, provider, model, prompt, completion, total, cost,
-     usage_estimated, finish_reason, ttft_ms, duration_ms, upstream_request_id, cost_source, reconciled,
+     usage_estimated, finish_reason, ttft_ms, duration_ms, upstream_request_id, cost_source, reconciled, outcome,
      *rest) = row
     out = [
         created_at.astimezone(UTC).isoformat(), source, conversation_id or "", message_id or "", provider,
         model, prompt, completion, total, money_text(cost), "true" if usage_estimated else "false",
         finish_reason, "" if ttft_ms is None else ttft_ms, "" if duration_ms is None else duration_ms,
-        upstream_request_id, cost_source, "" if reconciled is None else money_text(reconciled),
+        upstream_request_id, cost_source, "" if reconciled is None else money_text(reconciled), outcome,
     ]
     return out + rest if everyone else out
 
