@@ -27,7 +27,8 @@ from django.views.decorators.http import require_GET
 
 from conversations import db
 from conversations.models import Team, UsageRecord, User
-from conversations.usage.budgets import budget_display, team_budget_status
+from conversations.usage.alerts import budget_alert_notices
+from conversations.usage.budgets import budget_display, team_budget_status, user_team_budgets
 from conversations.usage.charts import Bar, bar_chart, chart_table, money_axis, tokens_axis
 from conversations.usage.days import UTC, local_today, month_first, previous_month, zone_named
 from conversations.usage.forecast import Forecast, group_forecast, usage_forecast
@@ -37,6 +38,7 @@ from conversations.usage.selectors import (
     Summary,
     UsageQueryError,
     UsageScope,
+    conversation_spend,
     usage_by_conversation,
     usage_by_user,
     usage_group,
@@ -133,24 +135,43 @@ def summary_json(request: AuthenticatedHttpRequest) -> HttpResponse:
     })
 
 
-# --- /usage/budget.json: what the composer's budget line shows, fetched again after each reply -------------
+# --- /usage/budget.json: the chat page's cost lines, fetched again after each reply -------------------------
 
 @require_GET
 @data_login_required
 def budget_json(request: AuthenticatedHttpRequest) -> HttpResponse:
-    """The signed-in user's budget this month: exact amounts as strings and the words the pages show."""
-    status = budget_display(request.user)
+    """The signed-in user's budget this month (exact amounts as strings and the words the pages show), each shared
+    budget of their groups, this month's alert notices, and with `?conversation=ID` that conversation's running
+    total (every branch and regeneration; another user's conversation counts nothing of theirs)."""
+    payload: dict[str, Any] = _own_budget(request.user)
+    payload["groups"] = [
+        {"name": t.name, "label": t.text["label"], "title": t.text["title"], "over": t.text["over"]}
+        for t in user_team_budgets(request.user)
+    ]
+    payload["alerts"] = budget_alert_notices(user=request.user)
+    if "conversation" in request.GET:
+        try:
+            conversation_id = int(request.GET["conversation"])
+        except ValueError:
+            return _error(UsageQueryError("bad_conversation", "conversation must be a conversation id"))
+        cost, requests = conversation_spend(user=request.user, conversation_id=conversation_id)
+        payload["conversation"] = {"id": conversation_id, "cost": money_text(cost), "requests": requests}
+    return JsonResponse(payload)
+
+
+def _own_budget(user: User) -> dict[str, Any]:
+    status = budget_display(user)
     if status is None:
-        return JsonResponse({"budget": None})
+        return {"budget": None}
     amounts = {"budget": money_text(status["budget"]), "spent": money_text(status["spent"]),
                "reserved": money_text(status["reserved"])}
     remaining = status["remaining"]
-    return JsonResponse({
+    return {
         **amounts,
         "remaining": ("-" + money_text(-remaining)) if remaining < 0 else money_text(remaining),
         "month": status["month"], "left": status["left"], "label": status["label"], "title": status["title"],
         "over": status["over"],
-    })
+    }
 
 
 # --- /usage/export.csv -----------------------------------------------------------------------------------

@@ -333,6 +333,7 @@
     },
     "chat.title"(f) {
       panel()?.titleChanged(f.conversation_id, f.title);
+      document.dispatchEvent(new CustomEvent("chatweb:title", { detail: f }));
     },
     "chat.deleted"(f) {
       // deleted here or in another tab: its address must not stay in the bar (a reload would be a 404)
