@@ -29,6 +29,7 @@ from conversations.upstream.events import StreamError, UpstreamEvent, Usage
 from conversations.upstream.normalize import stream_cut
 from conversations.usage.budgets import budget_settle
 from conversations.usage.ledger import Reckoning, reckon, usage_record, usage_reported
+from conversations.usage.provider_cost import provider_cost_after_reply
 
 NO_USAGE = Usage(0, 0, 0)  # an upstream that refused before generating anything bills nothing
 _recording: set[asyncio.Future] = set()  # ledger writes outliving a cancelled request
@@ -199,7 +200,15 @@ class Relay:
             )
             _recording.add(self._record)
             self._record.add_done_callback(_recording.discard)
+            self._record.add_done_callback(self._look_up_cost)
         return await asyncio.shield(self._record)
+
+    def _look_up_cost(self, written: asyncio.Future[UsageRecord]) -> None:
+        """Once the row is written: ask the provider its own cost of the reply, when it is set to be asked."""
+        if written.cancelled() or written.exception() is not None or not self.sent:
+            return
+        provider_cost_after_reply(target=self.call.target, provider=self.call.priced.provider_name,
+                                  response_id=written.result().upstream_request_id)
 
     async def stopped(self) -> None:
         """The client went away: record what was generated so far (usage estimated unless reported)."""

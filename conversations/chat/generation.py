@@ -32,6 +32,7 @@ from conversations.upstream.events import (
     Usage,
 )
 from conversations.upstream.normalize import stream_cut
+from conversations.usage.provider_cost import provider_cost_after_reply
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +270,9 @@ class ReplyRun:
         # Checkpoints run on their own lane, in any order with this finish: each writes only while the reply is
         # still streaming (its WHERE says so), so a checkpoint after the finish leaves the final text alone.
         usage = await db.chat.together(reply_finish, plan=self.plan, outcome=outcome)
+        response_id = (outcome.usage.response_id if outcome.usage else None) or outcome.response_id
+        provider_cost_after_reply(target=self.plan.target, provider=self.plan.priced.provider_name,
+                                  response_id=response_id if outcome.sent else None)
         if outcome.error_code:
             await self._send({"type": "chat.error", "request_id": self.plan.request_id,
                               "message_id": self.plan.message_id, "code": outcome.error_code,

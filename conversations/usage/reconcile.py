@@ -167,10 +167,16 @@ def provider_charges_import(*, provider: str, charges: list[Charge]) -> Reconcil
     """Store the provider's rows (new ones added, changed ones updated), match them to the ledger, and return
     the reconciliation of the months the file covers. One transaction: a failure imports nothing."""
     with transaction.atomic():
-        for batch in _batches(charges):
-            _import_batch(provider, batch)
+        charges_record(provider=provider, charges=charges)
         months = sorted({date(c.created_at.year, c.created_at.month, 1) for c in charges})
         return reconciliation_of(provider=provider, months=months)
+
+
+def charges_record(*, provider: str, charges: list[Charge]) -> None:
+    """Store the provider's rows and mark the ledger rows they match (the file's import, and the lookup of one
+    reply's cost right after it); call inside a transaction."""
+    for batch in _batches(charges):
+        _import_batch(provider, batch)
 
 
 def _import_batch(provider: str, batch: list[Charge]) -> None:
