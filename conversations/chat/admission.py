@@ -38,7 +38,7 @@ from conversations.chat.attachments import (
 )
 from conversations.chat.commands import ChatEdit, ChatEstimate, ChatRegenerate, ChatSend
 from conversations.chat.prompting import chat_messages, upstream_request
-from conversations.chat.selectors import conversation_branch
+from conversations.chat.selectors import BranchLine, branch_lines, conversation_branch
 from conversations.errors import BadRequest, ModelUnavailable, NotFound, ReplyInProgress, TooManyReplies
 from conversations.models import Attachment, Conversation, Message, Model, User
 from conversations.upstream.client import UpstreamTarget
@@ -458,18 +458,18 @@ def reply_estimate(*, user: User, command: ChatEstimate) -> dict[str, Any]:
     included, counted offline) and the cost if the reply ran to its cap (the request's max_tokens, else the model's)."""
     model = _usable(user, command.model, f"no model named {command.model!r} is available to you")
     params = _clean_params(model, command.params)
-    branch: list[Message] = []
+    branch: list[BranchLine] = []
     system = command.system
     if command.conversation_id is not None:
         conversation = Conversation.objects.for_user(user).filter(pk=command.conversation_id).first()
         if conversation is None:
             raise NotFound("no such conversation")
         if conversation.active_leaf_id is not None:
-            branch = conversation_branch(conversation, conversation.active_leaf_id)
+            branch = branch_lines(conversation, conversation.active_leaf_id)
         if system is None:
             system = conversation.system_prompt
     if command.content:
-        branch = [*branch, Message(role=Message.Role.USER, content=command.content)]
+        branch = [*branch, BranchLine(0, None, Message.Role.USER, command.content)]
     prompt_tokens = count_prompt_tokens(chat_messages(system or "", branch))
     max_cost = worst_case_cost(
         prompt_tokens=prompt_tokens,
