@@ -23,6 +23,8 @@ BENCHES = {  # name -> (module, what it measures)
     "dashboard": ("bench.bench_dashboard", "usage dashboard over a million ledger rows vs COUNT(*)"),
     "ws": ("bench.bench_ws", "chat websocket: TTFT, completion and wall time at 100-1,000 streams vs the upstream"),
     "burst": ("bench.bench_burst", "N new websocket and /v1 clients at once (100-1,000) vs the same burst upstream"),
+    "estimate": ("bench.bench_estimate", "chat.estimate of a 100-message conversation, in-process and over the socket"),
+    "reconcile": ("bench.bench_reconcile", "manage.py reconcile importing 1,000,000 rows on PostgreSQL (DATABASE_URL)"),
 }
 
 

@@ -286,7 +286,7 @@ class ProviderAdmin(AuditedAdmin):
     fieldsets = (
         (None, {"fields": ("name", "base_url", "enabled", "is_development")}),
         ("API key", {"fields": ("key_status", "api_key", "clear_api_key")}),
-        ("Compatibility", {"fields": ("send_stream_options", "dropped_params", "extra_headers",
+        ("Compatibility", {"fields": ("send_stream_options", "cost_lookup", "dropped_params", "extra_headers",
                                       "secret_headers_status", "clear_secret_headers")}),
         (
             "Timeouts and retries",

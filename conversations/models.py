@@ -84,6 +84,11 @@ class Provider(models.Model):
     max_retries = models.PositiveSmallIntegerField(default=2)
     enabled = models.BooleanField(default=True)
     is_development = models.BooleanField(default=False, help_text="The built-in development upstream.")
+    cost_lookup = models.BooleanField(
+        default=False,
+        help_text="After each reply, ask the provider its own cost of it (OpenRouter's GET /generation?id=) and "
+        "record it beside the billed one.",
+    )
     unreachable_at = models.DateTimeField(
         null=True,
         blank=True,
@@ -430,6 +435,12 @@ class UsageRecord(models.Model):
         ESTIMATED = "estimated", "no price known"
         RECONCILED = "reconciled", "matched to the provider's own account"
 
+    class Outcome(models.TextChoices):
+        COMPLETE = "complete", "the reply finished"
+        STOPPED = "stopped", "stopped by the user (or the client went away)"
+        CUT = "cut", "the stream ended before the reply finished"
+        FAILED = "failed", "the provider reported an error (or was never reached)"
+
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_records")
     source = models.CharField(max_length=8, choices=Source.choices)
     conversation = models.ForeignKey(
@@ -448,6 +459,8 @@ class UsageRecord(models.Model):
     cost_source = models.CharField(max_length=16, choices=CostSource.choices)
     usage_estimated = models.BooleanField(default=False)
     finish_reason = models.CharField(max_length=32, blank=True, default="")
+    # How the reply ended: a stopped, cut or failed one is billed for what was produced, and says so.
+    outcome = models.CharField(max_length=8, choices=Outcome.choices, default=Outcome.COMPLETE)
     ttft_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -689,10 +702,12 @@ class ProviderCharge(models.Model):
 
 
 class BudgetAlert(models.Model):
-    """A budget threshold (80 or 100 %) crossed in one month: written once, so its email goes once."""
+    """A budget threshold (80 or 100 %) crossed in one month: written once, so its email goes once.
+    A user's own budget (`team` empty), or a group's shared one (`team`; `user` the member whose reply crossed it)."""
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
-    month = models.DateField(help_text="The month's first day, in the user's time zone.")
+    team = models.ForeignKey("Team", null=True, blank=True, on_delete=models.CASCADE, related_name="alerts")
+    month = models.DateField(help_text="The month's first day, in the user's (a group's: the server's) time zone.")
     threshold = models.PositiveSmallIntegerField()
     budget = models.DecimalField(max_digits=12, decimal_places=4)
     spent = models.DecimalField(**USD)
@@ -701,11 +716,18 @@ class BudgetAlert(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            models.UniqueConstraint(fields=["user", "month", "threshold"], name="budgetalert_once")
+            models.UniqueConstraint(
+                fields=["user", "month", "threshold"], condition=models.Q(team__isnull=True), name="budgetalert_once"
+            ),
+            models.UniqueConstraint(
+                fields=["team", "month", "threshold"], condition=models.Q(team__isnull=False),
+                name="budgetalert_team_once",
+            ),
         ]
 
     def __str__(self) -> str:
-        return f"{self.threshold}% of {self.budget} for user {self.user_id} in {self.month:%Y-%m}"
+        whose = f"group {self.team_id}" if self.team_id else f"user {self.user_id}"
+        return f"{self.threshold}% of {self.budget} for {whose} in {self.month:%Y-%m}"
 
 
 # --- Teams: a group's shared budget and its managers -------------------------------------------------------

@@ -26,8 +26,10 @@ from conversations.errors import AdmissionError
 from conversations.models import UsageRecord
 from conversations.upstream import client
 from conversations.upstream.events import StreamError, UpstreamEvent, Usage
+from conversations.upstream.normalize import stream_cut
 from conversations.usage.budgets import budget_settle
 from conversations.usage.ledger import Reckoning, reckon, usage_record, usage_reported
+from conversations.usage.provider_cost import provider_cost_after_reply
 
 NO_USAGE = Usage(0, 0, 0)  # an upstream that refused before generating anything bills nothing
 _recording: set[asyncio.Future] = set()  # ledger writes outliving a cancelled request
@@ -85,6 +87,7 @@ def api_call_record(
     reckoning: Reckoning | None = None,
     sent: bool = True,
     upstream_request_id: str | None = None,
+    outcome: str | None = None,
 ) -> UsageRecord:
     """The call's ledger row (source `api`), settling its budget reservation."""
     return usage_record(
@@ -103,6 +106,7 @@ def api_call_record(
         reservation_id=call.reservation_id,
         upstream_request_id=upstream_request_id,
         tz=call.owner_tz,
+        outcome=outcome,
     )
 
 
@@ -121,6 +125,7 @@ class Relay:
         self.error: StreamError | None = None
         self._reckoning: Reckoning | None = None
         self._record: asyncio.Future[UsageRecord] | None = None
+        self.response_ids: list[str] = []  # the upstream's id of the reply, once its first chunk came
 
     def take(self, event: UpstreamEvent) -> None:
         if isinstance(event, Usage):
@@ -147,6 +152,10 @@ class Relay:
     def sent(self) -> bool:
         """False when the request never reached the provider (no connection): nothing to bill."""
         return self.error is None or self.error.sent
+
+    def cut(self) -> bool:
+        """Whether an error cut the output short (rather than the provider failing the request)."""
+        return self.error is not None and stream_cut(self.error, produced=bool(self.text()))
 
     def finish_reason(self) -> str:
         if self.error is not None:
@@ -185,11 +194,21 @@ class Relay:
                 ttft_ms=self.ttft_ms,
                 duration_ms=int((time.monotonic() - self.started) * 1000),
                 reckoning=None if usage is not None else self._reckoning,
-                upstream_request_id=(usage or self.usage or NO_USAGE).response_id,
+                upstream_request_id=(usage or self.usage or NO_USAGE).response_id
+                or next(iter(self.response_ids), None),
+                outcome=UsageRecord.Outcome.CUT if self.cut() else None,
             )
             _recording.add(self._record)
             self._record.add_done_callback(_recording.discard)
+            self._record.add_done_callback(self._look_up_cost)
         return await asyncio.shield(self._record)
+
+    def _look_up_cost(self, written: asyncio.Future[UsageRecord]) -> None:
+        """Once the row is written: ask the provider its own cost of the reply, when it is set to be asked."""
+        if written.cancelled() or written.exception() is not None or not self.sent:
+            return
+        provider_cost_after_reply(target=self.call.target, provider=self.call.priced.provider_name,
+                                  response_id=written.result().upstream_request_id)
 
     async def stopped(self) -> None:
         """The client went away: record what was generated so far (usage estimated unless reported)."""
@@ -201,7 +220,7 @@ async def stream_open(call: ApiCall) -> AsyncIterator[bytes]:
     """Start the upstream stream and wait for its first event. A failure before any output is raised as
     ApiError (502/504/400 with the stable code) instead of a 200 stream; otherwise the SSE body iterator."""
     relay = Relay(call)
-    upstream = client.stream_batches(call.target, call.path, call.body)
+    upstream = client.stream_batches(call.target, call.path, call.body, response_ids=relay.response_ids)
     first: list[UpstreamEvent] = []
     try:
         async for batch in upstream:

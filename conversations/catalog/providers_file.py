@@ -37,6 +37,7 @@ PROVIDER_KEYS = {
     "model",
     "enabled",
     "send_stream_options",
+    "cost_lookup",
     "dropped_params",
     "connect_timeout",
     "first_token_timeout",
@@ -163,7 +164,7 @@ def _provider_fields(entry: dict[str, Any], index: int) -> tuple[str, dict[str, 
     fields["extra_headers"] = {k: v for k, v in headers.items() if k not in secret}
     if secret:  # none in the file: the stored ones stay, as a key does
         fields["secret_header_values"] = secret
-    for flag in ("enabled", "send_stream_options"):
+    for flag in ("enabled", "send_stream_options", "cost_lookup"):
         if flag in entry:
             _check_type(entry[flag], bool, where, flag, "true or false")
             fields[flag] = entry[flag]
@@ -339,6 +340,8 @@ def providers_export() -> str:
             lines.append("enabled = false")
         if not provider.send_stream_options:
             lines.append("send_stream_options = false")
+        if provider.cost_lookup:
+            lines.append("cost_lookup = true")
         if provider.dropped_params:
             lines.append(f"dropped_params = {_toml_value(provider.dropped_params)}")
         for model in provider.models.order_by("upstream_id"):

@@ -16,4 +16,5 @@ def upstream_target(provider: Provider) -> UpstreamTarget:
         first_token_timeout=provider.first_token_timeout,
         read_timeout=provider.read_timeout,
         max_retries=provider.max_retries,
+        cost_lookup=provider.cost_lookup,
     )

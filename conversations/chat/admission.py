@@ -40,7 +40,7 @@ from conversations.chat.attachments import (
 )
 from conversations.chat.commands import ChatEdit, ChatEstimate, ChatRegenerate, ChatSend
 from conversations.chat.prompting import chat_messages, upstream_request
-from conversations.chat.selectors import conversation_branch
+from conversations.chat.selectors import BranchLine, branch_lines, conversation_branch
 from conversations.errors import BadRequest, ModelUnavailable, NotFound, ReplyInProgress, TooManyReplies
 from conversations.models import Attachment, Conversation, Message, Model, User
 from conversations.upstream.client import UpstreamTarget
@@ -469,7 +469,7 @@ def reply_estimate(*, user: User, command: ChatEstimate) -> dict[str, Any]:
     the reply ran to its cap (the request's max_tokens, else the model's)."""
     model = _usable(user, command.model, f"no model named {command.model!r} is available to you")
     params = _clean_params(model, command.params)
-    branch: list[Message] = []
+    branch: list[BranchLine] = []
     system = command.system
     conversation: Conversation | None = None
     if command.conversation_id is not None:
@@ -477,7 +477,7 @@ def reply_estimate(*, user: User, command: ChatEstimate) -> dict[str, Any]:
         if conversation is None:
             raise NotFound("no such conversation")
         if conversation.active_leaf_id is not None:
-            branch = conversation_branch(conversation, conversation.active_leaf_id)
+            branch = branch_lines(conversation, conversation.active_leaf_id)
         if system is None:
             system = conversation.system_prompt
     attached = attachments_by_message(
@@ -485,7 +485,7 @@ def reply_estimate(*, user: User, command: ChatEstimate) -> dict[str, Any]:
     )
     if command.content or command.attachments:
         # The draft is no stored message yet: it goes under an id no stored message has.
-        draft = Message(pk=DRAFT_ID, role=Message.Role.USER, content=command.content)
+        draft = BranchLine(DRAFT_ID, None, Message.Role.USER, command.content)
         branch = [*branch, draft]
         attached[DRAFT_ID] = attachments_for_send(
             user=user, ids=command.attachments, conversation=conversation, model=model

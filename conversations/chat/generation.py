@@ -33,6 +33,8 @@ from conversations.upstream.events import (
     StreamError,
     Usage,
 )
+from conversations.upstream.normalize import stream_cut
+from conversations.usage.provider_cost import provider_cost_after_reply
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,7 @@ class ReplyRun:
         self.heartbeat_at = time.monotonic()  # the admission wrote the first heartbeat
         self.sending = False  # a delta's group send is in flight
         self.closing = False  # the reply has ended: the publish loop returns after its current send
+        self.response_ids: list[str] = []  # the upstream's id of the reply, once its first chunk came
 
     # --- the task -------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -150,7 +153,9 @@ class ReplyRun:
             _running.pop(self.plan.message_id, None)
 
     async def _stream(self, outcome: ReplyOutcome, started: float) -> None:
-        async for batch in client.stream_batches(self.plan.target, self.plan.path, self.plan.body):
+        async for batch in client.stream_batches(
+            self.plan.target, self.plan.path, self.plan.body, response_ids=self.response_ids
+        ):
             for event in batch:  # the events of one read
                 if isinstance(event, ContentDelta | RefusalDelta | ReasoningDelta):
                     if event.index != 0 or not event.text:
@@ -172,6 +177,7 @@ class ReplyRun:
                     outcome.error_code = event.code
                     outcome.error_message = _error_text(event)
                     outcome.sent = event.sent
+                    outcome.cut = stream_cut(event, produced=bool(self.content or self.pending_content))
                     if event.status and event.status >= 400 and not self.content and not self.pending_content:
                         # Refused with an HTTP error before any output: the provider charged nothing.
                         outcome.usage = Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
@@ -268,9 +274,13 @@ class ReplyRun:
 
     async def _finish(self, outcome: ReplyOutcome) -> None:
         outcome.content, outcome.reasoning, outcome.seq = "".join(self.content), "".join(self.reasoning), self.seq
+        outcome.response_id = self.response_ids[0] if self.response_ids else None
         # Checkpoints run on their own lane, in any order with this finish: each writes only while the reply is
         # still streaming (its WHERE says so), so a checkpoint after the finish leaves the final text alone.
         usage = await db.chat.together(reply_finish, plan=self.plan, outcome=outcome)
+        response_id = (outcome.usage.response_id if outcome.usage else None) or outcome.response_id
+        provider_cost_after_reply(target=self.plan.target, provider=self.plan.priced.provider_name,
+                                  response_id=response_id if outcome.sent else None)
         if outcome.error_code:
             await self._send({"type": "chat.error", "request_id": self.plan.request_id,
                               "message_id": self.plan.message_id, "code": outcome.error_code,

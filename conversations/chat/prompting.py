@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from conversations.chat.attachments import attachment_data_url, attachment_parts
+from conversations.chat.selectors import BranchLine
 from conversations.models import Attachment, Message, Model
 
 # The documented template for completion-only models (docs/protocol.md): a plain transcript that ends
@@ -28,7 +29,7 @@ def document_chars(model: Model | None, documents: int) -> int:
 
 
 def chat_messages(
-    system: str, branch: list[Message], attachments: dict[int, list[Attachment]] | None = None,
+    system: str, branch: Sequence[Message | BranchLine], attachments: dict[int, list[Attachment]] | None = None,
     model: Model | None = None, image_url: Callable[[Attachment], str] = attachment_data_url,
 ) -> list[dict[str, Any]]:
     """The chat history for the upstream; user messages with attachments as content parts (images as data URLs, or

@@ -14,7 +14,7 @@ from conversations.chat.admission import ReplyPlan
 from conversations.chat.attachments import attachments_by_message
 from conversations.chat.prompting import chat_messages
 from conversations.chat.selectors import conversation_branch
-from conversations.models import Conversation, Message
+from conversations.models import Conversation, Message, UsageRecord
 from conversations.upstream.events import Usage
 from conversations.upstream.tokens import DEFAULT_IMAGE_RULE
 from conversations.usage.ledger import Priced, usage_record
@@ -33,6 +33,8 @@ class ReplyOutcome:
     ttft_ms: int | None = None
     duration_ms: int | None = None
     sent: bool = True  # False: the request never reached the provider (billed nothing)
+    cut: bool = False  # the error cut the reply short (stream broken or silent mid-reply), not a provider failure
+    response_id: str | None = None  # the upstream's id of the reply, known from its first chunk
 
 def replies_checkpoint(*, partial: list[tuple[int, str, str, int]], alive: list[int]) -> None:
     """One write for all of a process's streaming replies: the text so far of those in `partial`
@@ -76,11 +78,21 @@ def reply_finish(*, plan: ReplyPlan, outcome: ReplyOutcome) -> dict[str, Any]:
         ttft_ms=outcome.ttft_ms, duration_ms=outcome.duration_ms,
         conversation_id=plan.conversation_id, message_id=plan.message_id, reservation_id=plan.reservation_id,
         sent=outcome.sent,
-        upstream_request_id=outcome.usage.response_id if outcome.usage else None,
+        upstream_request_id=(outcome.usage.response_id if outcome.usage else None) or outcome.response_id,
         tz=plan.owner_tz,
+        outcome=reply_ledger_outcome(outcome),
     )
     Conversation.objects.filter(pk=plan.conversation_id).update(updated_at=timezone.now())
     return usage_payload(record)
+
+
+def reply_ledger_outcome(outcome: ReplyOutcome) -> str:
+    """How the reply ended, as its ledger row says it: complete, stopped, cut or failed."""
+    if outcome.status == Message.Status.STOPPED:
+        return UsageRecord.Outcome.STOPPED
+    if outcome.status == Message.Status.ERROR:
+        return UsageRecord.Outcome.CUT if outcome.cut else UsageRecord.Outcome.FAILED
+    return UsageRecord.Outcome.COMPLETE
 
 
 def usage_payload(record: Any) -> dict[str, Any]:
@@ -128,6 +140,8 @@ def replies_reap(*, stale_after: timedelta = timedelta(seconds=30), alive: list[
                 usage=None, prompt_messages=chat_messages(conversation.system_prompt, branch, attached, model),
                 completion_text=message.reasoning + message.content, finish_reason="error",
                 ttft_ms=None, duration_ms=None, conversation_id=conversation.pk, message_id=message.pk,
+                # The process died mid-reply: what it had produced is kept, cut short.
+                outcome=UsageRecord.Outcome.CUT if message.content or message.reasoning else None,
             )
             reaped += 1
     return reaped

@@ -70,6 +70,7 @@ def title_store(
         duration_ms=None,
         conversation_id=job.conversation_id,
         reservation_id=job.reservation_id,
+        upstream_request_id=usage.response_id if usage else None,  # what reconciliation matches it by
     )
     title = "" if failed else clean_title(text)
     if not title:

@@ -27,7 +27,7 @@ from conversations.chat.selectors import (
 from conversations.errors import NotFound
 from conversations.models import Conversation, Folder, Message, Preset, UsageRecord
 from conversations.upstream.params import PARAM_SPECS, range_text
-from conversations.usage.alerts import budget_alert_text, budget_alerts_current
+from conversations.usage.alerts import budget_alert_notices
 from conversations.usage.budgets import budget_display, user_team_budgets
 from conversations.usage.rollup import money_text
 from conversations.usage.selectors import conversation_spend
@@ -133,9 +133,7 @@ def sidebar_context(request: AuthenticatedHttpRequest, query: str) -> dict[str, 
 
 def cost_context(request: AuthenticatedHttpRequest, conversation: Conversation | None) -> dict[str, Any]:
     """The chat page's cost figures: the conversation's running total and this month's budget alert, if any."""
-    alerts = budget_alerts_current(user=request.user)
-    notice = budget_alert_text(alerts[0])[0].removeprefix("chatweb: ") if alerts else ""
-    context: dict[str, Any] = {"budget_alert": notice}
+    context: dict[str, Any] = {"budget_alerts": budget_alert_notices(user=request.user)}
     if conversation is not None:
         cost, requests = conversation_spend(user=request.user, conversation_id=conversation.pk)
         context["conversation_cost"] = {"cost": money_text(cost), "requests": requests}

@@ -5,6 +5,10 @@ Endpoints
     GET  /v1/models/<id>
     POST /v1/chat/completions       streaming (SSE) and not
     POST /v1/completions            legacy text completions, streaming and not
+    GET  /v1/generation?id=<id>     what a reply cost, as OpenRouter's generation endpoint answers it:
+                                    {"data": {"id", "model", "created_at", "tokens_prompt", "tokens_completion",
+                                    "total_cost", ...}} for a reply served (streamed, stopped or cut: the tokens
+                                    actually sent), 404 for an id it never served or no longer keeps
     GET  /_stats?key=<k>            {"requests", "completed", "disconnected", "failed", "dropped", "active"}
                                     for one key (without ?key: totals over all keys)
     GET  /_received?key=<k>         the `messages` (or `prompt`) of the last requests with that key, oldest
@@ -63,6 +67,8 @@ A "token" in the switches below is one streamed piece (one SSE content chunk, ab
                        llamacpp    first chunk ``{"role": "assistant", "content": null}``, ``timings``
                                    on the finish chunk, usage chunk with include_usage
     echo=1             the answer is the last user message (or the prompt) verbatim.
+    charge_factor=F    /v1/generation reports the reply's cost × F (default 1): a provider whose account
+                       differs from its prices, for reconciliation tests.
     key=K              names the state of ``times`` and the counters of /_stats (default: no key;
                        ``times`` then counts per distinct <opts> string).
 
@@ -81,7 +87,7 @@ import logging
 import os
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, fields, replace
 from functools import lru_cache
@@ -101,6 +107,7 @@ Send = Callable[[Message], Awaitable[None]]
 DIALECTS = ("openai", "deepinfra", "groq", "vllm", "openrouter", "llamacpp")
 OPTIONS_ENV = "DEVUPSTREAM_OPTIONS"
 MAX_BODY = 8 * 1024 * 1024
+SERVED_KEPT = 10_000  # replies /v1/generation still knows (the oldest are forgotten first)
 KEEPALIVE_EVERY = 1.0  # seconds between OpenRouter-style comments while the first token is pending
 
 
@@ -153,6 +160,7 @@ class Options:
     dialect: str = "openai"
     echo: bool = False
     key: str | None = None
+    charge_factor: float = 1.0
 
 
 def _nonneg_float(v: str) -> float:
@@ -212,6 +220,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "dialect": _dialect,
     "echo": _flag,
     "key": str,
+    "charge_factor": _nonneg_float,
 }
 OPTION_NAMES = tuple(f.name for f in fields(Options))
 assert set(_PARSERS) == set(OPTION_NAMES)
@@ -507,6 +516,7 @@ class DevUpstream:
         self.counters: dict[str, Counters] = {}
         self.received: dict[str, deque[Any]] = {}  # key -> the prompts of its last RECEIVED_KEPT requests
         self._failures: dict[str, int] = {}
+        self.served: OrderedDict[str, dict[str, Any]] = OrderedDict()  # reply id -> /v1/generation's data
         logging.getLogger("uvicorn.error").addFilter(_QUIET_DROPS)
 
     # Entry point.
@@ -595,6 +605,14 @@ class DevUpstream:
         counters: Counters,
     ) -> None:
         api = {"/chat/completions": "chat", "/completions": "completions"}.get(path)
+        if path == "/generation" and method == "GET":
+            if opts.require_key is not None:
+                auth = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+                if auth != f"Bearer {opts.require_key}":
+                    raise HTTPError(401)
+            await self._generation(scope, send)
+            counters.completed += 1
+            return
         if api is None and not path.startswith("/models"):
             raise HTTPError(404, f"No route for {method} /v1{path}.", code="not_found")
         if method != ("GET" if api is None else "POST"):
@@ -645,9 +663,24 @@ class DevUpstream:
             )
         plan = make_plan(api, body, model, opts)
         include_usage = bool(isinstance(stream_options, dict) and stream_options.get("include_usage"))
-        writer = _Writer(api, model, plan, opts, include_usage)
+        writer = _Writer(api, model, plan, opts, include_usage, self._served)
         respond = writer.stream if stream else writer.whole
         await self._watched(receive, counters, lambda: respond(send))
+
+    def _served(self, data: dict[str, Any]) -> None:
+        self.served[data["id"]] = data
+        while len(self.served) > SERVED_KEPT:
+            self.served.popitem(last=False)
+
+    async def _generation(self, scope: Scope, send: Send) -> None:
+        """OpenRouter's GET /api/v1/generation?id=...: the reply's tokens and cost as the provider bills it."""
+        reply_id = parse_qs(scope.get("query_string", b"").decode()).get("id", [""])[0]
+        if not reply_id:
+            raise HTTPError(400, "The query parameter `id` is required.", param="id")
+        data = self.served.get(reply_id)
+        if data is None:
+            raise HTTPError(404, f"Generation {reply_id} not found.", code="not_found")
+        await _send_json(send, 200, {"data": data})
 
     def _should_fail(self, opts: Options) -> bool:
         if opts.times is None:
@@ -759,12 +792,40 @@ _USAGE = '"@@usage@@"'
 class _Writer:
     """Turns a Plan into the bytes of one response in the requested dialect."""
 
-    def __init__(self, api: str, model: DevModel, plan: Plan, opts: Options, include_usage: bool) -> None:
+    def __init__(
+        self, api: str, model: DevModel, plan: Plan, opts: Options, include_usage: bool,
+        served: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.api, self.model, self.plan, self.opts = api, model, plan, opts
         self.dialect = opts.dialect
         self.include_usage = include_usage
         self.id = ("chatcmpl-" if api == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
         self.created = int(time.time())
+        self._on_served = served
+        self.pieces_sent = 0
+
+    def _cost(self, completion_tokens: int) -> float:
+        return (self.plan.prompt_tokens * self.model.input_price + completion_tokens * self.model.output_price) / 1e6
+
+    def _served(self, pieces_sent: int | None) -> None:
+        """Remember the reply for /v1/generation: all of it, or (stopped, cut) the tokens of the pieces sent."""
+        if self._on_served is None:
+            return
+        p = self.plan
+        if pieces_sent is None:
+            completion = p.completion_tokens
+        else:
+            counts = replies.piece_token_counts(p.reasoning) + replies.piece_token_counts(p.answer)
+            completion = min(sum(counts[:pieces_sent]), p.completion_tokens)
+        self._on_served({
+            "id": self.id, "model": self.model.id, "created_at": time.strftime(
+                "%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.created)
+            ),
+            "tokens_prompt": p.prompt_tokens, "tokens_completion": completion,
+            "native_tokens_prompt": p.prompt_tokens, "native_tokens_completion": completion,
+            "total_cost": round(self._cost(completion) * self.opts.charge_factor, 10),
+            "provider_name": "DevProvider", "streamed": True,
+        })
 
     # Shared pieces of every chunk.
     def _envelope(self) -> dict[str, Any]:
@@ -788,7 +849,7 @@ class _Writer:
             "completion_tokens": c,
             "total_tokens": p.prompt_tokens + c,
         }
-        cost = (p.prompt_tokens * self.model.input_price + c * self.model.output_price) / 1e6
+        cost = self._cost(c)
         if self.dialect == "openai":
             usage["prompt_tokens_details"] = {"cached_tokens": 0}
             usage["completion_tokens_details"] = {"reasoning_tokens": p.reasoning_tokens}
@@ -927,33 +988,41 @@ class _Writer:
 
         batch: list[str] = list(head)
         start, delay = loop.time(), opts.delay
-        for i in range(stop_at):
-            if delay:
-                wait = start + i * delay - loop.time()
-                if wait > 0:
-                    # Tokens that came due while we were late go out together in one write.
-                    if batch:
-                        await send(
-                            {"type": "http.response.body", "body": "".join(batch).encode(), "more_body": True}
-                        )
-                        batch = []
-                    await asyncio.sleep(wait)
-            if i == malformed_at:
+        self.pieces_sent = 0  # what a stopped or cut reply is billed for
+        try:
+            for i in range(stop_at):
+                if delay:
+                    wait = start + i * delay - loop.time()
+                    if wait > 0:
+                        # Tokens that came due while we were late go out together in one write.
+                        if batch:
+                            await send(
+                                {"type": "http.response.body", "body": "".join(batch).encode(), "more_body": True}
+                            )
+                            batch = []
+                            self.pieces_sent = i
+                        await asyncio.sleep(wait)
+                if i == malformed_at:
+                    batch.append(broken)
+                batch.append(tokens[i])
+            if malformed_at is not None and malformed_at >= stop_at:
                 batch.append(broken)
-            batch.append(tokens[i])
-        if malformed_at is not None and malformed_at >= stop_at:
-            batch.append(broken)
 
-        if ending == "drop":
-            if batch:
-                await send({"type": "http.response.body", "body": "".join(batch).encode(), "more_body": True})
-            raise _DropConnection
-        if ending == "error":
-            batch.append(self._mid_stream_error())
-            batch.append("data: [DONE]\n\n")
-        elif ending == "normal":
-            batch.extend(tail)
-        await send({"type": "http.response.body", "body": "".join(batch).encode(), "more_body": False})
+            if ending == "drop":
+                if batch:
+                    await send({"type": "http.response.body", "body": "".join(batch).encode(), "more_body": True})
+                self.pieces_sent = stop_at
+                raise _DropConnection
+            if ending == "error":
+                batch.append(self._mid_stream_error())
+                batch.append("data: [DONE]\n\n")
+            elif ending == "normal":
+                batch.extend(tail)
+            await send({"type": "http.response.body", "body": "".join(batch).encode(), "more_body": False})
+            self.pieces_sent = stop_at
+        finally:
+            whole = ending == "normal" and self.pieces_sent == len(tokens)
+            self._served(None if whole else self.pieces_sent)
 
     async def whole(self, send: Send) -> None:
         """A non-streaming answer, after the time streaming would have taken."""
@@ -1002,6 +1071,7 @@ class _Writer:
                 raise _DropConnection
             body = body[:cut_at]
         await _send_bytes(send, 200, body, _JSON)
+        self._served(None)
 
 
 def warm_up() -> None:

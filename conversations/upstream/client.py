@@ -66,6 +66,7 @@ class UpstreamTarget:
     read_timeout: float = 60  # between two reads once the reply is flowing
     max_retries: int = 2
     retry_after_max: float = 60  # a longer Retry-After is not waited for: backoff instead
+    cost_lookup: bool = False  # ask the provider its own cost of each reply (OpenRouter's /generation?id=)
 
 
 # --- the shared client ----------------------------------------------------------------------------
@@ -318,10 +319,12 @@ async def stream(
 
 
 async def stream_batches(
-    target: UpstreamTarget, path: str, payload: dict[str, Any]
+    target: UpstreamTarget, path: str, payload: dict[str, Any], *, response_ids: list[str] | None = None
 ) -> AsyncGenerator[list[UpstreamEvent], None]:
     """`stream`, as the events of each read together: whoever relays them can write them at once (a fast
-    upstream's tokens often arrive several to a read)."""
+    upstream's tokens often arrive several to a read). `response_ids`, when given, receives the upstream's id of
+    the reply as soon as a chunk carries it: a reply stopped before its usage arrived still has it (for the
+    ledger, which reconciliation matches by it)."""
     url = join_url(target.base_url, path)
     if (bad := _bad_url(url)) is not None:
         yield [_error_event(bad)]
@@ -330,7 +333,9 @@ async def stream_batches(
     api = _api_of(path)
     attempt = 0
     while True:
-        attempt_events = _attempt_stream(target, url, body, api, final=attempt >= target.max_retries)
+        attempt_events = _attempt_stream(
+            target, url, body, api, final=attempt >= target.max_retries, response_ids=response_ids
+        )
         try:
             async for batch in attempt_events:
                 yield batch
@@ -401,6 +406,7 @@ async def _attempt_stream(
     api: Literal["chat", "completions"],
     *,
     final: bool,
+    response_ids: list[str] | None = None,
 ) -> AsyncGenerator[list[UpstreamEvent], None]:
     """One request, its events a read at a time. Raises _Retry (only before its first event, and unless
     `final`) to ask for another."""
@@ -483,6 +489,8 @@ async def _attempt_stream(
                         while start < len(sses) and all(isinstance(e, Usage) for e in events):
                             events.extend(normalizer.feed(sses[start]))
                             start += 1
+                    if response_ids is not None and not response_ids and normalizer.response_id:
+                        response_ids.append(normalizer.response_id)
                     if not events:
                         continue
                     if not relayed and _only_failure(events):
@@ -640,3 +648,59 @@ async def list_models(target: UpstreamTarget) -> list[dict[str, Any]]:
             _log_retry(target, err, attempt, wait)
             await asyncio.sleep(wait)
             attempt += 1
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationCost:
+    """One reply as the provider's own account has it (OpenRouter's `GET /generation?id=`): its cost in USD."""
+
+    response_id: str
+    cost: Decimal
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    created_at: str  # as the provider wrote it (ISO 8601), "" when it gave none
+
+
+async def generation_cost(target: UpstreamTarget, response_id: str) -> GenerationCost:
+    """GET /generation?id=RESPONSE_ID: what the provider charged for that reply (`data.total_cost`). Raises
+    UpstreamError (its message never holds a key) when it cannot say; one try, the caller decides on more."""
+    url = join_url(target.base_url, "/generation")
+    if (bad := _bad_url(url)) is not None:
+        raise bad
+    timeout = httpx.Timeout(
+        connect=target.connect_timeout, read=target.read_timeout, write=target.read_timeout, pool=target.read_timeout
+    )
+    try:
+        response = await get_client().get(
+            url, params={"id": response_id}, headers=_headers(target, "application/json"), timeout=timeout
+        )
+    except httpx.TimeoutException:
+        raise _timed_out(f"no answer within {target.read_timeout:g} s") from None
+    except httpx.HTTPError as exc:
+        raise _transport_error(exc, target, responded=False) from None
+    if not response.is_success:
+        raise error_from_response(response.status_code, response.headers, response.content[:MAX_ERROR_BODY])
+    try:
+        parsed = response.json()
+        data = parsed["data"]
+        cost = Decimal(str(data["total_cost"]))
+        if not cost.is_finite() or cost < 0:
+            raise ValueError("total_cost")
+        return GenerationCost(
+            response_id=str(data.get("id") or response_id),
+            cost=cost,
+            model=str(data.get("model") or ""),
+            prompt_tokens=_count(data.get("native_tokens_prompt", data.get("tokens_prompt"))),
+            completion_tokens=_count(data.get("native_tokens_completion", data.get("tokens_completion"))),
+            created_at=str(data.get("created_at") or ""),
+        )
+    except (ValueError, KeyError, TypeError, ArithmeticError):
+        raise UpstreamError(
+            ErrorCode.UPSTREAM_UNAVAILABLE, "The provider's generation record is not readable.",
+            status=response.status_code,
+        ) from None
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and 0 <= value < 2**31 else 0

@@ -322,6 +322,14 @@ def _tool_call(call: dict[str, Any], position: int, index: int, out: list[Upstre
         out.append(ToolCallDelta(call_index, call_id, name, arguments, index))
 
 
+def stream_cut(error: StreamError, *, produced: bool) -> bool:
+    """Whether the error cut a reply short that had output (the connection broke, the stream ended early or went
+    silent mid-reply), rather than the provider reporting a failure: the ledger marks the two apart."""
+    if not produced:
+        return False
+    return error.message == TRUNCATED_MESSAGE or error.code == ErrorCode.UPSTREAM_TIMEOUT
+
+
 def _stream_error(message: str, code: object) -> StreamError:
     status = code if type(code) is int and 400 <= code < 600 else None
     return StreamError(

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -32,6 +33,14 @@ TOKENS_PER_NAME = 1
 REPLY_PRIMING = 3  # <|start|>assistant<|message|> opening the reply
 
 _load_lock = threading.Lock()
+
+# A conversation's history is counted again for every estimate and every send: the counts of the longer texts
+# are remembered, by a digest of the text (16 bytes a text, whatever its length), the least recently used
+# forgotten first. Hashing is about 30 times cheaper than tokenizing.
+REMEMBER_FROM_CHARS = 256
+REMEMBERED_TEXTS = 8192
+_remembered: OrderedDict[bytes, int] = OrderedDict()
+_remembered_lock = threading.Lock()
 
 
 def _heuristic(text: str) -> int:
@@ -82,6 +91,23 @@ def count_tokens(text: str) -> int:
     if not text:
         return 0
     return _encoder()(text)
+
+
+def _count_remembered(text: str, count: Callable[[str], int]) -> int:
+    if len(text) < REMEMBER_FROM_CHARS:
+        return count(text)
+    key = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    with _remembered_lock:
+        known = _remembered.get(key)
+        if known is not None:
+            _remembered.move_to_end(key)
+            return known
+    counted = count(text)
+    with _remembered_lock:
+        _remembered[key] = counted
+        if len(_remembered) > REMEMBERED_TEXTS:
+            _remembered.popitem(last=False)
+    return counted
 
 
 # --- images -----------------------------------------------------------------------------------------------------
@@ -187,7 +213,11 @@ def count_prompt_tokens(messages: list[dict[str, Any]], *, image_rule: str = DEF
     """Prompt tokens of a chat request as OpenAI counts them: each message's fields, plus 3 per message
     and 1 per `name`, plus 3 priming the reply; each image part by `image_rule` (its size read from its data URL,
     or given in `image_sizes` by URL). Exact for OpenAI's models, an estimate elsewhere."""
-    count = _encoder()
+    encode = _encoder()
+
+    def count(text: str) -> int:
+        return _count_remembered(text, encode)
+
     total = REPLY_PRIMING
     for message in messages:
         total += TOKENS_PER_MESSAGE

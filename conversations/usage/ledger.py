@@ -64,6 +64,20 @@ def token_counts(
     return TokenCounts(prompt, completion, prompt + completion, estimated=True)
 
 
+FAILED_REASONS = ("error", "interrupted")  # finish reasons of a reply that ended on an error (besides error codes)
+
+
+def outcome_of(finish_reason: str, *, cut: bool = False) -> str:
+    """How a reply ended, for its ledger row: `stopped`, `cut` (an error that cut output short, when `cut`),
+    `failed` (an error: a finish reason of "error", or the code of why it never reached the provider), else
+    `complete`."""
+    if finish_reason == "stopped":
+        return UsageRecord.Outcome.STOPPED
+    if finish_reason in FAILED_REASONS or finish_reason.startswith("upstream_"):
+        return UsageRecord.Outcome.CUT if cut else UsageRecord.Outcome.FAILED
+    return UsageRecord.Outcome.COMPLETE
+
+
 @dataclass(frozen=True)
 class Reckoning:
     """What a reply costs, as its ledger row says it: tokens (reported, or estimated and marked) and cost."""
@@ -116,12 +130,14 @@ def usage_record(
     sent: bool = True,
     upstream_request_id: str | None = None,
     tz: str | None = None,
+    outcome: str | None = None,
 ) -> UsageRecord:
     """Write one ledger row and its daily roll-up, release the budget reservation; call inside a transaction.
     `reckoning`: its numbers when they were worked out (and told) already. `sent` False: the request never
     reached the provider: 0 tokens, 0 cost, and the provider is marked unreachable for the model picker.
     `upstream_request_id`: the provider's id of the reply, what reconciliation matches its account by.
-    `tz`: the owner's time zone setting when the caller read it already (else the roll-up reads it)."""
+    `tz`: the owner's time zone setting when the caller read it already (else the roll-up reads it).
+    `outcome`: how the reply ended (UsageRecord.Outcome); by default what `finish_reason` says (`outcome_of`)."""
     r = reckoning or reckon(
         priced=priced, usage=usage, prompt_messages=prompt_messages, completion_text=completion_text, sent=sent
     )
@@ -142,6 +158,7 @@ def usage_record(
         cost_source=r.cost_source,
         usage_estimated=r.usage_estimated,
         finish_reason=finish_reason,
+        outcome=outcome or outcome_of(finish_reason),
         ttft_ms=ttft_ms,
         duration_ms=duration_ms,
         upstream_request_id=(upstream_request_id or "")[:255],

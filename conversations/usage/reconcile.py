@@ -13,8 +13,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
+from typing import NamedTuple
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, DecimalField, ExpressionWrapper, F, Q, Sum
 from django.db.models.functions import Abs, TruncMonth
 
@@ -36,8 +37,9 @@ class ReconcileFileError(ValueError):
         self.errors = errors
 
 
-@dataclass(frozen=True, slots=True)
-class Charge:
+class Charge(NamedTuple):
+    """One row of the provider's account (a tuple: a million of them are built and copied as they are)."""
+
     request_id: str
     created_at: datetime
     model: str
@@ -114,13 +116,22 @@ def charges_parse(lines: Iterable[str]) -> list[Charge]:
 def _charge(row: list[str]) -> Charge:
     if len(row) != len(HEADER):
         raise ValueError(f"{len(row)} fields, expected {len(HEADER)}")
-    request_id, created, model, prompt, completion, cost = (cell.strip() for cell in row)
+    request_id, created, model, prompt, completion, cost = row  # checked one by one, inline: this runs per row
+    request_id = request_id.strip()
     if not request_id:
         raise ValueError("request_id: empty")
     if len(request_id) > 255:
         raise ValueError("request_id: longer than 255 characters")
-    return Charge(request_id, _moment(created), model[:320], _tokens("prompt_tokens", prompt),
-                  _tokens("completion_tokens", completion), _cost(cost))
+    prompt, completion = prompt.strip(), completion.strip()
+    return Charge(
+        request_id,
+        _moment(created.strip()),
+        model.strip()[:320],
+        int(prompt) if prompt.isascii() and prompt.isdigit() and len(prompt) < 10 else _tokens("prompt_tokens", prompt),
+        int(completion) if completion.isascii() and completion.isdigit() and len(completion) < 10
+        else _tokens("completion_tokens", completion),
+        _cost(cost.strip()),
+    )
 
 
 def _moment(value: str) -> datetime:
@@ -167,10 +178,73 @@ def provider_charges_import(*, provider: str, charges: list[Charge]) -> Reconcil
     """Store the provider's rows (new ones added, changed ones updated), match them to the ledger, and return
     the reconciliation of the months the file covers. One transaction: a failure imports nothing."""
     with transaction.atomic():
-        for batch in _batches(charges):
-            _import_batch(provider, batch)
+        charges_record(provider=provider, charges=charges)
         months = sorted({date(c.created_at.year, c.created_at.month, 1) for c in charges})
         return reconciliation_of(provider=provider, months=months)
+
+
+def charges_record(*, provider: str, charges: list[Charge]) -> None:
+    """Store the provider's rows and mark the ledger rows they match (the file's import, and the lookup of one
+    reply's cost right after it); call inside a transaction. On PostgreSQL in three set-based statements over the
+    file copied into a temporary table; elsewhere in batches through the ORM."""
+    if connection.vendor == "postgresql":
+        _record_copied(provider, charges)
+        return
+    for batch in _batches(charges):
+        _import_batch(provider, batch)
+
+
+def _record_copied(provider: str, charges: list[Charge]) -> None:
+    # A million rows through bulk_create / bulk_update (an UPDATE with a 2,000-branch CASE per batch) took many
+    # minutes; COPY and three statements take seconds (docs/benchmarks.md, `python -m bench reconcile`).
+    q = connection.ops.quote_name
+    charge_table, record_table = q(ProviderCharge._meta.db_table), q(UsageRecord._meta.db_table)
+    columns = ("created_at", "model_name", "prompt_tokens", "completion_tokens", "cost", "record_id")
+    stored = ", ".join(f"c.{q(c)}" for c in columns)
+    given = ", ".join(f"i.{c}" for c in columns)
+    # Table and column names come from the models; every value is a parameter or comes through COPY.
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS reconcile_raw, reconcile_in")
+        cursor.execute(
+            "CREATE TEMPORARY TABLE reconcile_raw (request_id varchar(255) NOT NULL, created_at timestamptz NOT NULL, "
+            "model_name varchar(320) NOT NULL, prompt_tokens integer NOT NULL, completion_tokens integer NOT NULL, "
+            "cost numeric(20, 10) NOT NULL) ON COMMIT DROP"
+        )
+        with cursor.cursor.copy(
+            "COPY reconcile_raw (request_id, created_at, model_name, prompt_tokens, completion_tokens, cost) FROM STDIN"
+        ) as copy:
+            for c in charges:
+                copy.write_row(c)
+        # Each id with its ledger row (the first written, should the provider have reused an id).
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE reconcile_in ON COMMIT DROP AS SELECT raw.*, m.id AS record_id "  # noqa: S608
+            f"FROM reconcile_raw raw LEFT JOIN (SELECT {q('upstream_request_id')} AS request_id, min({q('id')}) AS id "
+            f"FROM {record_table} WHERE {q('provider_name')} = %s GROUP BY {q('upstream_request_id')}) m "
+            f"ON m.request_id = raw.request_id",
+            [provider],
+        )
+        cursor.execute("ANALYZE reconcile_in")
+        # The provider's rows already stored: updated where the file says otherwise; the others added.
+        cursor.execute(
+            f"UPDATE {charge_table} c SET ({', '.join(q(c) for c in columns)}) = ({given}) "  # noqa: S608
+            f"FROM reconcile_in i WHERE c.{q('provider_name')} = %s AND c.{q('request_id')} = i.request_id "
+            f"AND ({stored}) IS DISTINCT FROM ({given})",
+            [provider],
+        )
+        cursor.execute(
+            f"INSERT INTO {charge_table} ({q('provider_name')}, {q('request_id')}, "  # noqa: S608
+            f"{', '.join(q(c) for c in columns)}) SELECT %s, i.request_id, {given} FROM reconcile_in i "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {charge_table} c WHERE c.{q('provider_name')} = %s "
+            f"AND c.{q('request_id')} = i.request_id) ON CONFLICT ({q('provider_name')}, {q('request_id')}) DO NOTHING",
+            [provider, provider],
+        )
+        cursor.execute(
+            f"UPDATE {record_table} r SET {q('reconciled_cost')} = i.cost, {q('cost_source')} = %s "  # noqa: S608
+            f"FROM reconcile_in i WHERE r.{q('id')} = i.record_id AND (r.{q('reconciled_cost')} IS DISTINCT FROM "
+            f"i.cost OR r.{q('cost_source')} <> %s)",
+            [UsageRecord.CostSource.RECONCILED, UsageRecord.CostSource.RECONCILED],
+        )
+        cursor.execute("DROP TABLE reconcile_raw, reconcile_in")
 
 
 def _import_batch(provider: str, batch: list[Charge]) -> None:

@@ -27,7 +27,8 @@ from django.views.decorators.http import require_GET
 
 from conversations import db
 from conversations.models import Team, UsageRecord, User
-from conversations.usage.budgets import budget_display, team_budget_status
+from conversations.usage.alerts import budget_alert_notices
+from conversations.usage.budgets import budget_display, team_budget_status, user_team_budgets
 from conversations.usage.charts import Bar, bar_chart, chart_table, money_axis, tokens_axis
 from conversations.usage.days import UTC, local_today, month_first, previous_month, zone_named
 from conversations.usage.forecast import Forecast, group_forecast, usage_forecast
@@ -37,6 +38,7 @@ from conversations.usage.selectors import (
     Summary,
     UsageQueryError,
     UsageScope,
+    conversation_spend,
     usage_by_conversation,
     usage_by_user,
     usage_group,
@@ -50,12 +52,12 @@ from conversations.web import AuthenticatedHttpRequest
 CSV_COLUMNS = [
     "created_at", "source", "conversation_id", "message_id", "provider", "model", "prompt_tokens",
     "completion_tokens", "total_tokens", "estimated_cost", "usage_estimated", "finish_reason", "ttft_ms",
-    "duration_ms", "upstream_request_id", "cost_source", "reconciled_cost",
+    "duration_ms", "upstream_request_id", "cost_source", "reconciled_cost", "outcome",
 ]
 _CSV_FIELDS = [
     "created_at", "source", "conversation_id", "message_id", "provider_name", "model_name", "prompt_tokens",
     "completion_tokens", "total_tokens", "estimated_cost", "usage_estimated", "finish_reason", "ttft_ms",
-    "duration_ms", "upstream_request_id", "cost_source", "reconciled_cost",
+    "duration_ms", "upstream_request_id", "cost_source", "reconciled_cost", "outcome",
 ]
 _PK = len(_CSV_FIELDS)  # where a batch row holds the record's id, after the exported fields
 EXPORT_BATCH = 5000
@@ -133,37 +135,56 @@ def summary_json(request: AuthenticatedHttpRequest) -> HttpResponse:
     })
 
 
-# --- /usage/budget.json: what the composer's budget line shows, fetched again after each reply -------------
+# --- /usage/budget.json: the chat page's cost lines, fetched again after each reply -------------------------
 
 @require_GET
 @data_login_required
 def budget_json(request: AuthenticatedHttpRequest) -> HttpResponse:
-    """The signed-in user's budget this month: exact amounts as strings and the words the pages show."""
-    status = budget_display(request.user)
+    """The signed-in user's budget this month (exact amounts as strings and the words the pages show), each shared
+    budget of their groups, this month's alert notices, and with `?conversation=ID` that conversation's running
+    total (every branch and regeneration; another user's conversation counts nothing of theirs)."""
+    payload: dict[str, Any] = _own_budget(request.user)
+    payload["groups"] = [
+        {"name": t.name, "label": t.text["label"], "title": t.text["title"], "over": t.text["over"]}
+        for t in user_team_budgets(request.user)
+    ]
+    payload["alerts"] = budget_alert_notices(user=request.user)
+    if "conversation" in request.GET:
+        try:
+            conversation_id = int(request.GET["conversation"])
+        except ValueError:
+            return _error(UsageQueryError("bad_conversation", "conversation must be a conversation id"))
+        cost, requests = conversation_spend(user=request.user, conversation_id=conversation_id)
+        payload["conversation"] = {"id": conversation_id, "cost": money_text(cost), "requests": requests}
+    return JsonResponse(payload)
+
+
+def _own_budget(user: User) -> dict[str, Any]:
+    status = budget_display(user)
     if status is None:
-        return JsonResponse({"budget": None})
+        return {"budget": None}
     amounts = {"budget": money_text(status["budget"]), "spent": money_text(status["spent"]),
                "reserved": money_text(status["reserved"])}
     remaining = status["remaining"]
-    return JsonResponse({
+    return {
         **amounts,
         "remaining": ("-" + money_text(-remaining)) if remaining < 0 else money_text(remaining),
         "month": status["month"], "left": status["left"], "label": status["label"], "title": status["title"],
         "over": status["over"],
-    })
+    }
 
 
 # --- /usage/export.csv -----------------------------------------------------------------------------------
 
 def _csv_row(row: tuple, everyone: bool) -> list[Any]:
     (created_at, source, conversation_id, message_id, provider, model, prompt, completion, total, cost,
-     usage_estimated, finish_reason, ttft_ms, duration_ms, upstream_request_id, cost_source, reconciled,
+     usage_estimated, finish_reason, ttft_ms, duration_ms, upstream_request_id, cost_source, reconciled, outcome,
      *rest) = row
     out = [
         created_at.astimezone(UTC).isoformat(), source, conversation_id or "", message_id or "", provider,
         model, prompt, completion, total, money_text(cost), "true" if usage_estimated else "false",
         finish_reason, "" if ttft_ms is None else ttft_ms, "" if duration_ms is None else duration_ms,
-        upstream_request_id, cost_source, "" if reconciled is None else money_text(reconciled),
+        upstream_request_id, cost_source, "" if reconciled is None else money_text(reconciled), outcome,
     ]
     return out + rest if everyone else out
 

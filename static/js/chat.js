@@ -335,6 +335,7 @@
     },
     "chat.title"(f) {
       panel()?.titleChanged(f.conversation_id, f.title);
+      document.dispatchEvent(new CustomEvent("chatweb:title", { detail: f }));
     },
     "chat.sidebar"() {
       // a folder or pin changed in some tab of this user's: static/js/folders.js fetches the list again

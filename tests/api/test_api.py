@@ -553,6 +553,8 @@ async def test_chat_completion_whole(world, upstream_http):
     )
     assert record.model_name == "dev/dev-chat" and record.provider_name == "dev"
     assert record.usage_estimated is False and record.completion_tokens <= 20
+    assert record.upstream_request_id.startswith("chatcmpl-")  # the upstream's id: reconciliation matches by it
+    assert record.outcome == "complete"
     usage = body["usage"]
     assert usage["prompt_tokens"] == record.prompt_tokens and usage["total_tokens"] == record.total_tokens
     assert usage["estimated_cost"] == record.estimated_cost.normalize() and usage["estimated_cost"] > 0
@@ -587,6 +589,8 @@ async def test_chat_completion_streamed_without_and_with_usage(world, upstream_h
     assert len(records) == 2
     assert last["usage"]["estimated_cost"] == records[1].estimated_cost.normalize()
     assert last["usage"]["completion_tokens"] == records[1].completion_tokens
+    ids = [r.upstream_request_id for r in records]
+    assert all(i.startswith("chatcmpl-") for i in ids) and ids[0] != ids[1]
 
 
 async def test_reasoning_passes_through(world, upstream_http):

@@ -187,3 +187,19 @@ def test_the_finish_counts_the_reply_on_the_owners_day_without_asking_for_their_
     day, record = UsageDay.objects.get(user=alice), UsageRecord.objects.get(user=alice)
     assert day.tz == "Pacific/Kiritimati" and day.requests == 1
     assert day.day == record.created_at.astimezone(ZoneInfo("Pacific/Kiritimati")).date()
+
+
+@pytest.mark.django_db
+def test_the_estimates_branch_lines_are_the_branch(alice):
+    from conversations.chat.selectors import branch_lines, conversation_branch
+
+    conversation = Conversation.objects.create(owner=alice, title="t")
+    _, answer, second, _last = chain(conversation, "q1", "a1", "q2", "a2")
+    Message.objects.create(conversation=conversation, parent=second, role="assistant", content="a2, again")
+    conversation.refresh_from_db()
+    as_tuples = [(m.pk, m.parent_id, m.role, m.content) for m in conversation_branch(conversation)]
+    assert [tuple(line) for line in branch_lines(conversation)] == as_tuples
+    assert [line.content for line in branch_lines(conversation, answer.pk)] == ["q1", "a1"]
+    conversation.active_leaf = None
+    newest = [m.content for m in conversation_branch(conversation)]
+    assert [line.content for line in branch_lines(conversation)] == newest == ["q1", "a1", "q2", "a2, again"]

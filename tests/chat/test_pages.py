@@ -305,6 +305,9 @@ async def test_a_title_model_names_the_conversation_after_its_first_reply(alice,
     records = await db(lambda: list(UsageRecord.objects.filter(conversation=conversation).order_by("pk")))()
     assert [r.model_name for r in records] == [chat_model.public_name, title_model.public_name]
     assert records[1].message_id is None and records[1].estimated_cost > Decimal(0)
+    # the title call's row carries its upstream id too, so the provider's account reconciles it like a reply
+    assert records[1].upstream_request_id.startswith("chatcmpl-")
+    assert records[1].upstream_request_id != records[0].upstream_request_id
 
     # a second reply does not rename it
     Conversation.objects.filter(pk=conversation.pk).update(title="Mine")

@@ -163,3 +163,19 @@ def test_prompt_tokens_count_each_image_by_the_rule() -> None:
     empty = count_prompt_tokens([{"role": "user", "content": []}])
     assert count_prompt_tokens(remote) == empty + tokens.UNKNOWN_SIZE_TOKENS["openai"]
     assert count_prompt_tokens(remote, image_sizes={"https://x/cat.png": (512, 512)}) == empty + 255
+
+
+def test_prompt_counts_remember_long_texts_and_stay_exact(monkeypatch) -> None:
+    monkeypatch.setattr(tokens, "_remembered", type(tokens._remembered)())
+    monkeypatch.setattr(tokens, "REMEMBERED_TEXTS", 3)
+    history = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"message {i}: " + "tide and moon " * 40}
+               for i in range(5)]
+    fresh = tokens.REPLY_PRIMING + sum(
+        tokens.TOKENS_PER_MESSAGE + count_tokens(m["role"]) + count_tokens(m["content"]) for m in history
+    )
+    assert tokens.count_prompt_tokens(history) == fresh
+    assert len(tokens._remembered) == 3  # the least recently used forgotten first
+    assert tokens.count_prompt_tokens(history) == fresh  # counted again from what it remembers, the same
+    short = [{"role": "user", "content": "hi"}]
+    assert tokens.count_prompt_tokens(short) == tokens.REPLY_PRIMING + tokens.TOKENS_PER_MESSAGE + 2
+    assert len(tokens._remembered) == 3  # short texts are counted, not remembered

@@ -294,7 +294,7 @@ def test_the_budget_json_follows_a_raised_budget_and_says_when_there_is_none(cli
     status = client.get("/usage/budget.json").json()
     assert status["label"] == "$4.99 of $5.00 left this month" and status["left"] == "$4.99 left"
     call_command("budget", "alice", "--clear", stdout=io.StringIO())
-    assert client.get("/usage/budget.json").json() == {"budget": None}
+    assert client.get("/usage/budget.json").json() == {"budget": None, "groups": [], "alerts": []}
     client.logout()
     assert client.get("/usage/budget.json").status_code == 401
 

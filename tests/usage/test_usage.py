@@ -173,10 +173,10 @@ def test_export_has_the_contract_columns_and_formats(client, alice):
     assert header == [
         "created_at", "source", "conversation_id", "message_id", "provider", "model", "prompt_tokens",
         "completion_tokens", "total_tokens", "estimated_cost", "usage_estimated", "finish_reason", "ttft_ms",
-        "duration_ms", "upstream_request_id", "cost_source", "reconciled_cost",
+        "duration_ms", "upstream_request_id", "cost_source", "reconciled_cost", "outcome",
     ]
     assert first == ["2025-06-01T08:05:03+00:00", "chat", str(conversation.pk), "", "dev", "dev/m1", "10",
-                     "5", "15", "0.0000268", "true", "stop", "120", "900", "", "price", ""]
+                     "5", "15", "0.0000268", "true", "stop", "120", "900", "", "price", "", "complete"]
     assert second[:3] == ["2025-06-02T09:00:00+00:00", "api", ""] and second[9:11] == ["0", "false"]
 
 
