@@ -112,7 +112,9 @@ class ChatConsumer(AsyncWebsocketConsumer):
     # --- commands -----------------------------------------------------------------------------------------
     async def start(self, command: ChatSend | ChatRegenerate | ChatEdit) -> None:
         check, do = ADMISSIONS[type(command)]
-        plan = await db.chat.together(admit, check, do, user=self.user, command=command)
+        # Alone, never in a shared transaction: a plan can start its upstream request only once its transaction has
+        # committed, and in a batch every admission would wait for the whole batch's (its first token with them).
+        plan = await db.chat.run(admit, check, do, user=self.user, command=command)
         await self.join(conversation_group(plan.conversation_id))
         self.last_seq[plan.message_id] = 0
         reply_start(plan)
