@@ -17,6 +17,7 @@ from django.contrib.staticfiles import finders  # noqa: E402
 from servestatic import ServeStaticASGI  # noqa: E402
 
 from chatweb.apihandler import API_PREFIX, ApiHandler  # noqa: E402
+from chatweb.handshake import quiet_handshake_debug_text  # noqa: E402
 from chatweb.listen import widen_listen_backlog  # noqa: E402
 from chatweb.security import STATIC_HEADERS  # noqa: E402
 from chatweb.wsauth import auth_stack  # noqa: E402
@@ -71,6 +72,7 @@ application = ProtocolTypeRouter(
 )
 
 widen_listen_backlog()  # a burst of new clients must not overflow Daphne's accept queue (chatweb/listen.py)
+quiet_handshake_debug_text()  # nor pay for autobahn's debug text on every handshake (chatweb/handshake.py)
 
 # Everything imported so far (Django, the project, their modules and caches) lives as long as the process: move
 # it out of the collector's sight. Each full collection walks all of it, and under load those pauses were the

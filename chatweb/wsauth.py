@@ -4,21 +4,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
 
-from channels.auth import AuthMiddleware, get_user
+from channels.auth import AuthMiddleware
 from channels.sessions import CookieMiddleware, SessionMiddleware
+from django.contrib.auth.models import AnonymousUser
 
 from conversations import db
+from conversations.accounts.sessions import session_user
 
 if TYPE_CHECKING:
     from channels.auth import UserLazyObject
     from channels.consumer import _ChannelScope
-    from channels.db import DatabaseSyncToAsync
     from django.contrib.auth.base_user import AbstractBaseUser
-    from django.contrib.auth.models import AnonymousUser
 
-# channels' own lookup (session -> user, with its hash check), without its thread hop. channels' stubs declare
-# get_user a coroutine function; it is a `database_sync_to_async` wrapper, whose `func` is the synchronous lookup.
-_get_user = cast("DatabaseSyncToAsync[[_ChannelScope], AbstractBaseUser | AnonymousUser]", get_user).func
+
+def _get_user(scope: _ChannelScope) -> AbstractBaseUser | AnonymousUser:
+    """channels' `get_user`, in two statements (conversations/accounts/sessions.py)."""
+    if "session" not in scope:
+        raise ValueError("Cannot find session in scope. You should wrap your consumer in SessionMiddleware.")
+    return session_user(scope["session"]) or AnonymousUser()
 
 
 class ThreadAuthMiddleware(AuthMiddleware):

@@ -15,10 +15,12 @@ WAL pragmas, on the path to the first token. Calls made through a lane run on it
 With one thread, calls run one after another in call order; with several, calls that overlap get their own
 thread and connection (they share nothing but the database).
 
-`await db.<lane>.together(function, ...)` is for short write transactions that arrive in bursts (a class pressing
-Send at once: admissions, then finishes): the calls queued while the lane is busy run one after another in ONE
-transaction, each in a savepoint of its own, so a burst of N costs a handful of commits instead of N (on SQLite
-each commit takes and hands back the one write lock; on PostgreSQL it is a round trip and a WAL flush). A call
+`await db.<lane>.together(function, ...)` is for short write transactions that arrive in bursts and that nobody
+waits for to see a first token (the finishes of a class's replies, the ledger rows of /v1): the calls queued while
+the lane is busy run one after another in ONE transaction, each in a savepoint of its own, so a burst of N costs a
+handful of commits instead of N (on SQLite each commit takes and hands back the one write lock; on PostgreSQL it is
+a round trip and a WAL flush). Every caller of a batch hears only once the whole batch has committed, so admissions
+never use it: each would wait for all the others of its batch before its upstream request could start. A call
 that raises rolls back to its savepoint only: the others commit. If the shared transaction itself fails (a
 deadlock between processes, the commit), every call of the batch runs again in a transaction of its own, so only
 functions whose whole effect is in the database (nothing counted in memory, nothing sent) may use it.
@@ -41,7 +43,8 @@ from django.db import connections, transaction
 P = ParamSpec("P")
 T = TypeVar("T")
 
-BATCH_LIMIT = 64  # calls in one shared transaction at most: the write lock is never held long for one batch
+BATCH_LIMIT = 16  # calls in one shared transaction at most: an ordinary call (an admission) queued behind a batch
+# waits for 16 finishes at most, and the write lock is never held long
 
 
 def _tidy() -> None:

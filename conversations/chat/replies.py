@@ -10,6 +10,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from conversations import rows
 from conversations.chat.admission import ReplyPlan
 from conversations.chat.attachments import attachments_by_message
 from conversations.chat.prompting import chat_messages
@@ -62,14 +63,19 @@ def replies_checkpoint(*, partial: list[tuple[int, str, str, int]], alive: list[
             Message.objects.filter(pk__in=alive, status=Message.Status.STREAMING).update(heartbeat_at=now)
 
 
+FINISHED_FIELDS = ("content", "reasoning", "status", "finish_reason", "error_code", "error_message", "seq",
+                   "heartbeat_at", "updated_at")
+
+
 @transaction.atomic
 def reply_finish(*, plan: ReplyPlan, outcome: ReplyOutcome) -> dict[str, Any]:
     """Write the final message and its ledger row in one transaction; returns the usage for `chat.done`."""
-    Message.objects.filter(pk=plan.message_id).update(
-        content=outcome.content, reasoning=outcome.reasoning, status=outcome.status,
+    # Both updates with their statements compiled once (conversations/rows.py): a class's replies all end together.
+    rows.update(Message(
+        pk=plan.message_id, content=outcome.content, reasoning=outcome.reasoning, status=outcome.status,
         finish_reason=outcome.finish_reason, error_code=outcome.error_code, error_message=outcome.error_message,
-        seq=outcome.seq, heartbeat_at=None, updated_at=timezone.now(),
-    )
+        seq=outcome.seq, heartbeat_at=None,
+    ), FINISHED_FIELDS)
     record = usage_record(
         user_id=plan.user_id, source="chat", priced=plan.priced, usage=outcome.usage,
         prompt_messages=plan.prompt_messages, completion_text=outcome.reasoning + outcome.content,
@@ -82,7 +88,7 @@ def reply_finish(*, plan: ReplyPlan, outcome: ReplyOutcome) -> dict[str, Any]:
         tz=plan.owner_tz,
         outcome=reply_ledger_outcome(outcome),
     )
-    Conversation.objects.filter(pk=plan.conversation_id).update(updated_at=timezone.now())
+    rows.update(Conversation(pk=plan.conversation_id), ("updated_at",))
     return usage_payload(record)
 
 
