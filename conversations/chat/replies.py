@@ -46,6 +46,16 @@ def replies_checkpoint(*, partial: list[tuple[int, str, str, int]], alive: list[
     that has finished meanwhile is left alone (`status = streaming` in the WHERE), whatever the order."""
     now = timezone.now()
     with transaction.atomic():
+        if connection.features.has_select_for_update_skip_locked:
+            # A row locked by now is a reply being finished (its finish holds it, maybe in a batch of finishes that
+            # takes its rows in another order): skip it rather than wait for it, which could deadlock.
+            free = set(
+                Message.objects.select_for_update(skip_locked=True)
+                .filter(pk__in={pk for pk, *_ in partial} | set(alive), status=Message.Status.STREAMING)
+                .values_list("pk", flat=True)
+            )
+            partial = [row for row in partial if row[0] in free]
+            alive = [pk for pk in alive if pk in free]
         if partial:
             ops, quote = connection.ops, connection.ops.quote_name
             stamp = ops.adapt_datetimefield_value(now)
