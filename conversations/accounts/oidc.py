@@ -179,6 +179,12 @@ class OidcBackend(OIDCAuthenticationBackend):
     def get_settings(attr: str, *args: Any) -> Any:
         return oidc_setting(attr, *args)
 
+    def get_user(self, user_id: Any) -> AbstractBaseUser | None:
+        """A session's user, none once the account is disabled (mozilla-django-oidc's own does not look, where
+        Django's ModelBackend does)."""
+        user: AbstractBaseUser | None = super().get_user(user_id)
+        return user if user is not None and user.is_active else None
+
     def authenticate(self, request: Any, **kwargs: Any) -> AbstractBaseUser | None:
         # Only the callback view passes a nonce; password sign-ins are the ModelBackend's.
         if request is None or "nonce" not in kwargs or not oidc_enabled():

@@ -63,6 +63,16 @@ def test_first_sign_in_creates_the_account_with_its_identity_and_groups(client, 
     assert groups(user) == ["lab"]
 
 
+def test_a_session_from_single_sign_on_ends_when_the_account_is_disabled(client, provider):
+    with override_settings(**provider.settings()):
+        client.get(to_provider_and_back(client, "ada"))
+        user = signed_in(client)
+        assert user is not None
+        User.objects.filter(pk=user.pk).update(is_active=False)
+        assert signed_in(client) is None
+        assert client.get("/").status_code == 302
+
+
 def test_a_client_registered_for_the_secret_in_the_body_signs_in_too(client, provider):
     with override_settings(**provider.settings(CHATWEB_OIDC_CLIENT_ID=POST_CLIENT_ID)):
         landed = client.get(to_provider_and_back(client, "ada"))
