@@ -197,7 +197,7 @@ def test_the_estimates_branch_lines_are_the_branch(alice):
     _, answer, second, _last = chain(conversation, "q1", "a1", "q2", "a2")
     Message.objects.create(conversation=conversation, parent=second, role="assistant", content="a2, again")
     conversation.refresh_from_db()
-    as_tuples = [(m.pk, m.parent_id, m.role, m.content) for m in conversation_branch(conversation)]
+    as_tuples = [(m.pk, m.parent_id, m.role, m.content, m.has_attachments) for m in conversation_branch(conversation)]
     assert [tuple(line) for line in branch_lines(conversation)] == as_tuples
     assert [line.content for line in branch_lines(conversation, answer.pk)] == ["q1", "a1"]
     conversation.active_leaf = None
