@@ -25,15 +25,8 @@ db = database_sync_to_async
 
 
 @pytest.fixture(autouse=True)
-def attachment_storage(settings, tmp_path):
-    """Each test stores its files in its own folder."""
-    storages = dict(settings.STORAGES)
-    storages["attachments"] = {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(tmp_path / "attachments")},
-    }
-    settings.STORAGES = storages
-    return tmp_path / "attachments"
+def _own_storage(attachment_storage):
+    """Every test of this file stores its files in its own folder (tests/chat/conftest.py)."""
 
 
 def client_for(user) -> Client:

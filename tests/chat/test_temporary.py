@@ -31,17 +31,6 @@ from tests.chat_helpers import chat_send, connect, make_model, send, until
 db = database_sync_to_async
 
 
-@pytest.fixture
-def attachment_storage(settings, tmp_path):
-    storages = dict(settings.STORAGES)
-    storages["attachments"] = {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(tmp_path / "attachments")},
-    }
-    settings.STORAGES = storages
-    return tmp_path / "attachments"
-
-
 @pytest.fixture(autouse=True)
 def no_grace(settings):
     """Deleted as the last socket closes (the grace for a reconnecting tab has its own test)."""
