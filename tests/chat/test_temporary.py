@@ -31,6 +31,16 @@ from tests.chat_helpers import chat_send, connect, make_model, send, until
 db = database_sync_to_async
 
 
+async def temporary_chat_replied(user, model):
+    """A socket of `user` with a new temporary chat whose first reply has finished, and its `chat.started`."""
+    ws = await connect(user)
+    await send(ws, chat_send(model.public_name, temporary=True))
+    started, _ = await until(ws, "chat.started")
+    await until(ws, "chat.done")
+    await generation.wait_for_replies()
+    return ws, started
+
+
 @pytest.fixture(autouse=True)
 def no_grace(settings):
     """Deleted as the last socket closes (the grace for a reconnecting tab has its own test)."""
@@ -103,11 +113,7 @@ async def test_closing_the_tab_deletes_the_chat_and_its_files_and_keeps_its_usag
 @pytest.mark.usefixtures("upstream_http")
 async def test_a_chat_shown_in_two_tabs_is_kept_until_the_last_one_closes(alice, dev_upstream, nonce):
     model = await db(make_model)(dev_upstream.v1(key=nonce, tokens=4))
-    first = await connect(alice)
-    await send(first, chat_send(model.public_name, temporary=True))
-    started, _ = await until(first, "chat.started")
-    await until(first, "chat.done")
-    await generation.wait_for_replies()
+    first, started = await temporary_chat_replied(alice, model)
     second = await connect(alice)
     await send(second, {"type": "chat.subscribe", "conversation_id": started["conversation_id"]})
     await send(second, chat_send(model.public_name, "again", conversation_id=started["conversation_id"],
@@ -161,11 +167,7 @@ async def test_ordinary_chats_stay_and_temporary_applies_to_new_chats_only(alice
 @pytest.mark.usefixtures("upstream_http")
 async def test_bob_cannot_hold_or_see_alices_temporary_chat(alice, bob, dev_upstream, nonce):
     model = await db(make_model)(dev_upstream.v1(key=nonce, tokens=3))
-    ws = await connect(alice)
-    await send(ws, chat_send(model.public_name, temporary=True))
-    started, _ = await until(ws, "chat.started")
-    await until(ws, "chat.done")
-    await generation.wait_for_replies()
+    ws, started = await temporary_chat_replied(alice, model)
     intruder = await connect(bob)
     await send(intruder, {"type": "chat.subscribe", "conversation_id": started["conversation_id"]})
     error, _ = await until(intruder, "chat.error")
@@ -184,11 +186,7 @@ async def test_bob_cannot_hold_or_see_alices_temporary_chat(alice, bob, dev_upst
 async def test_a_tab_that_reconnects_within_the_grace_keeps_its_chat(alice, dev_upstream, nonce, settings):
     settings.CHATWEB_TEMPORARY_GRACE_SECONDS = 0.5
     model = await db(make_model)(dev_upstream.v1(key=nonce, tokens=3))
-    ws = await connect(alice)
-    await send(ws, chat_send(model.public_name, temporary=True))
-    started, _ = await until(ws, "chat.started")
-    await until(ws, "chat.done")
-    await generation.wait_for_replies()
+    ws, started = await temporary_chat_replied(alice, model)
     await ws.disconnect()  # a dropped connection: the page reconnects and subscribes again
     assert (await db(_state)(started["conversation_id"]))["conversation"] is True
     again = await connect(alice)
