@@ -49,6 +49,10 @@ HEARTBEAT_SECONDS = 5.0  # a reply waiting on a slow upstream still shows it is 
 REAP_EVERY_SECONDS = 15.0
 REAP_STALE_SECONDS = 30.0  # default of settings.CHATWEB_REAP_STALE_SECONDS
 UNSENT_SWEEP_SECONDS = 3600.0  # how often the reaper also deletes uploads never sent (CHATWEB_ATTACHMENT_UNSENT_HOURS)
+# Turns of the event loop this reply's own task steps aside after starting its stream, so that the request is on
+# the wire before the rest of the start: one turn for the stream task to hand the request to aiohttp, one for
+# aiohttp's body writer (a task of its own before Python 3.12).
+REQUEST_FIRST_TURNS = 2
 
 # The upstream pool's size (CHATWEB_UPSTREAM_MAX_CONNECTIONS, docs/deployment.md), set before the first request.
 client.configure(max_connections=getattr(settings, "CHATWEB_UPSTREAM_MAX_CONNECTIONS", 1000))
@@ -96,6 +100,8 @@ class ReplyRun:
         control: str | None = None
         listener = publisher = None
         try:
+            for _ in range(REQUEST_FIRST_TURNS):
+                await asyncio.sleep(0)
             control = await self.layer.new_channel()
             await self.layer.group_add(reply_group(self.plan.message_id), control)
             listener = asyncio.create_task(self._listen(control))
