@@ -476,42 +476,47 @@ def test_the_dashboard_ranks_conversations_and_keeps_deleted_ones(client, staff,
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_moves_conversations_out_of_the_daily_rollup(alice, bob):
     """0006/0007 on a roll-up written by the previous schema (one row per day, model and conversation)."""
-    before = ("conversations", "0005_message_content_html")
-    after = ("conversations", "0007_usageday_without_conversation")
-    executor = MigrationExecutor(connection)
-    executor.migrate([before])
-    old_day = executor.loader.project_state([before]).apps.get_model("conversations", "UsageDay")
-    july = date(2025, 7, 1)
-    for user, day, model, conversation_id, requests, cost in (
-        (alice, july, "dev/m1", 11, 2, 100), (alice, july, "dev/m1", 12, 1, 40), (alice, july, "dev/m1", 0, 3, 7),
-        (alice, july + timedelta(days=1), "dev/m1", 11, 1, 10), (alice, july, "dev/m2", 11, 1, 1),
-        (bob, july, "dev/m1", 13, 4, 1000),
-    ):
-        old_day.objects.create(
-            user_id=user.pk, tz="UTC", day=day, provider_name="dev", model_name=model, conversation_id=conversation_id,
-            requests=requests, prompt_tokens=requests, completion_tokens=requests, total_tokens=2 * requests,
-            cost_units=cost, unpriced_requests=0, estimated_usage_requests=0,
-        )
-    executor = MigrationExecutor(connection)
-    executor.migrate([after])
-    days = UsageDay.objects.order_by("user_id", "day", "model_name").values_list(
-        "user_id", "day", "model_name", "requests", "cost_units")
-    assert list(days) == [
-        (alice.pk, july, "dev/m1", 6, 147), (alice.pk, july, "dev/m2", 1, 1),
-        (alice.pk, july + timedelta(days=1), "dev/m1", 1, 10), (bob.pk, july, "dev/m1", 4, 1000),
-    ]
-    conversation_days = ConversationDay.objects.order_by("conversation_id", "day").values_list(
-        "conversation_id", "user_id", "day", "requests", "total_tokens", "cost_units")
-    assert list(conversation_days) == [
-        (11, alice.pk, july, 3, 6, 101), (11, alice.pk, july + timedelta(days=1), 1, 2, 10),
-        (12, alice.pk, july, 1, 2, 40), (13, bob.pk, july, 4, 8, 1000),
-    ]
-    totals = ConversationTotal.objects.order_by("conversation_id").values_list(
-        "conversation_id", "user_id", "first_day", "last_day", "requests", "cost_units")
-    assert list(totals) == [
-        (11, alice.pk, july, july + timedelta(days=1), 4, 111), (12, alice.pk, july, july, 1, 40),
-        (13, bob.pk, july, july, 4, 1000),
-    ]
+    try:
+        before = ("conversations", "0005_message_content_html")
+        after = ("conversations", "0007_usageday_without_conversation")
+        executor = MigrationExecutor(connection)
+        executor.migrate([before])
+        old_day = executor.loader.project_state([before]).apps.get_model("conversations", "UsageDay")
+        july = date(2025, 7, 1)
+        for user, day, model, conversation_id, requests, cost in (
+            (alice, july, "dev/m1", 11, 2, 100), (alice, july, "dev/m1", 12, 1, 40), (alice, july, "dev/m1", 0, 3, 7),
+            (alice, july + timedelta(days=1), "dev/m1", 11, 1, 10), (alice, july, "dev/m2", 11, 1, 1),
+            (bob, july, "dev/m1", 13, 4, 1000),
+        ):
+            old_day.objects.create(
+                user_id=user.pk, tz="UTC", day=day, provider_name="dev", model_name=model,
+                conversation_id=conversation_id,
+                requests=requests, prompt_tokens=requests, completion_tokens=requests, total_tokens=2 * requests,
+                cost_units=cost, unpriced_requests=0, estimated_usage_requests=0,
+            )
+        executor = MigrationExecutor(connection)
+        executor.migrate([after])
+        days = UsageDay.objects.order_by("user_id", "day", "model_name").values_list(
+            "user_id", "day", "model_name", "requests", "cost_units")
+        assert list(days) == [
+            (alice.pk, july, "dev/m1", 6, 147), (alice.pk, july, "dev/m2", 1, 1),
+            (alice.pk, july + timedelta(days=1), "dev/m1", 1, 10), (bob.pk, july, "dev/m1", 4, 1000),
+        ]
+        conversation_days = ConversationDay.objects.order_by("conversation_id", "day").values_list(
+            "conversation_id", "user_id", "day", "requests", "total_tokens", "cost_units")
+        assert list(conversation_days) == [
+            (11, alice.pk, july, 3, 6, 101), (11, alice.pk, july + timedelta(days=1), 1, 2, 10),
+            (12, alice.pk, july, 1, 2, 40), (13, bob.pk, july, 4, 8, 1000),
+        ]
+        totals = ConversationTotal.objects.order_by("conversation_id").values_list(
+            "conversation_id", "user_id", "first_day", "last_day", "requests", "cost_units")
+        assert list(totals) == [
+            (11, alice.pk, july, july + timedelta(days=1), 4, 111), (12, alice.pk, july, july, 1, 40),
+            (13, bob.pk, july, july, 4, 1000),
+        ]
+    finally:  # the rest of the session runs on the latest schema, whatever order the tests run in
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
 
 
 # --- Charts ---------------------------------------------------------------------------------------------
