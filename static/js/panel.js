@@ -408,6 +408,8 @@
 
   function conversationDeleted(id) {
     for (const a of list.querySelectorAll(`a[data-conversation-id="${id}"]`)) a.closest("li")?.remove();
+    // its folder's count, an emptied folder's hint and the day groups come from the server: fetch the list again
+    document.dispatchEvent(new CustomEvent("chatweb:sidebar"));
   }
 
   document.getElementById("rename-button").addEventListener("click", () => {

@@ -250,3 +250,23 @@ def test_another_tab_of_the_user_shows_the_change(page, live_server, alice):
     # the live region reads a search's results, not the whole list fetched again
     expect(other.locator("#conversation-list")).to_have_attribute("aria-live", "off")
     watch.assert_clean(page)
+
+
+def test_a_conversation_deleted_in_another_tab_leaves_its_folder_and_the_count_follows(page, live_server, alice):
+    page, watch = page
+    taxes = Folder.objects.create(owner=alice, name="Taxes")
+    receipts = Conversation.objects.create(owner=alice, title="Receipts", folder=taxes)
+    Conversation.objects.create(owner=alice, title="Invoices", folder=taxes)
+    page.goto(f"{live_server.url}/")
+    wait_connected(page)
+    expect(folder_toggle(page, "Taxes")).to_have_accessible_name("Taxes 2 conversations")
+
+    other = page.context.new_page()
+    other.goto(f"{live_server.url}/c/{receipts.pk}/")
+    wait_connected(other)
+    other.locator("#delete-conversation-button").click()
+    other.locator("#confirm-dialog").get_by_role("button", name="Delete").click()
+    expect(item(folder(page, "Taxes"), "Receipts")).to_have_count(0)
+    expect(folder_toggle(page, "Taxes")).to_have_accessible_name("Taxes 1 conversation")
+    assert not Conversation.objects.filter(pk=receipts.pk).exists()
+    watch.assert_clean(page)
