@@ -233,7 +233,7 @@ def provider_charges_import(*, provider: str, charges: list[Charge]) -> Reconcil
     the reconciliation of the months the file covers. One transaction: a failure imports nothing."""
     with transaction.atomic():
         charges_record(provider=provider, charges=charges)
-        months = sorted({date(c.created_at.year, c.created_at.month, 1) for c in charges})
+        months = sorted({date(m.year, m.month, 1) for m in (c.created_at.astimezone(UTC) for c in charges)})
         return reconciliation_of(provider=provider, months=months)
 
 
