@@ -253,6 +253,14 @@ def test_a_second_file_that_says_otherwise_updates_the_charge_and_only_the_ledge
     assert {**after["gen-2"], "reconciled_cost": None} == {**before["gen-2"], "reconciled_cost": None}
 
 
+@pytest.mark.django_db
+def test_the_summary_covers_the_utc_months_of_the_rows_whatever_their_offset(alice, tmp_path):
+    ledger_row(alice, "gen-1", "0.0010", at=datetime(2026, 2, 1, 4, 30, tzinfo=UTC))
+    path = write_csv(tmp_path / "a.csv", [("gen-1", "2026-01-31T23:30:00-05:00", "m", 1, 1, "0.001")])
+    line = reconcile("acme", path)
+    assert line.startswith("matched 1, only in file 0, only in ledger 0,")  # February in UTC, January at -05:00
+
+
 # --- prices over time ----------------------------------------------------------------------------------------
 
 
