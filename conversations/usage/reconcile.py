@@ -100,7 +100,7 @@ def charges_read(lines: Iterable[str]) -> Iterator[Charge]:
     seen: dict[str, int] = {}
     fields = len(HEADER)
     moment_of = datetime.fromisoformat
-    _new_charge = tuple.__new__  # Charge(...) goes through a Python-level __new__: a tenth of the row's time
+    _new_charge = tuple.__new__  # the same tuple as Charge(...), without its Python-level __new__ per row
     for row in reader:
         line = reader.line_num
         # The forms providers write (an ISO date-time, digits, a plain decimal) are converted inline, a million
@@ -213,8 +213,8 @@ def provider_account_import(*, provider: str, lines: Iterable[str]) -> Reconcili
     if connection.vendor != "postgresql":
         return provider_charges_import(provider=provider, charges=charges_parse(lines))
     with transaction.atomic(), connection.cursor() as cursor:
-        # Each statement below sorts or hashes up to a million rows: in memory they take a second or two; with
-        # the default work_mem the ledger's UPDATE took twice as long (it visited the ledger in hash-batch order).
+        # The statements below sort or hash every row of the file. In memory, not spilled in batches, the ledger's
+        # UPDATE gets its rows in id order; in hash-batch order it jumps between the ledger's pages and indexes.
         cursor.execute("SET LOCAL work_mem = '256MB'")
         # The file is read while PostgreSQL takes in the rows (two processes, two cores); a bad line found late
         # aborts the transaction, so nothing of the file stays.
@@ -264,9 +264,9 @@ def _charges_copied(cursor: CursorWrapper, provider: str, charges: Iterable[Char
         "model_name varchar(320) NOT NULL, prompt_tokens integer NOT NULL, completion_tokens integer NOT NULL, "
         "cost text NOT NULL) ON COMMIT DROP"
     )
-    # Binary, as PostgreSQL parsing a million date-times from text took seconds; but the cost as text (exact: it
-    # has at most 10 decimals), as psycopg's binary form of a Decimal took a second per million in this process,
-    # which is the one both reading the file and sending it.
+    # Binary, so that PostgreSQL does not parse each date-time from text (it does so more slowly than Python);
+    # the cost as text all the same (exact: at most 10 decimals), as psycopg's binary Decimal is slow and this
+    # process both reads the file and sends it.
     with cursor.cursor.copy(
         "COPY reconcile_raw (request_id, created_at, model_name, prompt_tokens, completion_tokens, cost) "
         "FROM STDIN (FORMAT BINARY)"
@@ -316,11 +316,12 @@ def _staged_store(cursor: CursorWrapper, provider: str, *, concurrent: bool) -> 
         f"AND c.{q('request_id')} = i.request_id) ORDER BY i.record_id{on_conflict}",
         [provider, provider],
     )
-    # Every index of the ledger gets a new entry per row (its pages are full: no update stays on its page), so
-    # the rows go in id order, each index then written from one end to the other. The indexed columns are set
-    # to themselves: PostgreSQL then knows no index's key is kept by the update, and does not try, page after
-    # page, to make room by looking for old row versions to remove (there are none: they are this
-    # transaction's own); that search took a fifth of the statement.
+    # An updated row whose page has no room for its new version (a full page, as after a bulk load) adds an entry
+    # to every index of the ledger, so the rows go in id order, each index then written from one end to the
+    # other. The indexed columns are set to themselves: PostgreSQL judges an index's key unchanged by the SET
+    # list, and for an unchanged key it first tries, on each full index page, to remove old versions of rows
+    # (bottom-up deletion); here there are none to remove (they are this transaction's own), so that work is
+    # wasted. The values stay equal, so an update that fits on its page still leaves the indexes alone.
     cursor.execute(
         "SELECT DISTINCT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
         "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND NOT i.indisprimary ORDER BY 1",
