@@ -234,6 +234,18 @@ def test_a_bad_line_at_the_end_of_a_long_file_imports_nothing(alice, tmp_path):
 
 
 @pytest.mark.django_db
+def test_a_file_that_stops_being_utf8_halfway_imports_nothing(alice, tmp_path):
+    ledger_row(alice, "gen-1", "0.0010")
+    path = write_csv(tmp_path / "a.csv", [(f"gen-{i}", NOW.isoformat(), "m", 10, 5, "0.0010") for i in range(1, 2001)])
+    with open(path, "ab") as handle:  # past the first blocks the reader decodes: rows have gone to the database
+        handle.write(b"gen-\xff,2026-03-01T10:00:00,m,1,1,0.1\r\n")
+    with pytest.raises(CommandError, match="is not UTF-8 text"):
+        call_command("reconcile", "acme", path, stderr=io.StringIO())
+    assert ProviderCharge.objects.count() == 0
+    assert UsageRecord.objects.get(upstream_request_id="gen-1").reconciled_cost is None
+
+
+@pytest.mark.django_db
 def test_a_second_file_that_says_otherwise_updates_the_charge_and_only_the_ledger_cost(alice, tmp_path):
     ledger_row(alice, "gen-1", "0.0010")
     ledger_row(alice, "gen-2", "0.0020")
