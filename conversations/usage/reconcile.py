@@ -16,6 +16,7 @@ from decimal import Decimal, InvalidOperation
 from typing import NamedTuple
 
 from django.db import connection, transaction
+from django.db.backends.utils import CursorWrapper
 from django.db.models import Count, DecimalField, ExpressionWrapper, F, Q, Sum
 from django.db.models.functions import Abs, TruncMonth
 
@@ -27,6 +28,7 @@ BATCH = 2000  # ids per IN (...) query and rows per bulk write
 MAX_ERRORS = 50  # a file that is wrong everywhere is reported by its first mistakes
 TOP_DIFFERENCES = 10
 QUANTUM = Decimal("1E-10")
+MAX_COST = Decimal("1E10")
 
 
 class ReconcileFileError(ValueError):
@@ -82,35 +84,66 @@ class Reconciliation:
 
 def charges_parse(lines: Iterable[str]) -> list[Charge]:
     """Every row of the file, or ReconcileFileError listing the bad lines (then nothing is imported)."""
+    return list(charges_read(lines))
+
+
+def charges_read(lines: Iterable[str]) -> Iterator[Charge]:
+    """Each row of the file as it is read; at the end, ReconcileFileError listing the bad lines if any (the rows
+    already given must then be thrown away: the import reads the file inside its transaction)."""
     reader = csv.reader(lines)
     header = next(reader, None)
     if header is None:
         raise ReconcileFileError(["line 1: the file is empty"])
     if [h.strip().lower() for h in header] != HEADER:
         raise ReconcileFileError([f"line 1: the header must be {','.join(HEADER)}"])
-    charges: list[Charge] = []
     errors: list[str] = []
     seen: dict[str, int] = {}
+    fields = len(HEADER)
+    moment_of = datetime.fromisoformat
+    _new_charge = tuple.__new__  # the same tuple as Charge(...), without its Python-level __new__ per row
     for row in reader:
         line = reader.line_num
-        if not row or not any(cell.strip() for cell in row):
-            continue  # a blank line (a trailing newline, say) is no request
-        try:
-            charge = _charge(row)
-        except ValueError as exc:
-            errors.append(f"line {line}: {exc}")
-        else:
+        # The forms providers write (an ISO date-time, digits, a plain decimal) are converted inline, a million
+        # times; anything else, valid or not, goes through _charge, which gives the same values and says what is
+        # wrong. Every test here only lets through what _charge would turn into the same Charge.
+        charge = None
+        if len(row) == fields:
+            request_id, created, model, prompt, completion, cost = row
+            request_id = request_id.strip()
+            if (
+                request_id and len(request_id) <= 255 and created[4:5] == "-"  # a Unix time has no "-"
+                and prompt.isascii() and prompt.isdigit() and len(prompt) < 10
+                and completion.isascii() and completion.isdigit() and len(completion) < 10
+            ):
+                try:
+                    moment, amount = moment_of(created), Decimal(cost)
+                except (ValueError, ArithmeticError):
+                    pass
+                else:
+                    if amount.is_finite() and 0 <= amount < MAX_COST:
+                        charge = _new_charge(Charge, (
+                            request_id, moment if moment.tzinfo else moment.replace(tzinfo=UTC),
+                            model.strip()[:320], int(prompt), int(completion), amount.quantize(QUANTUM),
+                        ))
+        if charge is None:
+            if not row or not any(cell.strip() for cell in row):
+                continue  # a blank line (a trailing newline, say) is no request
+            try:
+                charge = _charge(row)
+            except ValueError as exc:
+                errors.append(f"line {line}: {exc}")
+        if charge is not None:
             if charge.request_id in seen:
                 errors.append(f"line {line}: request_id {charge.request_id} already on line {seen[charge.request_id]}")
             else:
                 seen[charge.request_id] = line
-                charges.append(charge)
+                if not errors:
+                    yield charge
         if len(errors) >= MAX_ERRORS:
             errors.append("... (more errors not shown)")
             break
     if errors:
         raise ReconcileFileError(errors)
-    return charges
 
 
 def _charge(row: list[str]) -> Charge:
@@ -161,7 +194,7 @@ def _cost(value: str) -> Decimal:
         cost = Decimal(value.removeprefix("$"))
     except InvalidOperation:
         raise ValueError(f"cost: {value!r} is not a number") from None
-    if not cost.is_finite() or cost < 0 or cost >= Decimal("1E10"):
+    if not cost.is_finite() or cost < 0 or cost >= MAX_COST:
         raise ValueError(f"cost: {value!r} is not an amount in USD")
     return cost.quantize(QUANTUM)
 
@@ -174,77 +207,134 @@ def _batches(items: list[Charge]) -> Iterator[list[Charge]]:
         yield items[start : start + BATCH]
 
 
+def provider_account_import(*, provider: str, lines: Iterable[str]) -> Reconciliation:
+    """Read the provider's CSV and import it (`manage.py reconcile`): the reconciliation of the months the file
+    covers, or ReconcileFileError listing the bad lines (then nothing is imported). One transaction."""
+    if connection.vendor != "postgresql":
+        return provider_charges_import(provider=provider, charges=charges_parse(lines))
+    with transaction.atomic(), connection.cursor() as cursor:
+        # The statements below sort or hash every row of the file. In memory, not spilled in batches, the ledger's
+        # UPDATE gets its rows in id order; in hash-batch order it jumps between the ledger's pages and indexes.
+        cursor.execute("SET LOCAL work_mem = '256MB'")
+        # The file is read while PostgreSQL takes in the rows (two processes, two cores); a bad line found late
+        # aborts the transaction, so nothing of the file stays.
+        _charges_copied(cursor, provider, charges_read(lines))
+        _staged_store(cursor, provider, concurrent=False)
+        cursor.execute(
+            "SELECT DISTINCT date_trunc('month', created_at AT TIME ZONE 'UTC')::date FROM reconcile_in ORDER BY 1"
+        )
+        months = [row[0] for row in cursor.fetchall()]
+        cursor.execute("DROP TABLE reconcile_in")
+        return reconciliation_of(provider=provider, months=months)
+
+
 def provider_charges_import(*, provider: str, charges: list[Charge]) -> Reconciliation:
     """Store the provider's rows (new ones added, changed ones updated), match them to the ledger, and return
     the reconciliation of the months the file covers. One transaction: a failure imports nothing."""
     with transaction.atomic():
         charges_record(provider=provider, charges=charges)
-        months = sorted({date(c.created_at.year, c.created_at.month, 1) for c in charges})
+        months = sorted({date(m.year, m.month, 1) for m in (c.created_at.astimezone(UTC) for c in charges)})
         return reconciliation_of(provider=provider, months=months)
 
 
 def charges_record(*, provider: str, charges: list[Charge]) -> None:
-    """Store the provider's rows and mark the ledger rows they match (the file's import, and the lookup of one
-    reply's cost right after it); call inside a transaction. On PostgreSQL in three set-based statements over the
-    file copied into a temporary table; elsewhere in batches through the ORM."""
+    """Store the provider's rows and mark the ledger rows they match (the lookup of one reply's cost right after
+    it, and the import on SQLite); call inside a transaction. On PostgreSQL in set-based statements over the rows
+    copied into a temporary table; elsewhere in batches through the ORM."""
     if connection.vendor == "postgresql":
-        _record_copied(provider, charges)
+        with connection.cursor() as cursor:
+            _charges_copied(cursor, provider, charges)
+            _staged_store(cursor, provider, concurrent=True)
+            cursor.execute("DROP TABLE reconcile_in")
         return
     for batch in _batches(charges):
         _import_batch(provider, batch)
 
 
-def _record_copied(provider: str, charges: list[Charge]) -> None:
+# Table and column names come from the models; every value is a parameter or comes through COPY.
+
+
+def _charges_copied(cursor: CursorWrapper, provider: str, charges: Iterable[Charge]) -> None:
+    """The temporary table `reconcile_in`: the rows, each with the ledger row it matches (`record_id`)."""
+    q = connection.ops.quote_name
+    record_table = q(UsageRecord._meta.db_table)
+    cursor.execute("DROP TABLE IF EXISTS reconcile_raw, reconcile_in")
+    cursor.execute(
+        "CREATE TEMPORARY TABLE reconcile_raw (request_id varchar(255) NOT NULL, created_at timestamptz NOT NULL, "
+        "model_name varchar(320) NOT NULL, prompt_tokens integer NOT NULL, completion_tokens integer NOT NULL, "
+        "cost text NOT NULL) ON COMMIT DROP"
+    )
+    # Binary, so that PostgreSQL does not parse each date-time from text (it does so more slowly than Python);
+    # the cost as text all the same (exact: at most 10 decimals), as psycopg's binary Decimal is slow and this
+    # process both reads the file and sends it.
+    with cursor.cursor.copy(
+        "COPY reconcile_raw (request_id, created_at, model_name, prompt_tokens, completion_tokens, cost) "
+        "FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types(["varchar", "timestamptz", "varchar", "int4", "int4", "text"])
+        write = copy.write_row
+        for request_id, created_at, model, prompt, completion, cost in charges:
+            write((request_id, created_at, model, prompt, completion, str(cost)))
+    # Each id with its ledger row (the first written, should the provider have reused an id).
+    cursor.execute(
+        "CREATE TEMPORARY TABLE reconcile_in ON COMMIT DROP AS SELECT raw.request_id, raw.created_at, "  # noqa: S608
+        "raw.model_name, raw.prompt_tokens, raw.completion_tokens, raw.cost::numeric(20, 10) AS cost, "
+        "m.id AS record_id "
+        f"FROM reconcile_raw raw LEFT JOIN (SELECT {q('upstream_request_id')} AS request_id, min({q('id')}) AS id "
+        f"FROM {record_table} WHERE {q('provider_name')} = %s GROUP BY {q('upstream_request_id')}) m "
+        f"ON m.request_id = raw.request_id",
+        [provider],
+    )
+    cursor.execute("DROP TABLE reconcile_raw")
+    cursor.execute("ANALYZE reconcile_in")
+
+
+def _staged_store(cursor: CursorWrapper, provider: str, *, concurrent: bool) -> None:
+    """Store the rows of `reconcile_in` (the provider's rows already stored updated where they differ, the others
+    added) and set the provider's cost on the ledger rows they match. `concurrent`: another transaction may be
+    adding the same ids (a reply's cost lookup); a file's import instead fails on such a race, and is run again."""
     # A million rows through bulk_create / bulk_update (an UPDATE with a 2,000-branch CASE per batch) took many
-    # minutes; COPY and three statements take seconds (docs/benchmarks.md, `python -m bench reconcile`).
+    # minutes; these three statements take seconds (docs/benchmarks.md, `python -m bench reconcile`).
     q = connection.ops.quote_name
     charge_table, record_table = q(ProviderCharge._meta.db_table), q(UsageRecord._meta.db_table)
     columns = ("created_at", "model_name", "prompt_tokens", "completion_tokens", "cost", "record_id")
     stored = ", ".join(f"c.{q(c)}" for c in columns)
     given = ", ".join(f"i.{c}" for c in columns)
-    # Table and column names come from the models; every value is a parameter or comes through COPY.
-    with connection.cursor() as cursor:
-        cursor.execute("DROP TABLE IF EXISTS reconcile_raw, reconcile_in")
-        cursor.execute(
-            "CREATE TEMPORARY TABLE reconcile_raw (request_id varchar(255) NOT NULL, created_at timestamptz NOT NULL, "
-            "model_name varchar(320) NOT NULL, prompt_tokens integer NOT NULL, completion_tokens integer NOT NULL, "
-            "cost numeric(20, 10) NOT NULL) ON COMMIT DROP"
-        )
-        with cursor.cursor.copy(
-            "COPY reconcile_raw (request_id, created_at, model_name, prompt_tokens, completion_tokens, cost) FROM STDIN"
-        ) as copy:
-            for c in charges:
-                copy.write_row(c)
-        # Each id with its ledger row (the first written, should the provider have reused an id).
-        cursor.execute(
-            f"CREATE TEMPORARY TABLE reconcile_in ON COMMIT DROP AS SELECT raw.*, m.id AS record_id "  # noqa: S608
-            f"FROM reconcile_raw raw LEFT JOIN (SELECT {q('upstream_request_id')} AS request_id, min({q('id')}) AS id "
-            f"FROM {record_table} WHERE {q('provider_name')} = %s GROUP BY {q('upstream_request_id')}) m "
-            f"ON m.request_id = raw.request_id",
-            [provider],
-        )
-        cursor.execute("ANALYZE reconcile_in")
-        # The provider's rows already stored: updated where the file says otherwise; the others added.
-        cursor.execute(
-            f"UPDATE {charge_table} c SET ({', '.join(q(c) for c in columns)}) = ({given}) "  # noqa: S608
-            f"FROM reconcile_in i WHERE c.{q('provider_name')} = %s AND c.{q('request_id')} = i.request_id "
-            f"AND ({stored}) IS DISTINCT FROM ({given})",
-            [provider],
-        )
-        cursor.execute(
-            f"INSERT INTO {charge_table} ({q('provider_name')}, {q('request_id')}, "  # noqa: S608
-            f"{', '.join(q(c) for c in columns)}) SELECT %s, i.request_id, {given} FROM reconcile_in i "
-            f"WHERE NOT EXISTS (SELECT 1 FROM {charge_table} c WHERE c.{q('provider_name')} = %s "
-            f"AND c.{q('request_id')} = i.request_id) ON CONFLICT ({q('provider_name')}, {q('request_id')}) DO NOTHING",
-            [provider, provider],
-        )
-        cursor.execute(
-            f"UPDATE {record_table} r SET {q('reconciled_cost')} = i.cost, {q('cost_source')} = %s "  # noqa: S608
-            f"FROM reconcile_in i WHERE r.{q('id')} = i.record_id AND (r.{q('reconciled_cost')} IS DISTINCT FROM "
-            f"i.cost OR r.{q('cost_source')} <> %s)",
-            [UsageRecord.CostSource.RECONCILED, UsageRecord.CostSource.RECONCILED],
-        )
-        cursor.execute("DROP TABLE reconcile_raw, reconcile_in")
+    cursor.execute(
+        f"UPDATE {charge_table} c SET ({', '.join(q(c) for c in columns)}) = ({given}) "  # noqa: S608
+        f"FROM reconcile_in i WHERE c.{q('provider_name')} = %s AND c.{q('request_id')} = i.request_id "
+        f"AND ({stored}) IS DISTINCT FROM ({given})",
+        [provider],
+    )
+    # In ledger id order, as the UPDATE below: the foreign key's check of each new row (at commit) then reads
+    # the ledger's pages in order instead of jumping between them.
+    on_conflict = f" ON CONFLICT ({q('provider_name')}, {q('request_id')}) DO NOTHING" if concurrent else ""
+    cursor.execute(
+        f"INSERT INTO {charge_table} ({q('provider_name')}, {q('request_id')}, "  # noqa: S608
+        f"{', '.join(q(c) for c in columns)}) SELECT %s, i.request_id, {given} FROM reconcile_in i "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {charge_table} c WHERE c.{q('provider_name')} = %s "
+        f"AND c.{q('request_id')} = i.request_id) ORDER BY i.record_id{on_conflict}",
+        [provider, provider],
+    )
+    # An updated row whose page has no room for its new version (a full page, as after a bulk load) adds an entry
+    # to every index of the ledger, so the rows go in id order, each index then written from one end to the
+    # other. The indexed columns are set to themselves: PostgreSQL judges an index's key unchanged by the SET
+    # list, and for an unchanged key it first tries, on each full index page, to remove old versions of rows
+    # (bottom-up deletion); here there are none to remove (they are this transaction's own), so that work is
+    # wasted. The values stay equal, so an update that fits on its page still leaves the indexes alone.
+    cursor.execute(
+        "SELECT DISTINCT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+        "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND NOT i.indisprimary ORDER BY 1",
+        [UsageRecord._meta.db_table],
+    )
+    same = "".join(f", {q(c)} = r.{q(c)}" for (c,) in cursor.fetchall() if c not in ("reconciled_cost", "cost_source"))
+    cursor.execute(
+        f"UPDATE {record_table} r SET {q('reconciled_cost')} = i.cost, {q('cost_source')} = %s{same} "  # noqa: S608
+        f"FROM (SELECT record_id, cost FROM reconcile_in WHERE record_id IS NOT NULL ORDER BY record_id) i "
+        f"WHERE r.{q('id')} = i.record_id AND (r.{q('reconciled_cost')} IS DISTINCT FROM "
+        f"i.cost OR r.{q('cost_source')} <> %s)",
+        [UsageRecord.CostSource.RECONCILED, UsageRecord.CostSource.RECONCILED],
+    )
 
 
 def _import_batch(provider: str, batch: list[Charge]) -> None:

@@ -29,6 +29,7 @@ from conversations.models import (
 from conversations.upstream.events import Usage
 from conversations.usage.forecast import usage_forecast
 from conversations.usage.ledger import Priced, usage_record
+from conversations.usage.reconcile import ReconcileFileError, charges_parse
 from conversations.usage.rollup import usage_day_add
 from tests.chat_helpers import chat_send, connect, make_model, send, until
 
@@ -60,6 +61,14 @@ def write_csv(path, rows: list[tuple]) -> str:
         writer.writerow(["request_id", "created_at", "model", "prompt_tokens", "completion_tokens", "cost"])
         writer.writerows(rows)
     return str(path)
+
+
+def csv_text(rows: list[tuple]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["request_id", "created_at", "model", "prompt_tokens", "completion_tokens", "cost"])
+    writer.writerows(rows)
+    return out.getvalue()
 
 
 def reconcile(provider: str, path: str) -> str:
@@ -162,6 +171,106 @@ def test_export_has_the_upstream_id_cost_source_and_reconciled_cost(client, alic
     assert {r["upstream_request_id"]: (r["cost_source"], r["reconciled_cost"]) for r in rows} == {
         "gen-1": ("reconciled", "0.0012"), "gen-2": ("reported", ""),
     }  # bob's row is not in alice's export
+
+
+def test_every_form_a_row_may_take_gives_the_same_charge_as_the_row_by_row_checks():
+    # A space around a value sends its row through the row-by-row checks (the common forms are converted
+    # inline); both ways must give the same charge.
+    rows = [
+        ("gen-1", "2026-03-01T10:00:00", "m", "10", "5", "0.001"),  # no offset: UTC
+        ("gen-2", "2026-03-01T10:00:00Z", " m ", "0", "0", "0"),
+        ("gen-3", "2026-03-01 10:00:00.1234567+05:30", "m" * 400, "999999999", "1", "0.00000000005"),
+        ("gen-4", "2026-02-28T23:59:59-01:00", "", "1", "2", "9999999999.9999999999"),
+        ("gen-5", "2024-02-29T00:00:00+00:00", "m", "1", "2", "1_000"),
+    ]
+    for row in rows:
+        padded = (row[0], f" {row[1]} ", *row[2:])
+        fast, slow = (charges_parse(io.StringIO(csv_text([r]))) for r in (row, padded))
+        assert fast == slow and len(fast) == 1, row
+    first = charges_parse(io.StringIO(csv_text(rows)))
+    assert [c.created_at for c in first[:2]] == [datetime(2026, 3, 1, 10, tzinfo=UTC)] * 2
+    assert first[2].model == "m" * 320 and first[2].cost == Decimal(0)  # 5E-11 rounds half to even
+    # The forms only the row-by-row checks take, and the errors they give, whatever the value's form.
+    slow_only = [
+        ("gen-6", "1767225600", "m", "", " 7 ", "$0.5"),  # Unix seconds, empty tokens, a dollar sign
+    ]
+    assert charges_parse(io.StringIO(csv_text(slow_only))) == [
+        (("gen-6", datetime(2026, 1, 1, tzinfo=UTC), "m", 0, 7, Decimal("0.5000000000")))
+    ]
+    bad = [
+        ("gen-7", "2026-02-30T10:00:00", "m", "1", "1", "0.1"),
+        ("gen-8", "2026-03-01T10:00:00", "m", "1", "1", "1E10"),
+        ("gen-9", "2026-03-01T10:00:00", "m", "1", "1", "NaN"),
+        ("gen-10", "2026-03-01T10:00:00", "m", "1", "1", "-0.1"),
+        ("gen-11", "2026-03-01T10:00:00", "m", "1", "1", "0x1"),
+    ]
+    with pytest.raises(ReconcileFileError) as caught:
+        charges_parse(io.StringIO(csv_text(bad)))
+    assert caught.value.errors == [
+        "line 2: created_at: '2026-02-30T10:00:00' is not an ISO 8601 date-time",
+        "line 3: cost: '1E10' is not an amount in USD",
+        "line 4: cost: 'NaN' is not an amount in USD",
+        "line 5: cost: '-0.1' is not an amount in USD",
+        "line 6: cost: '0x1' is not a number",
+    ]
+
+
+@pytest.mark.django_db
+def test_a_bad_line_at_the_end_of_a_long_file_imports_nothing(alice, tmp_path):
+    # The rows before it have already gone to the database (the file is read as it is stored): they must not stay.
+    record = ledger_row(alice, "gen-1", "0.0010")
+    rows = [(f"gen-{i}", NOW.isoformat(), "m", 10, 5, "0.0010") for i in range(1, 5001)]
+    path = write_csv(tmp_path / "long.csv", [*rows, ("gen-2", NOW.isoformat(), "m", 10, 5, "0.0010"),
+                                               ("gen-x", NOW.isoformat(), "m", 10, 5, "lots")])
+    err = io.StringIO()
+    with pytest.raises(CommandError, match="2 bad line"):
+        call_command("reconcile", "acme", path, stderr=err)
+    assert err.getvalue().splitlines() == [
+        "line 5002: request_id gen-2 already on line 3", "line 5003: cost: 'lots' is not a number",
+    ]
+    assert ProviderCharge.objects.count() == 0
+    record.refresh_from_db()
+    assert record.reconciled_cost is None and record.cost_source == "reported"
+
+
+@pytest.mark.django_db
+def test_a_file_that_stops_being_utf8_halfway_imports_nothing(alice, tmp_path):
+    ledger_row(alice, "gen-1", "0.0010")
+    path = write_csv(tmp_path / "a.csv", [(f"gen-{i}", NOW.isoformat(), "m", 10, 5, "0.0010") for i in range(1, 2001)])
+    with open(path, "ab") as handle:  # past the first blocks the reader decodes: rows have gone to the database
+        handle.write(b"gen-\xff,2026-03-01T10:00:00,m,1,1,0.1\r\n")
+    with pytest.raises(CommandError, match="is not UTF-8 text"):
+        call_command("reconcile", "acme", path, stderr=io.StringIO())
+    assert ProviderCharge.objects.count() == 0
+    assert UsageRecord.objects.get(upstream_request_id="gen-1").reconciled_cost is None
+
+
+@pytest.mark.django_db
+def test_a_second_file_that_says_otherwise_updates_the_charge_and_only_the_ledger_cost(alice, tmp_path):
+    ledger_row(alice, "gen-1", "0.0010")
+    ledger_row(alice, "gen-2", "0.0020")
+    reconcile("acme", write_csv(tmp_path / "a.csv", [
+        ("gen-1", NOW.isoformat(), "m", 10, 5, "0.0010"), ("gen-2", NOW.isoformat(), "m", 10, 5, "0.0020"),
+    ]))
+    before = {r["upstream_request_id"]: r for r in UsageRecord.objects.values()}
+    line = reconcile("acme", write_csv(tmp_path / "b.csv", [
+        ("gen-1", NOW.isoformat(), "m", 10, 5, "0.0010"), ("gen-2", NOW.isoformat(), "m2", 12, 5, "0.0030"),
+    ]))
+    assert line.startswith("matched 2, only in file 0, only in ledger 0,")
+    charge = ProviderCharge.objects.get(request_id="gen-2")
+    assert (charge.model_name, charge.prompt_tokens, charge.cost) == ("m2", 12, Decimal("0.0030"))
+    after = {r["upstream_request_id"]: r for r in UsageRecord.objects.values()}
+    assert after["gen-2"]["reconciled_cost"] == Decimal("0.0030")
+    assert after["gen-1"] == before["gen-1"]
+    assert {**after["gen-2"], "reconciled_cost": None} == {**before["gen-2"], "reconciled_cost": None}
+
+
+@pytest.mark.django_db
+def test_the_summary_covers_the_utc_months_of_the_rows_whatever_their_offset(alice, tmp_path):
+    ledger_row(alice, "gen-1", "0.0010", at=datetime(2026, 2, 1, 4, 30, tzinfo=UTC))
+    path = write_csv(tmp_path / "a.csv", [("gen-1", "2026-01-31T23:30:00-05:00", "m", 1, 1, "0.001")])
+    line = reconcile("acme", path)
+    assert line.startswith("matched 1, only in file 0, only in ledger 0,")  # February in UTC, January at -05:00
 
 
 # --- prices over time ----------------------------------------------------------------------------------------

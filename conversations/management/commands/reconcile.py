@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from conversations.usage.reconcile import HEADER, ReconcileFileError, charges_parse, provider_charges_import
+from conversations.usage.reconcile import HEADER, ReconcileFileError, provider_account_import
 
 
 class Command(BaseCommand):
@@ -25,10 +25,10 @@ class Command(BaseCommand):
             if path == "-":
                 import sys
 
-                charges = charges_parse(sys.stdin)
+                result = provider_account_import(provider=provider, lines=sys.stdin)
             else:
                 with open(path, encoding="utf-8-sig", newline="") as handle:
-                    charges = charges_parse(handle)
+                    result = provider_account_import(provider=provider, lines=handle)
         except OSError as exc:
             raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from None
         except UnicodeDecodeError:
@@ -37,5 +37,4 @@ class Command(BaseCommand):
             for error in exc.errors:
                 self.stderr.write(error)
             raise CommandError(f"{path}: {len(exc.errors)} bad line(s); nothing was imported") from None
-        result = provider_charges_import(provider=provider, charges=charges)
         self.stdout.write(result.line())
