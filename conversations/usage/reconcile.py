@@ -91,7 +91,10 @@ def charges_read(lines: Iterable[str]) -> Iterator[Charge]:
     """Each row of the file as it is read; at the end, ReconcileFileError listing the bad lines if any (the rows
     already given must then be thrown away: the import reads the file inside its transaction)."""
     reader = csv.reader(lines)
-    header = next(reader, None)
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise ReconcileFileError([f"line 1: {exc}"]) from None
     if header is None:
         raise ReconcileFileError(["line 1: the file is empty"])
     if [h.strip().lower() for h in header] != HEADER:
@@ -101,7 +104,17 @@ def charges_read(lines: Iterable[str]) -> Iterator[Charge]:
     fields = len(HEADER)
     moment_of = datetime.fromisoformat
     _new_charge = tuple.__new__  # the same tuple as Charge(...), without its Python-level __new__ per row
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # a NUL byte, a field beyond the csv module's limit: that line is bad, read on
+            errors.append(f"line {reader.line_num}: {exc}")
+            if len(errors) >= MAX_ERRORS:
+                errors.append("... (more errors not shown)")
+                break
+            continue
         line = reader.line_num
         # The forms providers write (an ISO date-time, digits, a plain decimal) are converted inline, a million
         # times; anything else, valid or not, goes through _charge, which gives the same values and says what is
@@ -112,18 +125,19 @@ def charges_read(lines: Iterable[str]) -> Iterator[Charge]:
             request_id = request_id.strip()
             if (
                 request_id and len(request_id) <= 255 and created[4:5] == "-"  # a Unix time has no "-"
+                and "\x00" not in request_id and "\x00" not in model  # PostgreSQL's text holds no NUL
                 and prompt.isascii() and prompt.isdigit() and len(prompt) < 10
                 and completion.isascii() and completion.isdigit() and len(completion) < 10
             ):
                 try:
-                    moment, amount = moment_of(created), Decimal(cost)
+                    moment, amount = moment_of(created), Decimal(cost).quantize(QUANTUM)
                 except (ValueError, ArithmeticError):
                     pass
                 else:
                     if amount.is_finite() and 0 <= amount < MAX_COST:
                         charge = _new_charge(Charge, (
                             request_id, moment if moment.tzinfo else moment.replace(tzinfo=UTC),
-                            model.strip()[:320], int(prompt), int(completion), amount.quantize(QUANTUM),
+                            model.strip()[:320], int(prompt), int(completion), amount,
                         ))
         if charge is None:
             if not row or not any(cell.strip() for cell in row):
@@ -155,6 +169,9 @@ def _charge(row: list[str]) -> Charge:
         raise ValueError("request_id: empty")
     if len(request_id) > 255:
         raise ValueError("request_id: longer than 255 characters")
+    for name, value in (("request_id", request_id), ("model", model)):
+        if "\x00" in value:
+            raise ValueError(f"{name}: contains a NUL character")
     prompt, completion = prompt.strip(), completion.strip()
     return Charge(
         request_id,
@@ -194,9 +211,13 @@ def _cost(value: str) -> Decimal:
         cost = Decimal(value.removeprefix("$"))
     except InvalidOperation:
         raise ValueError(f"cost: {value!r} is not a number") from None
+    try:  # rounded first: 9999999999.99999999999 rounds up to 1E10, which the column cannot hold
+        cost = cost.quantize(QUANTUM)
+    except InvalidOperation:  # infinite, or too large to round to ten decimals
+        raise ValueError(f"cost: {value!r} is not an amount in USD") from None
     if not cost.is_finite() or cost < 0 or cost >= MAX_COST:
         raise ValueError(f"cost: {value!r} is not an amount in USD")
-    return cost.quantize(QUANTUM)
+    return cost
 
 
 # --- importing ----------------------------------------------------------------------------------------------

@@ -143,6 +143,27 @@ def test_reconcile_reports_malformed_rows_by_line_and_imports_nothing(alice, tmp
 
 
 @pytest.mark.django_db
+def test_a_nul_byte_an_overlong_field_and_a_cost_that_rounds_past_the_column_are_bad_lines(alice, tmp_path):
+    ledger_row(alice, "gen-1", "0.0010")
+    path = write_csv(tmp_path / "odd.csv", [
+        ("gen-1", NOW.isoformat(), "m", 10, 5, "0.0010"),
+        ("gen-2", NOW.isoformat(), "m", 10, 5, "9999999999.99999999999"),  # rounds up to 1E10
+        ("gen-3", NOW.isoformat(), "m", 10, 5, "1E30"),
+    ])
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write("gen-4,2025-01-01T00:00:00+00:00,m\x00,10,5,0.0010\r\n")
+        handle.write("gen-5,2025-01-01T00:00:00+00:00," + "m" * 200_000 + ",10,5,0.0010\r\n")  # past csv's limit
+        handle.write("gen-6,2025-01-01T00:00:00+00:00,m,10,5,0.0010\r\n")
+    err = io.StringIO()
+    with pytest.raises(CommandError, match="nothing was imported"):
+        call_command("reconcile", "acme", path, stderr=err)
+    lines = err.getvalue().splitlines()
+    assert [x.split(":")[0] for x in lines] == ["line 3", "line 4", "line 5", "line 6"]
+    assert "cost" in lines[0] and "cost" in lines[1] and "NUL" in lines[2] and "field limit" in lines[3]
+    assert ProviderCharge.objects.count() == 0
+
+
+@pytest.mark.django_db
 def test_reconciliation_page_is_for_staff_and_shows_the_rows_that_differ(client, alice, staff, tmp_path):
     ledger_row(alice, "gen-1", "0.0010")
     ledger_row(alice, "gen-2", "0.0020")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import IntegrityError
 
 from conversations.usage.reconcile import HEADER, ReconcileFileError, provider_account_import
 
@@ -37,4 +38,9 @@ class Command(BaseCommand):
             for error in exc.errors:
                 self.stderr.write(error)
             raise CommandError(f"{path}: {len(exc.errors)} bad line(s); nothing was imported") from None
+        except IntegrityError:  # another import of this provider's rows committed meanwhile
+            raise CommandError(
+                f"another import of {provider}'s account ran at the same time; nothing of {path} was imported: "
+                "run it again"
+            ) from None
         self.stdout.write(result.line())
