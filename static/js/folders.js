@@ -138,45 +138,30 @@
     const toggleButton = head.querySelector(".folder-toggle");
     if (head.querySelector("input")) return;
     const before = section.dataset.folderName;
-    const input = document.createElement("input");
-    input.type = "text";
-    input.className = "rename-input folder-rename";
-    input.maxLength = 100;
-    input.value = before;
-    input.setAttribute("aria-label", `New name for folder ${before}`);
-    toggleButton.hidden = true;
-    toggleButton.before(input);
-    editing = true;
-    input.focus();
-    input.select();
-    let done = false;
-    const finish = async (save) => {
-      if (done) return;
-      done = true;
-      editing = false;
-      const name = input.value.trim();
-      input.remove();
-      toggleButton.hidden = false;
-      if (save && name && name !== before) {
-        const answer = await act(`/folders/${section.dataset.folderId}/rename/`, { name }, (f) => `Folder renamed to ${f.name}.`);
-        if (answer) {
-          list.querySelector(`.folder[data-folder-id="${answer.id}"] .folder-toggle`)?.focus();
-          return;
+    ui.inlineEdit({
+      value: before,
+      label: `New name for folder ${before}`,
+      maxLength: 100,
+      className: "rename-input folder-rename",
+      place(input) {
+        toggleButton.hidden = true;
+        toggleButton.before(input);
+        editing = true;
+      },
+      async done(save, name) {
+        editing = false;
+        toggleButton.hidden = false;
+        if (save && name && name !== before) {
+          const answer = await act(`/folders/${section.dataset.folderId}/rename/`, { name }, (f) => `Folder renamed to ${f.name}.`);
+          if (answer) {
+            list.querySelector(`.folder[data-folder-id="${answer.id}"] .folder-toggle`)?.focus();
+            return;
+          }
         }
-      }
-      toggleButton.focus();
-      if (staleList) refresh();
-    };
-    input.addEventListener("keydown", (event) => {
-      if (event.key === "Enter") {
-        event.preventDefault();
-        finish(true);
-      } else if (event.key === "Escape") {
-        event.stopPropagation();
-        finish(false);
-      }
+        toggleButton.focus();
+        if (staleList) refresh();
+      },
     });
-    input.addEventListener("blur", () => finish(true));
   }
 
   async function remove(section) {

@@ -416,39 +416,27 @@
     const id = conversationId();
     if (!id || titleEl.querySelector("input")) return;
     const before = titleEl.textContent;
-    const input = document.createElement("input");
-    input.type = "text";
-    input.className = "rename-input";
-    input.maxLength = 200;
-    input.value = before;
-    input.setAttribute("aria-label", "Conversation title");
-    titleEl.replaceChildren(input);
-    input.focus();
-    input.select();
-    let done = false;
-    const finish = async (save) => {
-      if (done) return;
-      done = true;
-      const title = input.value.trim();
-      if (!save || !title || title === before) {
-        titleEl.textContent = before;
-        return;
-      }
-      titleEl.textContent = title;
-      try {
-        const answer = await ui.post(`/c/${id}/rename/`, { title });
-        setTitle(answer.title);
-        ui.announce("Conversation renamed.");
-      } catch (error) {
-        titleEl.textContent = before;
-        ui.announce(error.message);
-      }
-    };
-    input.addEventListener("keydown", (event) => {
-      if (event.key === "Enter") { event.preventDefault(); finish(true); }
-      else if (event.key === "Escape") { event.stopPropagation(); finish(false); }
+    ui.inlineEdit({
+      value: before,
+      label: "Conversation title",
+      maxLength: 200,
+      place: (input) => titleEl.replaceChildren(input),
+      async done(save, title) {
+        if (!save || !title || title === before) {
+          titleEl.textContent = before;
+          return;
+        }
+        titleEl.textContent = title;
+        try {
+          const answer = await ui.post(`/c/${id}/rename/`, { title });
+          setTitle(answer.title);
+          ui.announce("Conversation renamed.");
+        } catch (error) {
+          titleEl.textContent = before;
+          ui.announce(error.message);
+        }
+      },
     });
-    input.addEventListener("blur", () => finish(true));
   });
 
   document.getElementById("delete-conversation-button").addEventListener("click", async () => {

@@ -1,5 +1,5 @@
 // Small helpers the chat page's scripts share: CSRF-protected POSTs, fetching server-rendered fragments,
-// a confirmation dialog, screen-reader announcements.
+// a confirmation dialog, an inline text field, screen-reader announcements.
 (() => {
   "use strict";
 
@@ -46,6 +46,38 @@
     });
   }
 
+  /** A one-line text field in place of some text: Enter or leaving it saves, Escape cancels. `place(input)` puts
+   *  the field on the page; `done(save, value)` runs once, with the trimmed value, after the field is removed. */
+  function inlineEdit({ value, label, maxLength, className = "rename-input", place, done }) {
+    const input = document.createElement("input");
+    input.type = "text";
+    input.className = className;
+    input.maxLength = maxLength;
+    input.value = value;
+    input.setAttribute("aria-label", label);
+    place(input);
+    input.focus();
+    input.select();
+    let ended = false;
+    const end = (save) => {
+      if (ended) return; // removing the field blurs it: one end only
+      ended = true;
+      const text = input.value.trim();
+      input.remove();
+      done(save, text);
+    };
+    input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") {
+        event.preventDefault();
+        end(true);
+      } else if (event.key === "Escape") {
+        event.stopPropagation();
+        end(false);
+      }
+    });
+    input.addEventListener("blur", () => end(true));
+  }
+
   function announce(text) {
     const el = document.getElementById("announcer");
     if (!el) return;
@@ -54,5 +86,5 @@
     setTimeout(() => { el.textContent = text; }, 50);
   }
 
-  window.chatwebUI = { post, fragment, confirm: confirmAction, announce, csrfToken };
+  window.chatwebUI = { post, fragment, confirm: confirmAction, inlineEdit, announce, csrfToken };
 })();

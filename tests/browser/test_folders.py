@@ -98,6 +98,13 @@ def test_folders_made_filled_by_menu_and_by_dragging_renamed_collapsed_and_delet
     renamed.press("Enter")
     expect(folder(page, "Taxes 2026").locator(".folder-name")).to_have_text("Taxes 2026")
     assert Folder.objects.get(pk=taxes_id).name == "Taxes 2026"
+    page.get_by_role("button", name="Rename folder Taxes 2026").click()  # Escape leaves the name as it was
+    renamed = page.get_by_role("textbox", name="New name for folder Taxes 2026")
+    renamed.fill("Not this")
+    renamed.press("Escape")
+    expect(renamed).to_have_count(0)
+    expect(folder_toggle(page, "Taxes 2026")).to_be_focused()
+    assert Folder.objects.get(pk=taxes_id).name == "Taxes 2026"
 
     toggle = folder_toggle(page, "Taxes 2026")
     expect(toggle).to_have_attribute("aria-expanded", "true")
