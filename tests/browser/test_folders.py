@@ -277,3 +277,26 @@ def test_a_conversation_deleted_in_another_tab_leaves_its_folder_and_the_count_f
     expect(folder_toggle(page, "Taxes")).to_have_accessible_name("Taxes 1 conversation")
     assert not Conversation.objects.filter(pk=receipts.pk).exists()
     watch.assert_clean(page)
+
+
+def test_a_change_from_another_tab_while_renaming_keeps_the_keyboard_on_the_folder(page, live_server, alice):
+    page, watch = page
+    Folder.objects.create(owner=alice, name="Taxes")
+    page.goto(f"{live_server.url}/")
+    wait_connected(page)
+    other = page.context.new_page()
+    other.goto(f"{live_server.url}/")
+    wait_connected(other)
+
+    page.get_by_role("button", name="Rename folder Taxes").click()
+    renamed = page.get_by_role("textbox", name="New name for folder Taxes")
+    other.get_by_role("button", name="+ New folder").click()  # the list changes meanwhile: fetched after the edit
+    other.get_by_role("textbox", name="New folder name").fill("Receipts")
+    other.get_by_role("button", name="Create").click()
+    expect(folder(other, "Receipts")).to_have_count(1)
+    page.wait_for_timeout(300)  # the change's notice reaches this tab while its field is open
+    expect(folder(page, "Receipts")).to_have_count(0)
+    renamed.press("Escape")
+    expect(folder(page, "Receipts")).to_have_count(1)
+    expect(folder_toggle(page, "Taxes")).to_be_focused()
+    watch.assert_clean(page)
