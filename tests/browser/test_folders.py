@@ -45,6 +45,21 @@ def open_menu(page: Page, title: str) -> None:
     expect(page.get_by_role("menu", name=f"Actions for {title}")).to_be_visible()
 
 
+def another_tab(page: Page, url: str) -> Page:
+    """A second tab of the same signed-in browser, its socket connected."""
+    other = page.context.new_page()
+    other.goto(url)
+    wait_connected(other)
+    return other
+
+
+def create_folder(page: Page, name: str) -> None:
+    """A folder made with the sidebar's "+ New folder" and its Create button."""
+    page.get_by_role("button", name="+ New folder").click()
+    page.get_by_role("textbox", name="New folder name").fill(name)
+    page.get_by_role("button", name="Create").click()
+
+
 def test_folders_made_filled_by_menu_and_by_dragging_renamed_collapsed_and_deleted(page, live_server, alice):
     page, watch = page
     tides = Conversation.objects.create(owner=alice, title="Tides")
@@ -243,13 +258,9 @@ def test_another_tab_of_the_user_shows_the_change(page, live_server, alice):
     Conversation.objects.create(owner=alice, title="Receipts")
     page.goto(f"{live_server.url}/")
     wait_connected(page)
-    other = page.context.new_page()
-    other.goto(f"{live_server.url}/")
-    wait_connected(other)
+    other = another_tab(page, f"{live_server.url}/")
 
-    page.get_by_role("button", name="+ New folder").click()
-    page.get_by_role("textbox", name="New folder name").fill("Taxes")
-    page.get_by_role("button", name="Create").click()
+    create_folder(page, "Taxes")
     expect(folder(other, "Taxes")).to_have_count(1)
     open_menu(page, "Receipts")
     page.get_by_role("menuitem", name="Move to Taxes").click()
@@ -268,9 +279,7 @@ def test_a_conversation_deleted_in_another_tab_leaves_its_folder_and_the_count_f
     wait_connected(page)
     expect(folder_toggle(page, "Taxes")).to_have_accessible_name("Taxes 2 conversations")
 
-    other = page.context.new_page()
-    other.goto(f"{live_server.url}/c/{receipts.pk}/")
-    wait_connected(other)
+    other = another_tab(page, f"{live_server.url}/c/{receipts.pk}/")
     other.locator("#delete-conversation-button").click()
     other.locator("#confirm-dialog").get_by_role("button", name="Delete").click()
     expect(item(folder(page, "Taxes"), "Receipts")).to_have_count(0)
@@ -284,15 +293,11 @@ def test_a_change_from_another_tab_while_renaming_keeps_the_keyboard_on_the_fold
     Folder.objects.create(owner=alice, name="Taxes")
     page.goto(f"{live_server.url}/")
     wait_connected(page)
-    other = page.context.new_page()
-    other.goto(f"{live_server.url}/")
-    wait_connected(other)
+    other = another_tab(page, f"{live_server.url}/")
 
     page.get_by_role("button", name="Rename folder Taxes").click()
     renamed = page.get_by_role("textbox", name="New name for folder Taxes")
-    other.get_by_role("button", name="+ New folder").click()  # the list changes meanwhile: fetched after the edit
-    other.get_by_role("textbox", name="New folder name").fill("Receipts")
-    other.get_by_role("button", name="Create").click()
+    create_folder(other, "Receipts")  # the list changes meanwhile: fetched after the edit
     expect(folder(other, "Receipts")).to_have_count(1)
     page.wait_for_timeout(300)  # the change's notice reaches this tab while its field is open
     expect(folder(page, "Receipts")).to_have_count(0)
