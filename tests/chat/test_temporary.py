@@ -5,6 +5,7 @@ their usage stays in the ledger, the roll-ups and the month's spend."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -181,25 +182,43 @@ async def test_bob_cannot_hold_or_see_alices_temporary_chat(alice, bob, dev_upst
     await intruder.disconnect()
 
 
+async def closing(ws) -> asyncio.Future:
+    """Close `ws` from the tab's side and return the closing (for the caller to await later) as soon as the server
+    has handled the close, i.e. the grace of its temporary chats runs. `ws.disconnect()` alone also waits for the
+    consumer to end, up to its 1 s timeout, which it then lets pass in silence: on Redis, the channel-layer
+    receive that channels cancels as the consumer ends can lose that cancel (Python 3.11's `asyncio.wait_for`
+    in redis-py's send swallows it) and wait on Redis instead, so it can return after a short grace is over."""
+    releases = set(consumers._releasing)
+    closed = asyncio.ensure_future(ws.disconnect())
+    while not set(consumers._releasing) - releases:
+        assert not closed.done(), "the socket closed without starting a grace"
+        await asyncio.sleep(0.001)
+    return closed
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("upstream_http")
 async def test_a_tab_that_reconnects_within_the_grace_keeps_its_chat(alice, dev_upstream, nonce, settings):
     settings.CHATWEB_TEMPORARY_GRACE_SECONDS = 0.5
     model = await db(make_model)(dev_upstream.v1(key=nonce, tokens=3))
     ws, started = await temporary_chat_replied(alice, model)
-    await ws.disconnect()  # a dropped connection: the page reconnects and subscribes again
-    assert (await db(_state)(started["conversation_id"]))["conversation"] is True
+    dropped = await closing(ws)  # a dropped connection: the page reconnects and subscribes again
+    assert await db(_state)(started["conversation_id"]) == {
+        "conversation": True, "messages": 2, "attachments": 0, "holds": 1  # the closed socket's, until its grace ends
+    }
     again = await connect(alice)
     await send(again, {"type": "chat.subscribe", "conversation_id": started["conversation_id"]})
     await send(again, {"type": "chat.estimate", "request_id": "e1", "conversation_id": started["conversation_id"],
                        "model": model.public_name, "content": ""})
     await until(again, "chat.estimate")  # the subscribe before it has been handled
+    await dropped
     await consumers.wait_for_releases()
     assert await db(_state)(started["conversation_id"]) == {
         "conversation": True, "messages": 2, "attachments": 0, "holds": 1
     }
-    await again.disconnect()  # the tab closes for good
+    closed = await closing(again)  # the tab closes for good
     assert (await db(_state)(started["conversation_id"]))["conversation"] is True
+    await closed
     await consumers.wait_for_releases()
     assert (await db(_state)(started["conversation_id"]))["conversation"] is False
 
