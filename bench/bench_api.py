@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runnable as `python bench/bench_api.py` from anywhere
 
 from bench import throwaway  # noqa: E402
+from bench.bench_ws import cpu_seconds  # noqa: E402
 from bench.process import Service, daphne_argv, free_port  # noqa: E402
 
 MESSAGES = [
@@ -183,11 +184,18 @@ def main() -> int:
             print(f"{s.name}: {s.daphne.url} from {s.root} (Daphne, DEBUG off, SQLite) -> dev upstream {upstream_v1}")
         print(f"{args.tokens} tokens a reply, {args.delay * 1000:g} ms between tokens")
         sequential(direct_client, clients, 20, args.tokens)  # warm-up: imports, tiktoken, connections
+        cpu = {s.name: cpu_seconds(s.daphne.pid) for s in servers}
         direct, via = sequential(direct_client, clients, args.requests, args.tokens)
         seq = {name: report(f"sequential, {name}", direct, results) for name, results in via.items()}
+        for s in servers:  # each server is idle while the others answer: its CPU is its own requests'
+            print(f"  {s.name}: server CPU {(cpu_seconds(s.daphne.pid) - cpu[s.name]) / args.requests * 1000:.2f} ms"
+                  " a request")
+            cpu[s.name] = cpu_seconds(s.daphne.pid)
         conc = concurrent(make_client, ways, args.concurrent_requests, args.concurrency, args.tokens)
         for s in servers:
             report(f"concurrent ({args.concurrency} clients), {s.name}", conc["direct"], conc[s.name])
+            print(f"  server CPU {(cpu_seconds(s.daphne.pid) - cpu[s.name]) / len(conc[s.name]) * 1000:.2f} ms"
+                  " a request")
     finally:
         for s in servers:
             s.stop()
