@@ -1,11 +1,13 @@
 """Overhead of /v1/chat/completions: time to first token and total time via chatweb vs direct to the upstream.
 
-Run: `.venv/bin/python bench/bench_api.py [--requests 200] [--concurrency 8] [--tokens 64]`
+Run: `.venv/bin/python bench/bench_api.py [--requests 200] [--concurrency 8] [--tokens 64] [--server-root DIR]`
 
 It starts the dev upstream and a Daphne, each in a process of its own as a provider and chatweb would be (the
 upstream used to run in a thread of this process, where the client's own work delayed it), on a throwaway SQLite
 database (migrated first), registers the upstream as a provider with a priced model and creates a key, then
 streams the same request with the official `openai` client both ways, alternating, so both see the same machine.
+`--server-root DIR`: a second chatweb from another source tree (an older commit: its own database, migrated by its
+own migrations), against the same upstream, in turn with this one: one client and one upstream for both.
 Goal: overhead <= 5 ms median and <= 20 ms p99.
 """
 
@@ -15,7 +17,6 @@ import argparse
 import os
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,6 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runnable as `python bench/bench_api.py` from anywhere
 
+from bench import throwaway  # noqa: E402
+from bench.bench_ws import cpu_seconds  # noqa: E402
 from bench.process import Service, daphne_argv, free_port  # noqa: E402
 
 MESSAGES = [
@@ -47,35 +50,6 @@ def environment(workdir: Path) -> dict[str, str]:
         "LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
     }
-
-
-def migrate(env: dict[str, str]) -> None:
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True
-    )
-
-
-def setup_data(upstream_v1: str) -> str:
-    """A user, the upstream as a provider with one priced model, and a key (raw, returned)."""
-    import django
-
-    django.setup()
-    from decimal import Decimal
-
-    from conversations.accounts.apikeys import api_key_create
-    from conversations.models import Model, Provider, User
-
-    user = User.objects.create_user(username="bench", password=secrets.token_urlsafe(12))
-    provider = Provider.objects.create(name="bench", base_url=upstream_v1)
-    Model.objects.create(
-        provider=provider,
-        upstream_id="dev-chat",
-        input_price=Decimal("0.5"),
-        output_price=Decimal("1.5"),
-        context_length=32768,
-        max_output_tokens=1024,
-    )
-    return api_key_create(user=user, name="bench")[1]
 
 
 def one(client, model: str, tokens: int) -> tuple[float, float]:
@@ -119,31 +93,54 @@ def report(label: str, direct: list[tuple[float, float]], via: list[tuple[float,
     return out
 
 
-def sequential(direct_client, via_client, n: int, tokens: int):
-    direct, via = [], []
-    for _ in range(n):  # alternate, so that a busy moment of the machine hurts both alike
+def sequential(direct_client, servers: dict[str, tuple[object, str]], n: int, tokens: int):
+    """`n` requests each way, in turn: straight to the upstream, then through each server."""
+    direct: list[tuple[float, float]] = []
+    via: dict[str, list[tuple[float, float]]] = {name: [] for name in servers}
+    for _ in range(n):  # alternate, so that a busy moment of the machine hurts every way alike
         direct.append(one(direct_client, "dev-chat", tokens))
-        via.append(one(via_client, "bench/dev-chat", tokens))
+        for name, (client, model) in servers.items():
+            via[name].append(one(client, model, tokens))
     return direct, via
 
 
-def concurrent(make_direct, make_via, n: int, workers: int, tokens: int):
-    results: dict[str, list[tuple[float, float]]] = {"direct": [], "via": []}
+def concurrent(make_client, ways: dict[str, str], n: int, workers: int, tokens: int):
+    """`n` requests each way with `workers` clients at once, one way after the other."""
+    results: dict[str, list[tuple[float, float]]] = {way: [] for way in ways}
     lock = threading.Lock()
 
-    def worker(kind: str, count: int) -> None:
-        client = make_direct() if kind == "direct" else make_via()
-        model = "dev-chat" if kind == "direct" else "bench/dev-chat"
+    def worker(way: str, count: int) -> None:
+        client = make_client(way)
         for _ in range(count):
-            r = one(client, model, tokens)
+            r = one(client, ways[way], tokens)
             with lock:
-                results[kind].append(r)
+                results[way].append(r)
 
     per_worker = max(1, n // workers)
-    for kind in ("direct", "via"):
+    for way in ways:
         with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(worker, [kind] * workers, [per_worker] * workers))
-    return results["direct"], results["via"]
+            list(pool.map(worker, [way] * workers, [per_worker] * workers))
+    return results
+
+
+class Server:
+    """chatweb from one source tree: its own throwaway database (that tree's migrations) and Daphne process."""
+
+    def __init__(self, name: str, root: Path, upstream_v1: str, workdir: Path) -> None:
+        self.name, self.root = name, root
+        env = environment(workdir / name)
+        (workdir / name).mkdir()
+        if root != ROOT:
+            env["PYTHONPATH"] = str(root)
+        site = throwaway.prepare_in_subprocess(env, root=root, users=1, api_key=True,
+                                               providers={"bench": upstream_v1})
+        self.model, self.key = site["models"]["bench"], site["api_key"]
+        port = free_port()
+        self.daphne = Service(daphne_argv(port), env, workdir / name / "daphne.log", port, timeout=30, cwd=root)
+        self.v1 = f"{self.daphne.url}/v1"
+
+    def stop(self) -> None:
+        self.daphne.stop()
 
 
 def main() -> int:
@@ -155,55 +152,62 @@ def main() -> int:
     )
     parser.add_argument("--tokens", type=int, default=64, help="reply length in tokens")
     parser.add_argument("--delay", type=float, default=0.0, help="dev upstream seconds between tokens")
+    parser.add_argument("--server-root", default="",
+                        help="also serve chatweb from this source tree (an older commit), in turn with this one")
     args = parser.parse_args()
-
-    workdir = Path(tempfile.mkdtemp(prefix="chatweb-bench-api-"))
-    env = environment(workdir)
-    os.environ.update(
-        {k: env[k] for k in ("DATABASE_URL", "DEBUG", "SECRET_KEY", "CHATWEB_ENCRYPTION_KEYS", "LOG_LEVEL")}
-    )
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatweb.settings")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
     import openai
 
-    migrate(env)
+    workdir = Path(tempfile.mkdtemp(prefix="chatweb-bench-api-"))
+    env = environment(workdir)
     upstream_port = free_port()
     upstream = Service(
         [sys.executable, "-m", "conversations.devupstream", "--port", str(upstream_port), "--log-level", "warning",
          "--options", f"delay={args.delay},tokens={args.tokens}"], env, workdir / "upstream.log", upstream_port)
     upstream_v1 = f"{upstream.url}/v1"
+    servers: list[Server] = []
     try:
-        raw = setup_data(upstream_v1)
-        port = free_port()
-        daphne = Service(daphne_argv(port), env, workdir / "daphne.log", port, timeout=30)
-        try:
+        servers.append(Server("chatweb", ROOT, upstream_v1, workdir))
+        if args.server_root:
+            servers.append(Server("other", Path(args.server_root).resolve(), upstream_v1, workdir))
+        ways = {"direct": "dev-chat", **{s.name: s.model for s in servers}}
+        by_name = {s.name: s for s in servers}
 
-            def make_direct():
+        def make_client(way: str):
+            if way == "direct":
                 return openai.OpenAI(base_url=upstream_v1, api_key="unused", max_retries=0)
+            return openai.OpenAI(base_url=by_name[way].v1, api_key=by_name[way].key, max_retries=0)
 
-            def make_via():
-                return openai.OpenAI(base_url=f"{daphne.url}/v1", api_key=raw, max_retries=0)
-
-            direct_client, via_client = make_direct(), make_via()
-            print(
-                f"chatweb {daphne.url} (Daphne, DEBUG off, SQLite) -> dev upstream {upstream_v1}; "
-                f"{args.tokens} tokens a reply, {args.delay * 1000:g} ms between tokens"
-            )
-            sequential(direct_client, via_client, 20, args.tokens)  # warm-up: imports, tiktoken, connections
-            seq = report("sequential", *sequential(direct_client, via_client, args.requests, args.tokens))
-            conc = report(
-                f"concurrent ({args.concurrency} clients)",
-                *concurrent(make_direct, make_via, args.concurrent_requests, args.concurrency, args.tokens),
-            )
-        finally:
-            daphne.stop()
+        direct_client = make_client("direct")
+        clients = {s.name: (make_client(s.name), s.model) for s in servers}
+        for s in servers:
+            print(f"{s.name}: {s.daphne.url} from {s.root} (Daphne, DEBUG off, SQLite) -> dev upstream {upstream_v1}")
+        print(f"{args.tokens} tokens a reply, {args.delay * 1000:g} ms between tokens")
+        sequential(direct_client, clients, 20, args.tokens)  # warm-up: imports, tiktoken, connections
+        cpu = {s.name: cpu_seconds(s.daphne.pid) for s in servers}
+        direct, via = sequential(direct_client, clients, args.requests, args.tokens)
+        seq = {name: report(f"sequential, {name}", direct, results) for name, results in via.items()}
+        for s in servers:  # each server is idle while the others answer: its CPU is its own requests'
+            print(f"  {s.name}: server CPU {(cpu_seconds(s.daphne.pid) - cpu[s.name]) / args.requests * 1000:.2f} ms"
+                  " a request")
+            cpu[s.name] = cpu_seconds(s.daphne.pid)
+        conc = concurrent(make_client, ways, args.concurrent_requests, args.concurrency, args.tokens)
+        for s in servers:
+            report(f"concurrent ({args.concurrency} clients), {s.name}", conc["direct"], conc[s.name])
+            print(f"  server CPU {(cpu_seconds(s.daphne.pid) - cpu[s.name]) / len(conc[s.name]) * 1000:.2f} ms"
+                  " a request")
     finally:
+        for s in servers:
+            s.stop()
         upstream.stop()
-    ok = seq["time to 1st token median"] <= 5 and seq["total time median"] <= 5
-    ok = ok and seq["time to 1st token p99"] <= 20 and seq["total time p99"] <= 20
+    if args.server_root:
+        mine, other = seq["chatweb"]["time to 1st token median"], seq["other"]["time to 1st token median"]
+        print(f"\nadded to the first token (sequential median): this tree {mine:+.2f} ms, the other {other:+.2f} ms"
+              f" ({(mine - other) / abs(other) * 100 if other else 0:+.0f} %)")
+    main_seq = seq["chatweb"]
+    ok = main_seq["time to 1st token median"] <= 5 and main_seq["total time median"] <= 5
+    ok = ok and main_seq["time to 1st token p99"] <= 20 and main_seq["total time p99"] <= 20
     print(f"\ngoal (sequential): overhead <= 5 ms median, <= 20 ms p99: {'met' if ok else 'NOT met'}")
-    del conc
     return 0
 
 

@@ -2,7 +2,7 @@
 
     python -m bench burst [--sizes 100,500,1000] [--paths ws,v1] [--tokens 100] [--delay 0.01] [--workers 3]
                           [--seq 100] [--profile 500] [--label NAME] [--server-root DIR] [--no-docs]
-                          [--processes 1,2,4 [--database-url postgres://...]]
+                          [--processes 1,2,4 [--database-url postgres://...]] [--floor]
 
 Starts the dev upstream (its own process; every reply --tokens tokens, --delay seconds apart) and one Daphne
 process (chatweb, DEBUG off, the embedded default: SQLite, in-memory channel layer) on a throwaway database with
@@ -24,6 +24,9 @@ time (websocket, alternating with straight requests). `--profile N`: py-spy samp
 bursts of size N (collapsed stacks in bench/results/). `--server-root`: serve chatweb from another source tree
 (an older commit, to compare before and after in the same minutes). Writes bench/results/burst-<time>.json and,
 unless --no-docs, the block named --label in docs/benchmarks.md.
+
+`--floor`: the websocket bursts through bench/floor.py instead of chatweb (Daphne, the event loop and the upstream
+client alone, the same protocol's happy path): the least any server of this stack could take for the same burst.
 
 `--processes 1,2,4`: scale-out instead of the embedded default. The same bursts against 1, then 2, then 4 Daphne
 processes behind nginx (a configuration generated from docs/deploy/nginx-chatweb.conf, bench/nginx.py) on
@@ -133,8 +136,11 @@ class Burst:
         if self.cluster:
             return  # the servers start per process count (start_servers)
         port = free_port()
-        self.daphne = Service(daphne_argv(port, "bench.serve"), self.env, self.workdir / "daphne.log", port,
-                              cwd=self.root)
+        application = "chatweb.asgi:application"
+        if a.floor:  # the same Daphne with the floor's application (bench/floor.py)
+            application, self.env["BENCH_FLOOR_UPSTREAM"] = "bench.floor:application", self.upstream_v1
+        self.daphne = Service(daphne_argv(port, "bench.serve", application), self.env, self.workdir / "daphne.log",
+                              port, cwd=self.root)
         self.services.append(self.daphne)
         self.origin = f"http://127.0.0.1:{port}"
 
@@ -251,6 +257,8 @@ class Burst:
                                 text=True, check=False).stdout.strip() or "?"
         served = (f"{'/'.join(map(str, a.processes))} Daphne processes behind nginx, PostgreSQL, Redis"
                   if self.cluster else f"chatweb {self.origin}, one Daphne process, SQLite, in-memory channel layer")
+        if a.floor:
+            served = f"the floor (bench/floor.py: no sign-in, database, channel layer) {self.origin}, one Daphne"
         print(f"{served} from {self.root.name} ({commit}); dev upstream {a.tokens} tokens a reply, "
               f"{a.delay * 1000:g} ms apart; {a.workers} load-generator processes; {os.cpu_count()} cores",
               flush=True)
@@ -404,6 +412,8 @@ def main() -> int:
     parser.add_argument("--label", default="latest", help="the block of docs/benchmarks.md to write")
     parser.add_argument("--server-root", default="", help="serve chatweb from this source tree")
     parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument("--floor", action="store_true",
+                        help="websocket bursts through bench/floor.py (Daphne, the upstream client), not chatweb")
     parser.add_argument("--processes", type=lambda s: [int(x) for x in s.split(",")], default=[],
                         help="scale-out: this many Daphne processes behind nginx on PostgreSQL + Redis, in turn")
     parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/scaleout_db",
@@ -411,6 +421,10 @@ def main() -> int:
     args = parser.parse_args()
     if not set(args.paths) <= {"ws", "v1"}:
         parser.error("--paths: ws and/or v1")
+    if args.floor and (args.processes or args.server_root or args.paths != ["ws"]):
+        parser.error("--floor: websocket bursts of one process only (--paths ws)")
+    if args.floor:
+        args.seq, args.no_docs = 0, True  # the floor has no sequential figure of its own, nor a block in the docs
     if args.processes:
         args.seq = 0  # the sequential first token is a figure of the embedded default
     bench = Burst(args)

@@ -18,9 +18,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def daphne_argv(port: int, module: str = "daphne") -> list[str]:
+def daphne_argv(port: int, module: str = "daphne", application: str = "chatweb.asgi:application") -> list[str]:
     """chatweb under `python -m daphne` (or a module that wraps Daphne's command line, such as bench.serve)."""
-    return [sys.executable, "-m", module, "-b", "127.0.0.1", "-p", str(port), "chatweb.asgi:application"]
+    return [sys.executable, "-m", module, "-b", "127.0.0.1", "-p", str(port), application]
 
 
 class Service:

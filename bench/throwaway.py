@@ -59,7 +59,10 @@ def prepare(*, users: int, providers: dict[str, str], prefix: str = "load", api_
             ).public_name
         out: dict[str, Any] = {"models": models, "cookies": cookies}
         if api_key:
-            from conversations.accounts.apikeys import api_key_create
+            try:
+                from conversations.accounts.apikeys import api_key_create
+            except ImportError:  # an older tree (--server-root b1b186c) keeps it in the API's package
+                from conversations.api.keys import api_key_create  # type: ignore[import-not-found,no-redef]
 
             out["api_key"] = api_key_create(user=User.objects.order_by("username").first(), name="bench")[1]
     return out
@@ -67,8 +70,9 @@ def prepare(*, users: int, providers: dict[str, str], prefix: str = "load", api_
 
 def prepare_in_subprocess(env: dict[str, str], *, root: Path = ROOT, **kwargs: Any) -> dict[str, Any]:
     """prepare() in a child process with this environment (the caller's own Django stays as it is); `root`: the
-    source tree whose migrations and models it uses."""
-    out = subprocess.run([sys.executable, "-m", "bench.throwaway", json.dumps(kwargs)], cwd=root, env=env,
+    source tree whose migrations and models it uses (this file runs from this tree: an older one may lack it)."""
+    env = {**env, "PYTHONPATH": str(root)}
+    out = subprocess.run([sys.executable, str(Path(__file__).resolve()), json.dumps(kwargs)], cwd=root, env=env,
                          capture_output=True, text=True, check=False, timeout=300)
     if out.returncode != 0:
         raise RuntimeError(f"preparing the throwaway site failed:\n{out.stderr[-3000:]}")
