@@ -8,6 +8,7 @@ conversation's group, so every tab on every process sees it, and listens on its 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -31,6 +32,7 @@ from conversations.upstream.events import (
     ReasoningDelta,
     RefusalDelta,
     StreamError,
+    UpstreamEvent,
     Usage,
 )
 from conversations.upstream.normalize import stream_cut
@@ -159,36 +161,46 @@ class ReplyRun:
             _running.pop(self.plan.message_id, None)
 
     async def _stream(self, outcome: ReplyOutcome, started: float) -> None:
-        async for batch in client.stream_batches(
+        """Read the upstream's events into `pending` until its stream ends. A stop cancels this task while it reads
+        or while it steps aside: `aclosing` closes the upstream request at once either way."""
+        batches = client.stream_batches(
             self.plan.target, self.plan.path, self.plan.body, response_ids=self.response_ids
-        ):
-            for event in batch:  # the events of one read
-                if isinstance(event, ContentDelta | RefusalDelta | ReasoningDelta):
-                    if event.index != 0 or not event.text:
-                        continue
-                    pending = self.pending_reasoning if isinstance(event, ReasoningDelta) else self.pending_content
-                    self._queue(pending, event.text)
-                    if outcome.ttft_ms is None:
-                        outcome.ttft_ms = int((time.monotonic() - started) * 1000)
-                        # Let the publisher send the first token before this task reads on (the client steps aside
-                        # too, when more of the answer is already there: FIRST_TOKEN_PAUSE).
-                        await asyncio.sleep(0)
-                elif isinstance(event, Usage):
-                    outcome.usage = event
-                elif isinstance(event, Finish):
-                    if event.index == 0:
-                        outcome.finish_reason = event.reason
-                elif isinstance(event, StreamError):
-                    outcome.status, outcome.finish_reason = Message.Status.ERROR, "error"
-                    outcome.error_code = event.code
-                    outcome.error_message = _error_text(event)
-                    outcome.sent = event.sent
-                    outcome.cut = stream_cut(event, produced=bool(self.content or self.pending_content))
-                    if event.status and event.status >= 400 and not self.content and not self.pending_content:
-                        # Refused with an HTTP error before any output: the provider charged nothing.
-                        outcome.usage = Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
+        )
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                waiting = outcome.ttft_ms is None
+                for event in batch:  # the events of one read
+                    self._take(event, outcome, started)
+                if waiting and outcome.ttft_ms is not None:
+                    # Let the publisher send the first token before this task reads on (the client steps aside too,
+                    # when more of the answer is already there: FIRST_TOKEN_PAUSE).
+                    await asyncio.sleep(0)
         if not outcome.finish_reason:
             outcome.finish_reason = "stop"
+
+    def _take(self, event: UpstreamEvent, outcome: ReplyOutcome, started: float) -> None:
+        """One upstream event into the reply: its text (queued to publish), usage, finish reason or failure."""
+        if isinstance(event, ContentDelta | RefusalDelta | ReasoningDelta):
+            if event.index != 0 or not event.text:
+                return
+            self._queue(self.pending_reasoning if isinstance(event, ReasoningDelta) else self.pending_content,
+                        event.text)
+            if outcome.ttft_ms is None:
+                outcome.ttft_ms = int((time.monotonic() - started) * 1000)
+        elif isinstance(event, Usage):
+            outcome.usage = event
+        elif isinstance(event, Finish):
+            if event.index == 0:
+                outcome.finish_reason = event.reason
+        elif isinstance(event, StreamError):
+            outcome.status, outcome.finish_reason = Message.Status.ERROR, "error"
+            outcome.error_code = event.code
+            outcome.error_message = _error_text(event)
+            outcome.sent = event.sent
+            outcome.cut = stream_cut(event, produced=bool(self.content or self.pending_content))
+            if event.status and event.status >= 400 and not self.content and not self.pending_content:
+                # Refused with an HTTP error before any output: the provider charged nothing.
+                outcome.usage = Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
 
     def _queue(self, pending: list[str], text: str) -> None:
         pending.append(text)
