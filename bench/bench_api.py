@@ -97,10 +97,12 @@ def sequential(direct_client, servers: dict[str, tuple[object, str]], n: int, to
     """`n` requests each way, in turn: straight to the upstream, then through each server."""
     direct: list[tuple[float, float]] = []
     via: dict[str, list[tuple[float, float]]] = {name: [] for name in servers}
+    order = list(servers.items())
     for _ in range(n):  # alternate, so that a busy moment of the machine hurts every way alike
         direct.append(one(direct_client, "dev-chat", tokens))
-        for name, (client, model) in servers.items():
+        for name, (client, model) in order:
             via[name].append(one(client, model, tokens))
+        order.reverse()  # and no server always answers right after the other
     return direct, via
 
 
