@@ -128,12 +128,14 @@ def concurrent(make_client, ways: dict[str, str], n: int, workers: int, tokens: 
 class Server:
     """chatweb from one source tree: its own throwaway database (that tree's migrations) and Daphne process."""
 
-    def __init__(self, name: str, root: Path, upstream_v1: str, workdir: Path) -> None:
+    def __init__(self, name: str, root: Path, upstream_v1: str, workdir: Path, extra_env: dict[str, str] | None = None,
+                 extra_path: tuple[Path, ...] = ()) -> None:
         self.name, self.root = name, root
-        env = environment(workdir / name)
+        env = {**environment(workdir / name), **(extra_env or {})}
         (workdir / name).mkdir()
-        if root != ROOT:
-            env["PYTHONPATH"] = str(root)
+        path = ([root] if root != ROOT else []) + list(extra_path)
+        if path:
+            env["PYTHONPATH"] = os.pathsep.join(map(str, path))
         site = throwaway.prepare_in_subprocess(env, root=root, users=1, api_key=True,
                                                providers={"bench": upstream_v1})
         self.model, self.key = site["models"]["bench"], site["api_key"]
