@@ -400,6 +400,9 @@ class ApiKey(models.Model):
 
     objects = ApiKeyQuerySet.as_manager()
 
+    # Whether a budget limits the key's user, as the API's key lookup read it with the key (None: not read).
+    budgeted: bool | None = None
+
     def __str__(self) -> str:
         return f"{self.prefix}…"
 

@@ -67,7 +67,7 @@ def check_api_call(*, key: ApiKey, request: ApiRequest) -> ApiCheck:
     prompt_messages = request.messages if chat else [{"role": "user", "content": request.prompt}]
     prompt_tokens = 0
     images = chat and has_images(prompt_messages)
-    budgeted = budgets_apply(user_id=user.pk)
+    budgeted = key.budgeted if key.budgeted is not None else budgets_apply(user_id=user.pk)
     if request.model is None or budgeted:
         prompt_tokens = count_prompt_tokens(prompt_messages) if chat else count_tokens(request.prompt or "")
     model = model_resolve(

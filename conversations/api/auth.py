@@ -22,6 +22,7 @@ from conversations.accounts import throttle
 from conversations.errors import AddressBlocked, InvalidApiKey, RateLimited
 from conversations.models import ApiKey, User
 from conversations.rows import RowObjects, select_columns
+from conversations.usage.budgets import budgets_apply_sql
 
 MAX_KEY_LENGTH = 200
 LAST_USED_EVERY = timedelta(minutes=1)  # last_used_at is written at most this often per key
@@ -85,19 +86,27 @@ def check_api_key(*, authorization: str | None, address: str | None = None) -> A
 @functools.cache
 def _key_sql() -> str:
     quote = connection.ops.quote_name
-    selected = select_columns("k", ApiKey) + select_columns("u", User)
+    # The last column: whether a budget limits the key's user, which every admission asks (one statement, not two).
+    selected = [*select_columns("k", ApiKey), *select_columns("u", User), budgets_apply_sql("u")]
     return (  # names from the models' own metadata: the prefix is the one parameter
         f"SELECT {', '.join(selected)} FROM {quote(ApiKey._meta.db_table)} k "  # noqa: S608
         f"JOIN {quote(User._meta.db_table)} u ON u.id = k.user_id WHERE k.prefix = %s"
     )
 
 
-_keys = RowObjects(lambda row: ApiKey.objects.select_related("user").get(pk=row[0]))  # the first column: the key's id
+def _key_of(row: tuple) -> ApiKey:
+    key = ApiKey.objects.select_related("user").get(pk=row[0])  # the first column: the key's id
+    key.budgeted = bool(row[-1])
+    return key
+
+
+_keys = RowObjects(_key_of)
 
 
 def _key_by_prefix(prefix: str) -> ApiKey | None:
-    """The key of that prefix with its user, read fresh in one hand-written statement (the ORM's query building
-    was nine tenths of the API's admission); the objects are shared per row version (conversations/rows.py)."""
+    """The key of that prefix with its user (and `budgeted`), read fresh in one hand-written statement (the ORM's
+    query building was nine tenths of the API's admission); the objects are shared per row version
+    (conversations/rows.py)."""
     with connection.cursor() as cursor:
         cursor.execute(_key_sql(), [prefix])
         row = cursor.fetchone()

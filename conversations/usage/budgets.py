@@ -208,14 +208,16 @@ def group_budget_exists_sql(user_alias: str) -> str:
     )
 
 
+def budgets_apply_sql(user_alias: str) -> str:
+    """SQL true when any budget limits the user `user_alias.id`: their own or one of their groups'."""
+    return f"({user_alias}.monthly_budget IS NOT NULL OR {group_budget_exists_sql(user_alias)})"
+
+
 @functools.cache
 def _budgets_apply_sql() -> str:
-    # Raw SQL: on every /v1 call, where the ORM's version (an OR with an EXISTS) cost ~0.45 ms of query building.
+    # Raw SQL: the ORM's version (an OR with an EXISTS) cost ~0.45 ms of query building.
     user = connection.ops.quote_name(User._meta.db_table)
-    return (
-        f"SELECT u.monthly_budget IS NOT NULL OR {group_budget_exists_sql('u')} "  # noqa: S608
-        f"FROM {user} u WHERE u.id = %s"
-    )
+    return f"SELECT {budgets_apply_sql('u')} FROM {user} u WHERE u.id = %s"  # noqa: S608
 
 
 def budgets_apply(*, user_id: int) -> bool:

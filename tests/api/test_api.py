@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -858,6 +859,28 @@ async def test_a_request_that_never_reached_the_provider_costs_nothing(world, wh
         assert not r.usage_estimated and r.finish_reason == "upstream_unreachable"
     await provider.arefresh_from_db()
     assert provider.unreachable_at is not None
+
+
+def test_an_admission_reads_the_key_its_user_and_their_budgets_in_one_statement(api_admission, alice):
+    """Two statements admit a call of a user without a budget: the key (with its user and whether a budget applies)
+    and the model; nothing is written (the key's last use was recorded by a call before, under a minute ago), and the
+    key's objects are made once per version of its row."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    models = list(Model.objects.values_list("provider__name", "upstream_id"))
+    body = json.dumps({"model": f"{models[0][0]}/{models[0][1]}", "messages": [{"role": "user", "content": "Hi"}]})
+    admit = functools.partial(api_call_admit, authorization=f"Bearer {api_admission}", endpoint="chat",
+                              raw_body=body.encode())
+    admit()  # records the key's use: its row changes
+    admit()  # makes the objects of the row as it is now
+    with CaptureQueriesContext(connection) as queries:
+        call = admit()
+    assert len(queries.captured_queries) == 2, "\n".join(q["sql"][:150] for q in queries.captured_queries)
+    assert call.reservation_id is None
+    alice.monthly_budget = Decimal("5")
+    alice.save(update_fields=["monthly_budget"])
+    assert admit().reservation_id is not None  # the key's row unchanged, the budget read anew with it
 
 
 def test_the_ledger_row_counts_on_the_owners_day_without_asking_for_their_time_zone(api_admission, alice):

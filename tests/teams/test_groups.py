@@ -17,10 +17,11 @@ from django.utils import timezone
 
 from conversations.accounts.apikeys import api_key_create
 from conversations.accounts.teams import user_groups_sync
+from conversations.api.auth import _key_by_prefix
 from conversations.catalog.providers_file import providers_apply, providers_export
 from conversations.errors import BudgetExceeded
 from conversations.models import AuditLog, BudgetReservation, Message, Model, Team, UsageRecord, User
-from conversations.usage.budgets import budget_reserve, team_budget_status, user_team_budgets
+from conversations.usage.budgets import budget_reserve, team_budget_status, user_budget_set, user_team_budgets
 from conversations.usage.rollup import usage_day_add
 from tests.chat_helpers import chat_send, connect, make_model, send, until
 from tests.usage.test_budgets import _in_threads
@@ -335,7 +336,11 @@ def test_whether_a_budget_applies_is_the_orms_answer(alice, bob, staff):
     staff.groups.add(Group.objects.create(name="unbudgeted"))
     Team.objects.create(group=Group.objects.get(name="unbudgeted"))
     shared = Team.objects.filter(group__user=OuterRef("pk"), monthly_budget__isnull=False)
+    prefixes = {user: api_key_create(user=user)[1][:12] for user in (alice, bob, staff)}
     for user in (alice, bob, staff):
         orm = User.objects.filter(pk=user.pk).filter(Q(monthly_budget__isnull=False) | Exists(shared)).exists()
         assert budgets_apply(user_id=user.pk) is orm
+        assert _key_by_prefix(prefixes[user]).budgeted is orm  # read with the key, in the key's statement
     assert [budgets_apply(user_id=u.pk) for u in (alice, bob, staff)] == [True, True, False]
+    user_budget_set(user=alice, monthly=None)  # the key's row is the same, the answer beside it is not
+    assert _key_by_prefix(prefixes[alice]).budgeted is budgets_apply(user_id=alice.pk) is False
