@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCHES = {  # name -> (module, what it measures)
     "sse": ("bench.bench_sse", "SSE decoder + normaliser throughput vs bare json.loads"),
     "api": ("bench.bench_api", "/v1/chat/completions overhead vs straight to the upstream"),
-    "stages": ("bench.api_stages", "/v1's first token in stages inside the server; --server-root: against another tree"),
+    "stages": ("bench.api_stages", "/v1's first token in stages inside the server (--server-root: and another tree)"),
     "dashboard": ("bench.bench_dashboard", "usage dashboard over a million ledger rows vs COUNT(*)"),
     "ws": ("bench.bench_ws", "chat websocket: TTFT, completion and wall time at 100-1,000 streams vs the upstream"),
     "burst": ("bench.bench_burst", "N new websocket and /v1 clients at once (100-1,000) vs the same burst upstream"),
