@@ -30,8 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runnable as `python bench/api_stages.py` from anywhere
 
-from bench.bench_api import Server, environment, one  # noqa: E402
-from bench.process import Service, free_port  # noqa: E402
+from bench.bench_api import Server, dev_upstream, environment, one  # noqa: E402
 
 PROBE = ROOT / "bench" / "stage_probe"
 STAGES = (
@@ -89,10 +88,7 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="chatweb-bench-stages-"))
     env = environment(workdir)
-    upstream_port = free_port()
-    upstream = Service(
-        [sys.executable, "-m", "conversations.devupstream", "--port", str(upstream_port), "--log-level", "warning",
-         "--options", f"delay=0,tokens={args.tokens}"], env, workdir / "upstream.log", upstream_port)
+    upstream = dev_upstream(env, workdir, delay=0, tokens=args.tokens)
     roots = [("chatweb", ROOT)] + ([("other", Path(args.server_root).resolve())] if args.server_root else [])
     servers: list[Server] = []
     try:

@@ -125,6 +125,14 @@ def concurrent(make_client, ways: dict[str, str], n: int, workers: int, tokens: 
     return results
 
 
+def dev_upstream(env: dict[str, str], workdir: Path, *, delay: float, tokens: int) -> Service:
+    """The dev upstream in a process of its own, as a provider would be: `tokens` a reply, `delay` s apart."""
+    port = free_port()
+    return Service(
+        [sys.executable, "-m", "conversations.devupstream", "--port", str(port), "--log-level", "warning",
+         "--options", f"delay={delay},tokens={tokens}"], env, workdir / "upstream.log", port)
+
+
 class Server:
     """chatweb from one source tree: its own throwaway database (that tree's migrations) and Daphne process."""
 
@@ -164,10 +172,7 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="chatweb-bench-api-"))
     env = environment(workdir)
-    upstream_port = free_port()
-    upstream = Service(
-        [sys.executable, "-m", "conversations.devupstream", "--port", str(upstream_port), "--log-level", "warning",
-         "--options", f"delay={args.delay},tokens={args.tokens}"], env, workdir / "upstream.log", upstream_port)
+    upstream = dev_upstream(env, workdir, delay=args.delay, tokens=args.tokens)
     upstream_v1 = f"{upstream.url}/v1"
     servers: list[Server] = []
     try:
